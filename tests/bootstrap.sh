@@ -87,7 +87,7 @@ PY
     cp tests/sanity/get_pip_offline.py "$HOME/.ansible/test/cache/get_pip_${version//./_}.py"
 }
 
-apt_install shellcheck
+apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmomi: the lab vSphere simulator
 
 make_venv .venv "$PYTHON" dev
 install_pip_shim .venv

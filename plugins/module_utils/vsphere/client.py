@@ -1,0 +1,121 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""The one pyvmomi client: connect, translate faults, retry what is retryable.
+
+No AnsibleModule here: modules pass a ``ConnectionParams``. Every vSphere call of the
+collection goes through ``VsphereClient.call`` so faults become the common error types
+and transient ones (busy host, lost connection...) are retried with capped backoff.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    AuthError,
+    ConnectionFailedError,
+    GpuStackError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.retry import (
+    Backoff,
+    call_with_retries,
+    is_transient,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
+    ConnectionParams,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.faults import (
+    fault_name,
+    translate,
+)
+
+try:
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim
+
+    HAS_PYVMOMI = True
+except ImportError:  # pragma: no cover - exercised only without pyvmomi
+    HAS_PYVMOMI = False
+
+DEFAULT_BACKOFF = Backoff(tries=4, delay=0.5, factor=2.0, max_delay=5.0)
+
+
+def _ssl_context(params: ConnectionParams) -> ssl.SSLContext:
+    if not params.validate_certs:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=params.ca_path)
+
+
+class VsphereClient:
+    """A lazily connected vSphere session."""
+
+    def __init__(self, params: ConnectionParams, backoff: Backoff = DEFAULT_BACKOFF,
+                 connect=None):
+        if not HAS_PYVMOMI and connect is None:
+            raise ConnectionFailedError("the pyvmomi Python package is required")
+        self.params = params
+        self.backoff = backoff
+        self._connect = connect or SmartConnect
+        self._si = None
+
+    @property
+    def si(self):
+        if self._si is None:
+            self._si = self._login()
+        return self._si
+
+    @property
+    def content(self):
+        return self.si.content
+
+    def _login(self):
+        p = self.params
+        what = f"connecting to vCenter {p.hostname}:{p.port} as {p.username}"
+        try:
+            return self._connect(host=p.hostname, port=p.port, user=p.username, pwd=p.password,
+                                 sslContext=_ssl_context(p),
+                                 connectionPoolTimeout=p.request_timeout)
+        except Exception as exc:
+            if fault_name(exc) == "InvalidLogin":
+                raise AuthError(f"{what}: login refused (wrong user name or password)") from None
+            raise translate(exc, what) from exc
+
+    def call(self, what: str, func, *args, **kwargs):
+        """Run ``func(*args, **kwargs)``: faults translated, transient ones retried."""
+
+        def _once():
+            try:
+                return func(*args, **kwargs)
+            except GpuStackError:
+                raise
+            except Exception as exc:
+                raise translate(exc, what) from exc
+
+        return call_with_retries(_once, strategy=self.backoff, should_retry=is_transient)
+
+    def retrieve(self, spec_set, what: str = "reading inventory"):
+        """One RetrievePropertiesEx (plus ContinueRetrievePropertiesEx pages, if any)."""
+        pc = self.content.propertyCollector
+        options = vim.PropertyCollector.RetrieveOptions()
+        result = self.call(what, pc.RetrievePropertiesEx, specSet=spec_set, options=options)
+        objects = list(result.objects) if result else []
+        while result is not None and result.token:
+            result = self.call(what, pc.ContinueRetrievePropertiesEx, token=result.token)
+            objects.extend(result.objects)
+        return objects
+
+    def close(self) -> None:
+        if self._si is not None:
+            try:
+                Disconnect(self._si)
+            finally:
+                self._si = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -1,0 +1,156 @@
+#!/usr/bin/python
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Attach or detach passthrough GPUs to a VM (static or Dynamic DirectPath I/O)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: vm_gpu_passthrough
+short_description: Attach or detach NVIDIA GPUs to a VM with PCI passthrough
+description:
+  - Makes the VM have exactly O(gpu_count) GPUs matching the filter (O(state=present))
+    or none (O(state=absent)), from the passthrough-active GPUs of the VM's host that no
+    other VM uses.
+  - O(mode=static) uses DirectPath I/O with the values of C(QueryConfigTarget) (PCI id,
+    device id as the API expects it, vendor id, system id); O(mode=dynamic) uses Dynamic
+    DirectPath I/O (C(allowedDevice)), which needs hardware version 17 or later.
+  - Also locks the full memory reservation, turns 64-bit MMIO on and sizes it from the
+    GPUs' memory (total rounded up to a power of two, doubled), and turns CPU hot-add
+    off. Refuses BIOS firmware (large-BAR GPUs need EFI).
+  - Devices can only change while the VM is off: a powered-on VM is power-cycled only
+    with O(allow_power_cycle=true), otherwise the module fails saying so.
+version_added: 0.1.0
+author: llmops.gpu_stack maintainers
+extends_documentation_fragment:
+  - llmops.gpu_stack.vsphere
+options:
+  vm_name:
+    description: The VM.
+    type: str
+    required: true
+  gpu_count:
+    description: Number of GPUs the VM must have (1-16).
+    type: int
+    default: 1
+  state:
+    description: V(present) attaches, V(absent) detaches every matching GPU.
+    type: str
+    choices: [present, absent]
+    default: present
+  mode:
+    description: Static DirectPath I/O or Dynamic DirectPath I/O.
+    type: str
+    choices: [static, dynamic]
+    default: static
+  gpu_models:
+    description: GPUs by short model or device name substring.
+    type: list
+    elements: str
+    default: []
+  device_ids:
+    description: GPUs by PCI device id (hex).
+    type: list
+    elements: str
+    default: []
+  allow_power_cycle:
+    description: Power a running VM off and on again to change its devices.
+    type: bool
+    default: false
+  power_on:
+    description: Leave the VM powered on even if it was off.
+    type: bool
+    default: false
+  mmio_size_gb:
+    description: Override the computed C(pciPassthru.64bitMMIOSizeGB).
+    type: int
+  task_timeout:
+    description: Seconds to wait for one vSphere task.
+    type: int
+    default: 600
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Two A100s for the worker, power-cycling it if it runs
+  llmops.gpu_stack.vm_gpu_passthrough:
+    vm_name: ocp-worker-0
+    gpu_count: 2
+    gpu_models: [a100-80g]
+    allow_power_cycle: true
+"""
+
+RETURN = r"""
+vm:
+  description: The VM name.
+  returned: always
+  type: str
+host:
+  description: The VM's host.
+  returned: always
+  type: str
+gpus:
+  description: The VM's matching passthrough devices after the change.
+  returned: changed
+  type: list
+  elements: str
+mmio_size_gb:
+  description: The 64-bit MMIO size set (null for state=absent).
+  returned: always
+  type: int
+power_cycled:
+  description: Whether the VM was powered off and on.
+  returned: always
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_passthrough
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
+    ConnectionParams,
+    vsphere_argument_spec,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import GpuFilter
+
+
+def main():
+    spec = vsphere_argument_spec()
+    spec.update(
+        vm_name={"type": "str", "required": True},
+        gpu_count={"type": "int", "default": 1},
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        mode={"type": "str", "choices": ["static", "dynamic"], "default": "static"},
+        gpu_models={"type": "list", "elements": "str", "default": []},
+        device_ids={"type": "list", "elements": "str", "default": []},
+        allow_power_cycle={"type": "bool", "default": False},
+        power_on={"type": "bool", "default": False},
+        mmio_size_gb={"type": "int"},
+        task_timeout={"type": "int", "default": 600},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    try:
+        request = vm_passthrough.VmRequest(
+            vm=p["vm_name"], gpu_count=p["gpu_count"], state=p["state"], mode=p["mode"],
+            gpu_filter=GpuFilter.build(p["gpu_models"], p["device_ids"]),
+            allow_power_cycle=p["allow_power_cycle"], power_on=p["power_on"],
+            mmio_size_gb=p["mmio_size_gb"], task_timeout=p["task_timeout"],
+            check_mode=module.check_mode,
+        )
+        with VsphereClient(ConnectionParams.from_params(p)) as client:
+            result = vm_passthrough.run(client, request)
+    except GpuStackError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
