@@ -43,6 +43,13 @@ options:
     type: list
     elements: str
     default: []
+  vm_names:
+    description:
+      - VMs to locate as well (host and power state, in the same read); unknown names
+        are an error.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -84,6 +91,10 @@ total:
   description: Number of GPUs reported.
   returned: always
   type: int
+vms:
+  description: For each of O(vm_names), its C(host) and C(power_state).
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -105,6 +116,7 @@ def main():
         datacenter={"type": "str"},
         gpu_models={"type": "list", "elements": "str", "default": []},
         device_ids={"type": "list", "elements": "str", "default": []},
+        vm_names={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -112,7 +124,7 @@ def main():
         gpu_filter = GpuFilter.build(p["gpu_models"], p["device_ids"])
         with VsphereClient(ConnectionParams.from_params(p)) as client:
             result = gpu_info.run(client, p["esxi_hostnames"], p["clusters"], p["datacenter"],
-                                  gpu_filter)
+                                  gpu_filter, p["vm_names"])
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
     module.exit_json(changed=False, **result)
