@@ -158,7 +158,7 @@ def _apply(client, todo: list[HostPlan], req: Request) -> list[str]:
                 first = sorted(failed)[0]
                 raise OperationFailedError(
                     f"passthrough update failed on host {first}: {failed[first]}",
-                    reason=failed[first], failed=failed, updated=sorted(done),
+                    reason=failed[first], failures=failed, updated=sorted(done),
                     not_attempted=[p.name for p in todo[start + width:]],
                 )
     return done

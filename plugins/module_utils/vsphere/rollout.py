@@ -120,7 +120,7 @@ def reboot_hosts(client, plans, req) -> list[str]:
             raise OperationFailedError(
                 f"rolling reboot stopped at host(s) {names}: {exc.msg}. The host(s) may be "
                 "left in maintenance mode; rerun after fixing the cause to resume",
-                reason=exc.msg, failed=[p.name for p in batch], rebooted=rebooted,
+                reason=exc.msg, failed_hosts=[p.name for p in batch], rebooted=rebooted,
                 not_attempted=rest,
             ) from exc
     return rebooted

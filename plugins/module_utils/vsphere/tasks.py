@@ -33,14 +33,18 @@ _DONE = ("success", "error")
 
 
 def _error_text(error) -> str:
+    """Text of a task's ``info.error``.
+
+    pyvmomi usually hands back the fault itself (``msg`` taken from the localized
+    message); a raw ``LocalizedMethodFault`` carries it in ``.fault``.
+    """
+    if error is None:
+        return "unknown error"
     fault = getattr(error, "fault", None)
-    message = getattr(error, "localizedMessage", "") or ""
     if fault is None:
-        return message or "unknown error"
-    text = fault_message(fault)
-    if message and message not in text and not message.startswith("vim."):
-        text = f"{fault_name(fault)}: {message}"
-    return text
+        return fault_message(error)
+    message = getattr(error, "localizedMessage", "") or ""
+    return f"{fault_name(fault)}: {message}" if message else fault_message(fault)
 
 
 def wait_for_tasks(client, tasks: dict, *, what: str, timeout: float = 600.0,
@@ -75,7 +79,7 @@ def wait_for_tasks(client, tasks: dict, *, what: str, timeout: float = 600.0,
         first = next(iter(failed))
         raise OperationFailedError(
             f"{what} failed on {', '.join(failed)}: {failed[first]}",
-            reason=failed[first], failed=failed,
+            reason=failed[first], failures=failed,
             succeeded=[n for n in tasks if n not in failed],
         )
     return {n: r.get("info.result") for n, r in finished.items()}

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.lab
 
 def test_reports_every_gpu_like_the_simulator(vsphere_lab, vsphere_si, tmp_path):
     enable_passthrough_raw(vsphere_si, ["esxi-5"])
-    rc, res, out = run_module(vsphere_lab, tmp_path, "esxi_gpu_info", {"vm_names": ["ocp-worker-5"]})
+    rc, res, out = run_module(vsphere_lab, tmp_path, "esxi_gpu_info",
+                              {"vm_names": ["ocp-worker-5"]})
     assert rc == 0 and res["changed"] is False, out
     assert res["total"] == 16
     raw = {(n, pci): st for n, h in hosts(vsphere_si).items() for pci, st in gpu_state(h).items()}

@@ -4,10 +4,9 @@ and the reboot path on hosts that cannot apply changes without a reboot."""
 from __future__ import annotations
 
 import pytest
-from helpers import gpu_state, hosts, run_module, snapshot
-
 from gpu_lab.fixtures.vsphere import connect
 from gpu_lab.vsphere import Topology
+from helpers import gpu_state, hosts, run_module, snapshot
 
 pytestmark = pytest.mark.lab
 
@@ -56,9 +55,11 @@ def test_reboot_required_then_rolling_reboot(vsphere_lab_factory, tmp_path):
     lab = vsphere_lab_factory(Topology(hosts=3, apply_now=False, power_on=False,
                                        reboot_delay_ms=300))
     si = connect(lab)
-    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", {"clusters": ["gpu-cluster"]})
+    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough",
+                              {"clusters": ["gpu-cluster"]})
     assert rc == 0, out
-    assert res["changed"] is True and sorted(res["reboot_required"]) == ["esxi-0", "esxi-1", "esxi-2"]
+    assert res["changed"] is True
+    assert sorted(res["reboot_required"]) == ["esxi-0", "esxi-1", "esxi-2"]
     assert all(set(gpu_state(h).values()) == {(True, False)} for h in hosts(si).values())
 
     rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough",
@@ -81,7 +82,7 @@ def test_reboot_refused_while_vms_run(vsphere_lab_factory, tmp_path):
     lab = vsphere_lab_factory(Topology(hosts=2, apply_now=False))
     si = connect(lab)
     before = snapshot(si)
-    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough",
+    rc, res, _ = run_module(lab, tmp_path, "esxi_gpu_passthrough",
                               {"clusters": ["gpu-cluster"], "reboot": "if_needed"})
     assert rc != 0
     assert "still run VMs" in res["msg"] and "ocp-worker-1" in res["msg"], res["msg"]

@@ -1,0 +1,87 @@
+"""The esxi_gpu_passthrough role on the simulated reference site (8 hosts x 2 GPUs),
+through playbooks/esxi.yml and the lab inventory, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from gpu_lab.vsphere import save_state
+from helpers import ANSIBLE_PLAYBOOK, REPO, connection_env, hosts, vm_state, vms
+
+pytestmark = pytest.mark.lab
+
+
+def _playbook(lab, tmp_path, *extra, json_out=True):
+    save_state(lab, tmp_path / "vsphere.json")
+    env = connection_env(lab)
+    for key in list(env):
+        if key.startswith("VMWARE_"):
+            del env[key]  # the inventory must bring the connection itself
+    env["GPU_LAB_HOME"] = str(tmp_path)
+    if json_out:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    cmd = [ANSIBLE_PLAYBOOK, "-i", str(REPO / "inventories" / "lab" / "esxi.yml"),
+           str(REPO / "playbooks" / "esxi.yml"), *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
+                          check=False, cwd=REPO)
+
+
+def test_role_reference_site_then_no_change(vsphere_lab, vsphere_si, tmp_path):
+    proc = _playbook(vsphere_lab, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["stats"]["localhost"]["changed"] > 0
+
+    all_hosts = hosts(vsphere_si)
+    for i in range(8):
+        vm = vms(vsphere_si)[f"ocp-worker-{i}"]
+        host = all_hosts[f"esxi-{i}"]
+        state = vm_state(vm)
+        assert state["power"] == "poweredOn" and state["locked"] is True
+        assert [g[1] for g in state["gpus"]] == ["0000:17:00.0", "0000:31:00.0"]
+        bound = {b.instanceId for b in host.config.assignableHardwareBinding
+                 if b.vm._moId == vm._moId}
+        assert bound == {"0000:17:00.0", "0000:31:00.0"}
+        assert all(i.passthruActive for i in host.config.pciPassthruInfo if i.passthruEnabled)
+
+    again = _playbook(vsphere_lab, tmp_path)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert json.loads(again.stdout)["stats"]["localhost"]["changed"] == 0
+
+
+def test_role_check_mode_changes_nothing(vsphere_lab, vsphere_si, tmp_path):
+    from helpers import snapshot
+
+    before = snapshot(vsphere_si)
+    proc = _playbook(vsphere_lab, tmp_path, "--check", "--tags", "preflight,hosts")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert snapshot(vsphere_si) == before
+
+
+def test_password_never_in_verbose_output(vsphere_lab, tmp_path):
+    """-vvv through the role (password from vsphere.json) and a direct module call
+    with the password as a module argument, including a failing call."""
+    proc = _playbook(vsphere_lab, tmp_path, "-vvv", json_out=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "ocp-worker-7" in text  # the verbose output is really there
+    assert vsphere_lab.password not in text
+
+    from helpers import run_tasks
+
+    # As a user writes it: the password in a variable (vault, environment), never literal
+    # in the playbook (Ansible prints the failing task's source lines).
+    password = "{{ lookup('ansible.builtin.env', 'LAB_VCENTER_PASSWORD') }}"
+    tasks = [
+        {"name": "ok", "llmops.gpu_stack.esxi_gpu_info": {"password": password}},
+        {"name": "fails", "ignore_errors": True,
+         "llmops.gpu_stack.esxi_gpu_passthrough": {"password": password,
+                                                   "esxi_hostnames": ["nope"]}},
+    ]
+    rc, _, out = run_tasks(vsphere_lab, tasks, tmp_path, verbose="-vvv", json_out=False,
+                           env_extra={"VMWARE_PASSWORD": "",
+                                      "LAB_VCENTER_PASSWORD": vsphere_lab.password})
+    assert rc == 0, out[-3000:]
+    assert "unknown ESXi host(s): nope" in out
+    assert vsphere_lab.password not in out
