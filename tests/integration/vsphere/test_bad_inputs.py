@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import enable_passthrough_raw, run_tasks, snapshot, vms
 from pyVim.task import WaitForTask
 from pyVmomi import vim
+from vsphere_helpers import enable_passthrough_raw, run_tasks, snapshot, vms
 
 pytestmark = pytest.mark.lab
 

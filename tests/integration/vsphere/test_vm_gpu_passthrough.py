@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import enable_passthrough_raw, hosts, run_module, snapshot, vm_state, vms
+from vsphere_helpers import enable_passthrough_raw, hosts, run_module, snapshot, vm_state, vms
 
 pytestmark = pytest.mark.lab
 
