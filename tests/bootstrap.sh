@@ -89,7 +89,7 @@ PY
 
 apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmomi: the lab vSphere simulator
 
-make_venv .venv "$PYTHON" dev
+make_venv .venv "$PYTHON" dev lab
 install_pip_shim .venv
 
 log "linking the collection as llmops.gpu_stack"

@@ -60,6 +60,7 @@ class VsphereClient:
         self.backoff = backoff
         self._connect = connect or SmartConnect
         self._si = None
+        self._content = None
 
     @property
     def si(self):
@@ -69,7 +70,10 @@ class VsphereClient:
 
     @property
     def content(self):
-        return self.si.content
+        """The ServiceContent, fetched once (each ``si.content`` would be a round-trip)."""
+        if self._content is None:
+            self._content = self.call("reading the service content", self.si.RetrieveContent)
+        return self._content
 
     def _login(self):
         p = self.params
@@ -113,6 +117,7 @@ class VsphereClient:
                 Disconnect(self._si)
             finally:
                 self._si = None
+                self._content = None
 
     def __enter__(self):
         return self
