@@ -44,6 +44,9 @@ HOST_PROPS = (
     "customValue",
 )
 
+REFRESH_PROPS = ("config.pciPassthruInfo", "config.assignableHardwareBinding",
+                 "runtime.connectionState", "runtime.inMaintenanceMode", "customValue")
+
 
 @dataclass
 class Request:
@@ -187,14 +190,24 @@ def run(client, req: Request) -> dict:
                  for p in plans}
         return {**result, "diff": {"before": before, "after": after}, "gpus": _gpu_list(plans)}
     _apply(client, to_change, req)
-    plans = plan(load_inventory(client, host_props=HOST_PROPS), req, marker_key)
+    _refresh(client, inventory, [p.name for p in to_change])
+    plans = plan(inventory, req, marker_key)
     pending = [p for p in plans if any(g.reboot_pending for g in p.gpus) or p.resume]
     if req.reboot == "if_needed" and pending:
         result["rebooted"] = rollout.reboot_hosts(client, pending, req)
-        plans = plan(load_inventory(client, host_props=HOST_PROPS), req, marker_key)
+        _refresh(client, inventory, [p.name for p in pending])
+        plans = plan(inventory, req, marker_key)
     result["reboot_required"] = [p.name for p in plans if any(g.reboot_pending for g in p.gpus)]
     after = {p.name: _state(p.gpus) for p in plans}
     return {**result, "diff": {"before": before, "after": after}, "gpus": _gpu_list(plans)}
+
+
+def _refresh(client, inventory, names) -> None:
+    """Re-read only what a change or reboot alters, only for those hosts."""
+    by_name = inventory.host_by_name()
+    refs = [by_name[n].obj for n in names]
+    for rec in load_objects(client, vim.HostSystem, refs, ("name", *REFRESH_PROPS)):
+        by_name[rec.name].props.update(rec.props)
 
 
 def _gpu_list(plans) -> list[dict]:
