@@ -23,7 +23,7 @@ description:
     collection's C(plugins/module_utils/serving/memory.py); its numbers are estimates,
     vLLM measures the real ones when it starts.
 author:
-  - llmops.gpu_stack maintainers
+  - llmops.gpu_stack maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -381,6 +381,8 @@ _MODEL_INT_FIELDS = [field for field in ARCH_FIELDS if field != "tie_word_embedd
 
 def argument_spec() -> dict:
     model = {field: {"type": "int"} for field in _MODEL_INT_FIELDS}
+    # "token" in a name looks like a secret to validate-modules; these are counts.
+    model["num_experts_per_token"]["no_log"] = False
     model.update(
         preset={"type": "str", "choices": sorted(PRESETS)},
         config_path={"type": "path"},
@@ -417,10 +419,10 @@ def argument_spec() -> dict:
             "type": "dict",
             "options": {
                 "gpu_memory_utilization": {"type": "float", "default": 0.9},
-                "kv_cache_tokens": {"type": "int"},
+                "kv_cache_tokens": {"type": "int", "no_log": False},
                 "concurrent_sequences": {"type": "int"},
                 "kv_cache_dtype": {"type": "str", "choices": ["auto", "fp8"], "default": "auto"},
-                "max_num_batched_tokens": {"type": "int"},
+                "max_num_batched_tokens": {"type": "int", "no_log": False},
                 "overhead_gib": {"type": "float"},
             },
             "mutually_exclusive": [["kv_cache_tokens", "concurrent_sequences"]],

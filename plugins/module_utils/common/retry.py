@@ -66,7 +66,7 @@ class Backoff:
 
     def __iter__(self) -> Iterator[float]:
         pause = self.delay
-        for _ in range(self.tries - 1):
+        for _attempt in range(self.tries - 1):
             capped = min(pause, self.max_delay)
             yield capped * self._rand() if self.jitter else capped
             pause *= self.factor

@@ -56,6 +56,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.planner i
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.presets import PRESETS
 
 VLLM_QUANTIZATION_FLAGS = ("awq", "gptq", "fp8")
+# Below this share of the per-GPU budget, the KV cache is flagged as a thin margin.
+THIN_KV_FRACTION = 0.1
 
 
 def vllm_args(model, targets, layout) -> list[str]:
@@ -133,6 +135,14 @@ def _warnings(model, hardware, targets, layout) -> list[str]:
             f"{idle} of {hardware.total_gpus} GPUs stay idle: {layout.replicas} replica(s) of "
             f"{layout.gpus_per_replica} GPUs do not use them all (a larger forced "
             "layout.pipeline_parallel_size would turn them into KV cache)"
+        )
+    thinnest = min(stage.kv_cache_gib for stage in layout.stages)
+    budget = targets.gpu_memory_utilization * hardware.gpu_memory_gib
+    if thinnest < THIN_KV_FRACTION * budget:
+        warnings.append(
+            f"thin margin: {thinnest:.2f} GiB of KV cache per GPU is under "
+            f"{THIN_KV_FRACTION:.0%} of the {budget:g} GiB budget; vLLM's own profiling at "
+            "start-up may find less (more headroom: raise the KV target or force a larger PP)"
         )
     if model.num_experts > 1:
         warnings.append(

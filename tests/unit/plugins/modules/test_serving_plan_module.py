@@ -33,7 +33,7 @@ def test_plan_for_the_reference_site(capsys):
 
 def test_check_mode_gives_the_same_unchanged_plan(capsys):
     args = {"model": {"preset": "vicuna-13b"}, "hardware": SITE_8X2}
-    _, normal = run_module(capsys, args)
+    _code, normal = run_module(capsys, args)
     code, checked = run_module(capsys, {**args, "_ansible_check_mode": True})
     assert code == 0
     assert checked["changed"] is False

@@ -62,7 +62,7 @@ def test_no_cause_key_without_chaining():
 @pytest.mark.parametrize("key", ["msg", "changed", "failed", "invocation"])
 def test_reserved_detail_keys_are_refused(key):
     with pytest.raises(TypeError, match=key):
-        errors.GpuStackError("x", **{key: 1})
+        raise errors.GpuStackError("x", **{key: 1})
 
 
 def test_transient_error_retry_after_hint():

@@ -79,7 +79,7 @@ def test_preset_builds_a_spec_with_derived_sizes():
 
 
 def test_serving_overrides_apply_to_a_preset():
-    spec, _ = model_from_options(
+    spec, _warnings = model_from_options(
         {"preset": "llama-3-8b", "max_model_len": 4096, "quantization": "awq", "name": "l3"},
         PRESETS,
     )
@@ -93,7 +93,7 @@ def test_serving_overrides_apply_to_a_preset():
 def test_config_json_gives_the_same_spec_as_the_preset(tmp_path):
     path = write_config(tmp_path, LLAMA3_8B_CONFIG)
     spec, warnings = model_from_options({"config_path": str(path)}, PRESETS)
-    preset, _ = model_from_options({"preset": "llama-3-8b"}, PRESETS)
+    preset, _warnings = model_from_options({"preset": "llama-3-8b"}, PRESETS)
     assert warnings == []
     assert spec.source == "config.json"
     assert spec.name == "meta-llama/Meta-Llama-3-8B"
@@ -106,7 +106,7 @@ def test_config_json_gives_the_same_spec_as_the_preset(tmp_path):
 
 def test_config_path_may_be_the_model_directory(tmp_path):
     write_config(tmp_path, LLAMA3_8B_CONFIG)
-    spec, _ = model_from_options({"config_path": str(tmp_path)}, PRESETS)
+    spec, _warnings = model_from_options({"config_path": str(tmp_path)}, PRESETS)
     assert spec.num_layers == 32
 
 
@@ -127,7 +127,9 @@ def test_config_json_moe_quantized_nested_and_defaults(tmp_path):
         "dtype": "float16",
         "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128},
     }
-    spec, _ = model_from_options({"config_path": str(write_config(tmp_path, config))}, PRESETS)
+    spec, _warnings = model_from_options(
+        {"config_path": str(write_config(tmp_path, config))}, PRESETS
+    )
     assert spec.name == "MixtralForCausalLM"
     assert spec.num_experts == 8
     assert spec.num_experts_per_token == 2
@@ -139,7 +141,9 @@ def test_config_json_moe_quantized_nested_and_defaults(tmp_path):
 
 def test_config_json_without_kv_heads_means_multi_head_attention(tmp_path):
     config = {k: v for k, v in LLAMA3_8B_CONFIG.items() if k != "num_key_value_heads"}
-    spec, _ = model_from_options({"config_path": str(write_config(tmp_path, config))}, PRESETS)
+    spec, _warnings = model_from_options(
+        {"config_path": str(write_config(tmp_path, config))}, PRESETS
+    )
     assert spec.num_kv_heads == 32
 
 
@@ -154,7 +158,7 @@ def test_float32_checkpoint_is_served_as_bfloat16_unless_told(tmp_path):
 
 
 def test_explicit_fields_with_parameters_only():
-    spec, _ = model_from_options(
+    spec, _warnings = model_from_options(
         {
             "parameters": 13e9,
             "num_layers": 40,
@@ -172,7 +176,7 @@ def test_explicit_fields_with_parameters_only():
 
 
 def test_explicit_parameters_far_from_the_architecture_warn():
-    _, warnings = model_from_options(
+    _spec, warnings = model_from_options(
         {**{k: v for k, v in PRESETS["llama-3-8b"].items() if k != "hf_repo"}, "parameters": 20e9},
         PRESETS,
     )

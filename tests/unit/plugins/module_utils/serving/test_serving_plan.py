@@ -356,3 +356,11 @@ def test_every_plan_satisfies_the_invariants(name, hardware):
         return
     check_invariants(plan, hardware)
     assert plan["tensor_parallel_size"] <= hardware["gpus_per_node"]
+
+
+def test_thin_kv_margin_is_flagged():
+    tight = build_plan({"preset": "llama-3-70b"}, SITE_8X2)
+    assert tight["memory"]["kv_cache_per_gpu_gib"] < 3.6
+    assert any(w.startswith("thin margin") for w in tight["warnings"])
+    roomy = build_plan({"preset": "llama-3-70b"}, SITE_8X2, targets={"concurrent_sequences": 8})
+    assert not any(w.startswith("thin margin") for w in roomy["warnings"])
