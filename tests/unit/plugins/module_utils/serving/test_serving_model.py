@@ -260,3 +260,13 @@ def test_missing_and_broken_config_files(tmp_path):
     partial = write_config(tmp_path, {"hidden_size": 64}, name="partial.json")
     with pytest.raises(InvalidInputError, match=r"model\.num_layers is required"):
         model_from_options({"config_path": str(partial)}, PRESETS)
+
+
+def test_unmodelled_quantization_in_a_config_is_refused_unless_overridden(tmp_path):
+    config = {**LLAMA3_8B_CONFIG, "quantization_config": {"quant_method": "compressed-tensors"}}
+    path = str(write_config(tmp_path, config))
+    with pytest.raises(InvalidInputError, match=r"model\.quantization overrides a config\.json"):
+        model_from_options({"config_path": path}, PRESETS)
+    spec = model_from_options({"config_path": path, "quantization": "fp8"}, PRESETS)[0]
+    assert spec.quantization == "fp8"
+    assert spec.weight_bytes_per_param == 1

@@ -274,6 +274,12 @@ def test_forced_layout_that_does_not_fit_is_refused():
          "topology 'mixed' is not one of"),
         ({"preset": "no-such-model"}, SITE_8X2, None, None, None,
          "model.preset 'no-such-model' is unknown"),
+        ({"preset": "llama-3-8b"}, SITE_8X2, None, {"tensor_parallel_size": 0}, None,
+         "layout.tensor_parallel_size must be at least 1, got 0"),
+        ({"preset": "llama-3-8b"}, SITE_8X2, None, {"pipeline_parallel_size": 0}, None,
+         "layout.pipeline_parallel_size must be at least 1, got 0"),
+        ({"preset": "llama-3-8b"}, SITE_8X2, {"concurrent_sequences": 0}, None, None,
+         "targets.concurrent_sequences must be at least 1, got 0"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_with_a_message_naming_the_problem(
