@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
-from vsphere_helpers import enable_passthrough_raw, run_tasks, snapshot, vms
+
+from .vsphere_helpers import enable_passthrough_raw, run_tasks, snapshot, vms
 
 pytestmark = pytest.mark.lab
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from vsphere_helpers import enable_passthrough_raw, gpu_state, hosts, run_module, vms
+
+from .vsphere_helpers import enable_passthrough_raw, gpu_state, hosts, run_module, vms
 
 pytestmark = pytest.mark.lab
 

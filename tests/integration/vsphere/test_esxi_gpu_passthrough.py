@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from gpu_lab.fixtures.vsphere import connect
 from gpu_lab.vsphere import Topology
-from vsphere_helpers import gpu_state, hosts, run_module, snapshot
+
+from .vsphere_helpers import gpu_state, hosts, run_module, snapshot
 
 pytestmark = pytest.mark.lab
 

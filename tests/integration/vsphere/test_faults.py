@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from gpu_lab.fixtures.vsphere import connect
 from gpu_lab.vsphere import FaultInjector, Topology
-from vsphere_helpers import enable_passthrough_raw, gpu_state, hosts, run_module, vm_state, vms
+
+from .vsphere_helpers import enable_passthrough_raw, gpu_state, hosts, run_module, vm_state, vms
 
 pytestmark = pytest.mark.lab
 

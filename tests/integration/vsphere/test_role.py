@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 from gpu_lab.vsphere import save_state
-from vsphere_helpers import ANSIBLE_PLAYBOOK, REPO, connection_env, hosts, vm_state, vms
+
+from .vsphere_helpers import ANSIBLE_PLAYBOOK, REPO, connection_env, hosts, vm_state, vms
 
 pytestmark = pytest.mark.lab
 
@@ -51,7 +52,7 @@ def test_role_reference_site_then_no_change(vsphere_lab, vsphere_si, tmp_path):
 
 
 def test_role_check_mode_changes_nothing(vsphere_lab, vsphere_si, tmp_path):
-    from vsphere_helpers import snapshot
+    from .vsphere_helpers import snapshot
 
     before = snapshot(vsphere_si)
     proc = _playbook(vsphere_lab, tmp_path, "--check", "--tags", "preflight,hosts")
@@ -68,7 +69,7 @@ def test_password_never_in_verbose_output(vsphere_lab, tmp_path):
     assert "ocp-worker-7" in text  # the verbose output is really there
     assert vsphere_lab.password not in text
 
-    from vsphere_helpers import run_tasks
+    from .vsphere_helpers import run_tasks
 
     # As a user writes it: the password in a variable (vault, environment), never literal
     # in the playbook (Ansible prints the failing task's source lines).

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from vsphere_helpers import enable_passthrough_raw, hosts, run_module, snapshot, vm_state, vms
+
+from .vsphere_helpers import enable_passthrough_raw, hosts, run_module, snapshot, vm_state, vms
 
 pytestmark = pytest.mark.lab
 

@@ -13,7 +13,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu impor
     select_hosts,
     u16,
 )
-from vsphere_fakes import PCI_IDS, host, inventory
+
+from .vsphere_fakes import PCI_IDS, host, inventory
 
 
 @pytest.mark.parametrize(("memories", "size"), [

@@ -11,7 +11,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.host_pass
     Request,
     plan,
 )
-from vsphere_fakes import host, inventory
+
+from .vsphere_fakes import host, inventory
 
 
 def test_plans_only_what_differs():

@@ -10,7 +10,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.finders i
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import host_gpus
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.vm_spec import VmState
 from pyVmomi import vim
-from vsphere_fakes import PCI_IDS, host
+
+from .vsphere_fakes import PCI_IDS, host
 
 
 def _static(pci):
