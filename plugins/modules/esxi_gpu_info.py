@@ -16,8 +16,10 @@ description:
   - Reads the whole fleet in one vSphere round-trip (a second one only to name VMs
     that hold GPUs).
 version_added: 0.1.0
-author: llmops.gpu_stack maintainers
+author:
+  - llmops.gpu_stack maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
 options:
   esxi_hostnames:
@@ -53,8 +55,11 @@ options:
 attributes:
   check_mode:
     support: full
+    details: The module only reads; it reports C(changed=false).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

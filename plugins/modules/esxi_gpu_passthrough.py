@@ -13,13 +13,15 @@ description:
     C(HostPciPassthruSystem.UpdatePassthruConfig), hosts in parallel.
   - Reports the hosts that still need a reboot for the change to become active
     (C(reboot_required)); with O(reboot=if_needed) it rolls through them, O(batch_size)
-    at a time: maintenance mode, reboot, wait for reconnection, exit maintenance mode,
+    at a time (maintenance mode, reboot, wait for reconnection, exit maintenance mode),
     stopping at the first failed host.
   - Everything is validated before the first write (unknown hosts, hosts without a
     matching GPU, disconnected hosts, GPUs in use, hosts to reboot that still run VMs).
 version_added: 0.1.0
-author: llmops.gpu_stack maintainers
+author:
+  - llmops.gpu_stack maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
 options:
   esxi_hostnames:
@@ -83,8 +85,12 @@ options:
 attributes:
   check_mode:
     support: full
+    details: Everything is read and validated; nothing is written.
   diff_mode:
     support: full
+    details: Shows the state before and after.
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -18,11 +18,13 @@ description:
   - Also locks the full memory reservation, turns 64-bit MMIO on and sizes it from the
     GPUs' memory (total rounded up to a power of two, doubled), and turns CPU hot-add
     off. Refuses BIOS firmware (large-BAR GPUs need EFI).
-  - Devices can only change while the VM is off: a powered-on VM is power-cycled only
+  - Devices can only change while the VM is off. A powered-on VM is power-cycled only
     with O(allow_power_cycle=true), otherwise the module fails saying so.
 version_added: 0.1.0
-author: llmops.gpu_stack maintainers
+author:
+  - llmops.gpu_stack maintainers (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
 options:
   vm_name:
@@ -71,8 +73,12 @@ options:
 attributes:
   check_mode:
     support: full
+    details: Everything is read and validated; nothing is written.
   diff_mode:
     support: full
+    details: Shows the state before and after.
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

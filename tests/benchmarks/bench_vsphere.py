@@ -60,13 +60,13 @@ def _client(lab) -> VsphereClient:
     client = VsphereClient(ConnectionParams(hostname=lab.hostname, port=lab.port,
                                             username=lab.username, password=lab.password,
                                             ca_path=lab.ca_path))
-    _ = client.content  # log in outside the measurement
+    client.content  # noqa: B018 - log in outside the measurement
     return client
 
 
 def _best(func, repeats: int):
     times, result = [], None
-    for _ in range(repeats):
+    for _repeat in range(repeats):
         t0 = time.perf_counter()
         result = func()
         times.append(time.perf_counter() - t0)

@@ -19,11 +19,6 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     TransientError,
 )
 
-try:
-    from pyVmomi import vim, vmodl
-except ImportError:  # pragma: no cover - reported by the client
-    vim = vmodl = None
-
 # Fault class names (vim.fault.X / vmodl.fault.X), matched along the fault's MRO so a
 # subclass (HostNotConnected < HostCommunication) maps like its parent.
 _TRANSIENT = {"TaskInProgress", "ConcurrentAccess", "HostCommunication", "SystemError"}

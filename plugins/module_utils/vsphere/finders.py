@@ -116,7 +116,7 @@ def _build_inventory(records: list[Record]) -> Inventory:
         if parent is not None and isinstance(parent.obj, vim.ClusterComputeResource):
             inv.host_cluster[host.name] = parent.name
         node = parent
-        for _ in range(64):
+        for _depth in range(64):
             if node is None or isinstance(node.obj, vim.Datacenter):
                 break
             node = by_id.get(_key(node.get("parent")))

@@ -85,7 +85,7 @@ def _load(client, req: VmRequest) -> _Context:
     if host is None:
         raise NotFoundError(f"VM {req.vm} has no host")
     names = {v.obj._moId: v.name for v in inv.vms}
-    on_host = [ref for ref in host.get("vm") or []]
+    on_host = list(host.get("vm") or [])
     loaded = load_objects(client, vim.VirtualMachine, on_host, vm_spec.VM_PROPS)
     records = {r.name: r for r in loaded}
     vm = vm_spec.VmState.from_record(records[req.vm])

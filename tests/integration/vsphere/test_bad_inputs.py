@@ -85,7 +85,7 @@ def test_bad_inputs_fail_clearly_and_change_nothing(vsphere_lab, vsphere_si, tmp
     _prepare(vsphere_si)
     before = snapshot(vsphere_si)
     tasks = []
-    for case_id, module, args, _ in CASES:
+    for case_id, module, args, _expected in CASES:
         task = {"name": case_id, module: dict(args), "ignore_errors": True}
         if args.get("ca_path") == "__SYSTEM__":
             # validate_certs stays on, but only the system trust store is used: the
@@ -93,9 +93,9 @@ def test_bad_inputs_fail_clearly_and_change_nothing(vsphere_lab, vsphere_si, tmp
             del task[module]["ca_path"]
             task["environment"] = {"VMWARE_CA_PATH": ""}
         tasks.append(task)
-    _, results, out = run_tasks(vsphere_lab, tasks, tmp_path)
+    _rc, results, out = run_tasks(vsphere_lab, tasks, tmp_path)
     assert len(results) == len(CASES), out
-    for (case_id, _, _, expected), result in zip(CASES, results, strict=True):
+    for (case_id, _module, _args, expected), result in zip(CASES, results, strict=True):
         assert result.get("failed") is True, f"{case_id}: did not fail: {result}"
         assert expected in result["msg"], f"{case_id}: {result['msg']!r}"
         print(f"{case_id}: {result['msg']}")

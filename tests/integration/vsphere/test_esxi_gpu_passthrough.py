@@ -83,8 +83,8 @@ def test_reboot_refused_while_vms_run(vsphere_lab_factory, tmp_path):
     lab = vsphere_lab_factory(Topology(hosts=2, apply_now=False))
     si = connect(lab)
     before = snapshot(si)
-    rc, res, _ = run_module(lab, tmp_path, "esxi_gpu_passthrough",
-                              {"clusters": ["gpu-cluster"], "reboot": "if_needed"})
+    rc, res, _out = run_module(lab, tmp_path, "esxi_gpu_passthrough",
+                               {"clusters": ["gpu-cluster"], "reboot": "if_needed"})
     assert rc != 0
     assert "still run VMs" in res["msg"] and "ocp-worker-1" in res["msg"], res["msg"]
     assert snapshot(si) == before

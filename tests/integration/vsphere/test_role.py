@@ -80,9 +80,9 @@ def test_password_never_in_verbose_output(vsphere_lab, tmp_path):
          "llmops.gpu_stack.esxi_gpu_passthrough": {"password": password,
                                                    "esxi_hostnames": ["nope"]}},
     ]
-    rc, _, out = run_tasks(vsphere_lab, tasks, tmp_path, verbose="-vvv", json_out=False,
-                           env_extra={"VMWARE_PASSWORD": "",
-                                      "LAB_VCENTER_PASSWORD": vsphere_lab.password})
+    env = {"VMWARE_PASSWORD": "", "LAB_VCENTER_PASSWORD": vsphere_lab.password}
+    rc, _results, out = run_tasks(vsphere_lab, tasks, tmp_path, verbose="-vvv",
+                                  json_out=False, env_extra=env)
     assert rc == 0, out[-3000:]
     assert "unknown ESXi host(s): nope" in out
     assert vsphere_lab.password not in out

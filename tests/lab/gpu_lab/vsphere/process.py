@@ -105,7 +105,7 @@ def _read_ready(proc: subprocess.Popen, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     buf = b""
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        ready = select.select([proc.stdout], [], [], 0.2)[0]
         if ready:
             chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
@@ -170,7 +170,7 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
-            done, _ = os.waitpid(pid, os.WNOHANG)
+            done = os.waitpid(pid, os.WNOHANG)[0]
             if done == pid:
                 return
         if not _is_ours(pid):

@@ -30,7 +30,7 @@ from pyVmomi import vim, vmodl
 ])
 def test_translate(exc, kind):
     err = translate(exc, "doing it")
-    assert type(err) is kind
+    assert err.__class__ is kind
     assert err.msg.startswith("doing it: ")
 
 
