@@ -89,10 +89,10 @@ def _boot_times(client, plans) -> dict:
 def _roll_batch(client, batch, req, key: int) -> list[str]:
     needs_reboot = [p for p in batch if any(g.reboot_pending for g in p.gpus)]
     enter = [p for p in batch if not p.record.get("runtime.inMaintenanceMode")]
-    _set_marker(client, enter, key, "entered")
     wait_for_tasks(client, _tasks(client, enter, "entering maintenance mode",
                                   lambda h: h.EnterMaintenanceMode_Task(timeout=0)),
                    what="entering maintenance mode", timeout=req.task_timeout)
+    _set_marker(client, enter, key, "entered")
     if needs_reboot:
         boot_before = _boot_times(client, needs_reboot)
         wait_for_tasks(client, _tasks(client, needs_reboot, "rebooting",

@@ -215,6 +215,24 @@ def _config_spec(client, ctx: _Context, plan: _Plan, req: VmRequest):
     return spec
 
 
+def _predicted(before: dict, ctx: _Context, plan: _Plan, on: bool) -> dict:
+    """The ``--diff`` after-state in check mode, from the plan."""
+    kept = [d.label() for d in _matching(ctx) if d not in plan.remove]
+    added = [a if isinstance(a, str) else f"dynamic[0x{a:04x}]" for a in plan.add]
+    after = dict(before, gpus=sorted(kept + added),
+                 power_state="poweredOn" if on else before["power_state"])
+    if "memoryReservationLockedToMax" in plan.settings:
+        after["memory_reservation_locked_to_max"] = True
+    if "cpuHotAddEnabled" in plan.settings:
+        after["cpu_hot_add"] = False
+    extra = plan.settings.get("extraConfig", {})
+    if vm_spec.MMIO_ON in extra:
+        after["use_64bit_mmio"] = True
+    if vm_spec.MMIO_SIZE in extra:
+        after["mmio_size_gb"] = int(extra[vm_spec.MMIO_SIZE])
+    return after
+
+
 def _power(client, vm_obj, name: str, on: bool, timeout: float) -> None:
     what = f"powering {'on' if on else 'off'} VM {name}"
     task = client.call(what, vm_obj.PowerOnVM_Task if on else vm_obj.PowerOffVM_Task)
@@ -238,8 +256,8 @@ def run(client, req: VmRequest) -> dict:
     result = {"changed": reconfig or power_on, "vm": req.vm, "host": ctx.host.name,
               "power_cycled": power_cycle and not req.check_mode, "mmio_size_gb": plan.mmio_gb}
     if req.check_mode or not result["changed"]:
-        after = dict(before, gpus=sorted(before["gpus"] + [str(a) for a in plan.add]))
-        return {**result, "diff": {"before": before, "after": after if reconfig else before}}
+        after = _predicted(before, ctx, plan, on=was_on or power_on)
+        return {**result, "diff": {"before": before, "after": after}}
     vm_obj = ctx.vm.record.obj
     if power_cycle:
         _power(client, vm_obj, req.vm, False, req.task_timeout)

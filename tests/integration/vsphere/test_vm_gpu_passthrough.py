@@ -20,6 +20,9 @@ def test_static_full_cycle(vsphere_lab, vsphere_si, tmp_path):
                               check=True, diff=True)
     assert rc == 0 and res["changed"] is True, out
     assert snapshot(vsphere_si) == before, "check mode changed the simulator"
+    assert res["diff"]["before"]["gpus"] == []
+    assert res["diff"]["after"]["gpus"] == ["0000:17:00.0", "0000:31:00.0"]
+    assert res["diff"]["after"]["mmio_size_gb"] == 512
 
     rc, res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", ARGS, diff=True)
     assert rc == 0 and res["changed"] is True and res["power_cycled"] is True, out

@@ -90,3 +90,18 @@ def test_bios_refused_and_mmio_override():
 def test_request_validation(request_):
     with pytest.raises(InvalidInputError):
         vm_passthrough._validate_request(request_)
+
+
+def test_check_mode_diff_predicts_the_after_state():
+    ctx = _ctx([_static(PCI_IDS[0])], locked=False)
+    plan = vm_passthrough._plan(ctx, _req(gpu_count=2))
+    before = ctx.vm.summary(vm_passthrough._matching(ctx))
+    after = vm_passthrough._predicted(before, ctx, plan, on=True)
+    assert before["gpus"] == [PCI_IDS[0]] and after["gpus"] == list(PCI_IDS)
+    assert after["memory_reservation_locked_to_max"] is True
+    assert (after["use_64bit_mmio"], after["mmio_size_gb"]) == (True, 512)
+    empty = _ctx()
+    dyn = vm_passthrough._plan(empty, _req(mode="dynamic", gpu_count=1))
+    before_dyn = empty.vm.summary(vm_passthrough._matching(empty))
+    predicted = vm_passthrough._predicted(before_dyn, empty, dyn, on=True)
+    assert predicted["gpus"] == ["dynamic[0x20b5]"]
