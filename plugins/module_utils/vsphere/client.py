@@ -81,7 +81,7 @@ class VsphereClient:
         try:
             return self._connect(host=p.hostname, port=p.port, user=p.username, pwd=p.password,
                                  sslContext=_ssl_context(p),
-                                 connectionPoolTimeout=p.request_timeout)
+                                 httpConnectionTimeout=p.request_timeout)
         except Exception as exc:
             if fault_name(exc) == "InvalidLogin":
                 raise AuthError(f"{what}: login refused (wrong user name or password)") from None
