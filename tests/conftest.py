@@ -1,0 +1,3 @@
+"""Shared pytest setup: fixture modules of the lab are plugins."""
+
+pytest_plugins = ["gpu_lab.fixtures.k8s"]
