@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..config import LabSettings
+from . import labapi
 from .admission import Admission
 from .auth import Authenticator
 from .builtins import register_builtins
@@ -53,6 +54,7 @@ class LabServer:
         self.http = HttpApi(self.service, self.registry, self.auth, self.faults,
                             settings.kube_version)
         self.controllers: Any = None
+        labapi.register(self)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
