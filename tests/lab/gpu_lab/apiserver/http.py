@@ -141,6 +141,14 @@ class HttpApi:
             limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
             return _json(svc.list(t.rt, t.namespace, q.get("labelSelector"),
                                   q.get("fieldSelector"), limit, q.get("continue")))
+        if verb == "create" and t.subresource == "binding":
+            body = await _body(request)
+            target = (body.get("target") or {}).get("name") if isinstance(body, dict) else None
+            if not target:
+                raise bad_request("binding target name is required")
+            svc.bind_pod(t.namespace or "", t.name or "", target, ctx)
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                          "status": "Success", "code": 201}, 201)
         if verb == "create":
             obj = svc.create(t.rt, t.namespace, await _body(request), ctx)
             return _json(obj, 201, ctx.warnings)

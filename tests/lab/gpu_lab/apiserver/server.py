@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ..config import LabSettings
+from ..gpu_inventory import inventory_for
 from . import labapi
 from .admission import Admission
 from .auth import Authenticator
@@ -39,7 +40,8 @@ class LabServer:
     def __init__(self, settings: LabSettings, gpu_inventory: Any = None,
                  controllers: bool = True, persist: bool = True) -> None:
         self.settings = settings
-        self.gpu_inventory = gpu_inventory
+        self.gpu_inventory = gpu_inventory if gpu_inventory is not None else inventory_for(
+            settings.home)
         self.with_controllers = controllers
         k8s = settings.k8s_dir
         k8s.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from .errors import (
     FieldError,
     already_exists,
     bad_request,
+    conflict,
     forbidden,
     invalid,
     not_found,
@@ -62,6 +63,10 @@ class Context:
     force: bool = False
     internal: bool = False
     warnings: list[str] = field(default_factory=list)
+
+
+def conflict_error(rt: ResourceType, name: str, why: str) -> ApiError:
+    return conflict(rt.plural, rt.group, name, why)
 
 
 class ApiService:
@@ -248,6 +253,26 @@ class ApiService:
         if not ctx.dry_run:
             self._remove(rt, obj)
         return self._out(rt, obj)
+
+    def bind_pod(self, namespace: str, name: str, node: str, ctx: Context) -> dict[str, Any]:
+        """The ``pods/binding`` subresource: set ``spec.nodeName`` once."""
+        rt = self.rt("", "pods")
+        old = self._existing(rt, namespace, name)
+        if old["spec"].get("nodeName"):
+            raise conflict_error(rt, name, f"pod {name} is already assigned to node "
+                                 f'"{old["spec"]["nodeName"]}"')
+        new = copy.deepcopy(old)
+        new["spec"]["nodeName"] = node
+        status = new.setdefault("status", {})
+        others = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        status["conditions"] = [*others, {"type": "PodScheduled", "status": "True",
+                                          "lastTransitionTime": clock.now()}]
+        managed.record_update(old, new, rt.schema, ctx.field_manager or "unknown",
+                              rt.api_version, "all", clock.now())
+        if ctx.dry_run:
+            return self._out(rt, new)
+        self.store.put(rt.key, new)
+        return self._out(rt, new)
 
     def delete_collection(self, rt: ResourceType, namespace: str | None, labels: str | None,
                           fields: str | None, ctx: Context) -> dict[str, Any]:
