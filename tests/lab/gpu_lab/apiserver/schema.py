@@ -15,10 +15,11 @@ _TYPE_NAMES = ("string", "integer", "number", "boolean", "object", "array")
 class Schema:
     """A node of a structural schema (or ``Schema.any()`` where anything goes)."""
 
-    __slots__ = ("_defs", "_items", "_props", "raw")
+    __slots__ = ("_defs", "_items", "_props", "raw", "ref")
 
     def __init__(self, raw: dict[str, Any], defs: dict[str, Any] | None = None) -> None:
         self._defs = defs
+        self.ref = ""
         raw = self._deref(raw)
         self.raw = raw
         self._props: dict[str, Schema] | None = None
@@ -32,6 +33,7 @@ class Schema:
         seen = 0
         while "$ref" in raw and self._defs is not None and seen < 20:
             name = raw["$ref"].rsplit("/", 1)[-1]
+            self.ref = name
             target = self._defs.get(name)
             if target is None:
                 return {"x-kubernetes-preserve-unknown-fields": True}
@@ -77,6 +79,11 @@ class Schema:
     @property
     def preserve_unknown(self) -> bool:
         return bool(self.raw.get("x-kubernetes-preserve-unknown-fields"))
+
+    @property
+    def quantity(self) -> bool:
+        """A built-in ``resource.Quantity`` (served as a string whatever the client sent)."""
+        return self.ref.endswith("api.resource.Quantity")
 
     @property
     def embedded_resource(self) -> bool:

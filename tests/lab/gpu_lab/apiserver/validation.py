@@ -59,7 +59,16 @@ def prune(value: Any, schema: Schema, path: str, unknown: list[str], root: bool 
         items = schema.items
         for i, item in enumerate(value):
             value[i] = prune(item, items, index(path, i), unknown)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and schema.quantity:
+        return canonical_quantity(value)
     return value
+
+
+def canonical_quantity(value: float) -> str:
+    """A number sent for a Quantity, as the server serializes it (``2``, ``500m``)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
 
 
 def _map_path(path: str, key: str) -> str:

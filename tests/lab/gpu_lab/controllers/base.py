@@ -177,6 +177,5 @@ def condition(ctype: str, status: bool | str, reason: str = "", message: str = "
     out = {"type": ctype, "status": value, "lastTransitionTime": when}
     if reason:
         out["reason"] = reason
-    if message:
-        out["message"] = message
+    out["message"] = message
     return out

@@ -131,7 +131,8 @@ class GpuOperatorController(Controller):
                                     f"ClusterPolicy is not ready: driver installing on "
                                     f"{pending} node(s)", previous),
                           condition("Error", False, "Ready" if ready else "OperandNotReady",
-                                    "", previous)]}
+                                    "no errors" if ready else "operands are not ready yet",
+                                    previous)]}
         self.set_status("nvidia.com", "clusterpolicies", policy, status)
 
     def _namespace(self) -> str:

@@ -112,10 +112,13 @@ class NfdController(Controller):
             previous = (instance.get("status") or {}).get("conditions") or []
             self.set_status("nfd.openshift.io", "nodefeaturediscoveries", instance, {
                 "conditions": [
-                    condition("Available", True, "Available", "", previous),
-                    condition("Upgradeable", True, "Upgradeable", "", previous),
-                    condition("Progressing", False, "Progressing", "", previous),
-                    condition("Degraded", False, "Degraded", "", previous)]})
+                    condition("Available", True, "Available", "NFD is available", previous),
+                    condition("Upgradeable", True, "Upgradeable", "NFD can be upgraded",
+                              previous),
+                    condition("Progressing", False, "Progressing", "NFD is not progressing",
+                              previous),
+                    condition("Degraded", False, "Degraded", "NFD is not degraded",
+                              previous)]})
         return None
 
     def close(self) -> None:

@@ -56,14 +56,14 @@ class OlmController(Controller):
         body = body or {}
         csv = self.catalog.publish(str(body.get("package")), str(body.get("channel")),
                                    str(body.get("version")))
-        self.dirty = True
+        self.server.controllers.poke(self.name)
         return {"published": csv.name, "replaces": csv.replaces}
 
     async def _fail(self, request: web.Request, body: Any) -> dict[str, Any]:
         body = body or {}
         self.catalog.fail(str(body.get("csv")), str(body.get("message") or
                                                     "install failed (gpu-lab fault)"))
-        self.dirty = True
+        self.server.controllers.poke(self.name)
         return {"failing": sorted(self.catalog.failures)}
 
     # --- reconcile -----------------------------------------------------------------------
