@@ -166,7 +166,7 @@ def test_nfd_and_cluster_policy_make_gpu_nodes_allocatable(
     assert node.metadata.labels["nvidia.com/gpu.count"] == "2"
     wait_for(lambda: policies.get(name="gpu-cluster-policy").status.state == "ready",
              "ClusterPolicy ready")
-    inventory.strip("ocp-worker-3")
+    inventory.remove_gpus("ocp-worker-3")
     wait_for(lambda: allocatable()["ocp-worker-3"] == "0", "worker-3 losing its GPUs", 30)
     node = core.read_node("ocp-worker-3")
     assert "feature.node.kubernetes.io/pci-10de.present" not in node.metadata.labels

@@ -69,7 +69,7 @@ class StaticGpuInventory:
             else:
                 self._vms.pop(vm, None)
 
-    def strip(self, vm: str) -> None:
+    def remove_gpus(self, vm: str) -> None:
         self.set(vm, 0)
 
     def gpus_by_vm(self) -> dict[str, VmGpus] | None:
