@@ -99,6 +99,7 @@ class LabSettings:
 
     @classmethod
     def load(cls, home: Path | None = None, **overrides: Any) -> LabSettings:
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         settings = cls(home=home) if home else cls()
         saved = settings.k8s_dir / "settings.json"
         if saved.exists():
