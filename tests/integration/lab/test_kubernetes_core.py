@@ -109,13 +109,13 @@ def test_k8s_module_reports_invalid_raycluster_and_apply_conflict(
     if not crd_file.exists():
         pytest.skip("upstream CRDs not available")
     ns = k8s_namespace
+    worker_group = {"groupName": "g", "replicas": "one", "minReplicas": 0, "maxReplicas": 2,
+                    "template": {"spec": {"containers": [{"name": "w", "image": "ray:2"}]}}}
     raycluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
                   "metadata": {"name": "bad", "namespace": ns},
                   "spec": {"headGroupSpec": {"template": {"spec": {"containers": [
                       {"name": "head", "image": "ray:2"}]}}},
-                      "workerGroupSpecs": [{"groupName": "g", "replicas": "one", "minReplicas": 0,
-                                            "maxReplicas": 2, "template": {"spec": {
-                                                "containers": [{"name": "w", "image": "ray:2"}]}}}]}}
+                      "workerGroupSpecs": [worker_group]}}
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned", "namespace": ns},
           "data": {"mode": "a"}}
     tasks = [
