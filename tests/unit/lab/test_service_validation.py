@@ -191,6 +191,7 @@ def test_pod_defaults_requests_from_limits(api: ApiService, ctx: Context) -> Non
         "containers": [{"name": "c", "image": "x:1",
                         "resources": {"limits": {"nvidia.com/gpu": 2}}}]}}, ctx)
     container = made["spec"]["containers"][0]
-    assert container["resources"]["requests"] == {"nvidia.com/gpu": 2}
+    assert container["resources"]["requests"] == {"nvidia.com/gpu": "2"}  # served as strings
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert made["spec"]["serviceAccountName"] == "default"
     assert made["status"]["phase"] == "Pending"

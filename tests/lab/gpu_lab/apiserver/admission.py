@@ -212,6 +212,8 @@ class Admission:
         new_spec = dict(obj.get("spec") or {})
         old_spec.pop("resources", None)
         new_spec.pop("resources", None)
+        if not old_spec.get("volumeName"):  # binding sets it once
+            new_spec.pop("volumeName", None)
         if old_spec == new_spec:
             return []
         return [FieldError("Forbidden", "spec", detail=(

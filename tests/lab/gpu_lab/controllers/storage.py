@@ -95,12 +95,15 @@ class VolumeController(Controller):
         pv = self.get("", "persistentvolumes", None, pv_name)
         if pv is not None:
             self.set_status("", "persistentvolumes", pv, {"phase": "Bound"})
-        self.patch("", "persistentvolumeclaims", claim["metadata"]["namespace"],
-                   claim["metadata"]["name"], {"metadata": {"annotations": {
-                       "pv.kubernetes.io/bind-completed": "yes",
+        annotations = {"pv.kubernetes.io/bind-completed": "yes",
                        "pv.kubernetes.io/bound-by-controller": "yes",
-                       "volume.kubernetes.io/storage-provisioner": sc["provisioner"]}},
-                       "spec": {"volumeName": pv_name}})
+                       "volume.kubernetes.io/storage-provisioner": sc["provisioner"]}
+        bound = self.patch("", "persistentvolumeclaims", claim["metadata"]["namespace"],
+                           claim["metadata"]["name"],
+                           {"metadata": {"annotations": annotations},
+                            "spec": {"volumeName": pv_name}})
+        if bound is None:
+            return
         current = self.get("", "persistentvolumeclaims", claim["metadata"]["namespace"],
                            claim["metadata"]["name"])
         if current is not None:
