@@ -20,7 +20,6 @@ from .errors import (
     already_exists,
     bad_request,
     conflict,
-    forbidden,
     invalid,
     not_found,
     stale,
@@ -40,10 +39,16 @@ from .selectors import field_selector, label_selector
 from .store import Event, Store
 from .validation import apply_defaults, prune, validate
 from .writes import (
+    check_body,
+    check_namespace,
     decode_continue,
     encode_continue,
     finalized,
+    invalid_error,
+    needs_graceful_delete,
     null_errors,
+    orphan_dependents,
+    report_unknown_fields,
     same,
     sort_key,
     spec_view,
@@ -137,11 +142,11 @@ class ApiService:
     # --- writes ------------------------------------------------------------------------
     def create(self, rt: ResourceType, namespace: str | None, body: Any,
                ctx: Context, applied: bool = False) -> dict[str, Any]:
-        self._check_body(rt, body, namespace, None)
+        check_body(rt, body, namespace, None)
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
-            self._check_namespace(namespace or "", ctx)
+            check_namespace(self.store, namespace or "", ctx.internal)
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -166,7 +171,7 @@ class ApiService:
 
     def update(self, rt: ResourceType, namespace: str | None, name: str, body: Any,
                ctx: Context, subresource: str | None = None) -> dict[str, Any]:
-        self._check_body(rt, body, namespace, name)
+        check_body(rt, body, namespace, name)
         old = self._existing(rt, namespace, name)
         wanted = (body.get("metadata") or {}).get("resourceVersion")
         if wanted and wanted != old["metadata"]["resourceVersion"]:
@@ -198,16 +203,16 @@ class ApiService:
                ctx: Context, subresource: str | None) -> dict[str, Any]:
         if not ctx.field_manager:
             raise bad_request("fieldManager is required for apply requests")
-        self._check_body(rt, config, namespace, name, require_type=True)
+        check_body(rt, config, namespace, name, require_type=True)
         config = copy.deepcopy(config)
         if rt.namespaced:
             config.setdefault("metadata", {})["namespace"] = namespace
         nulls = null_errors(config, rt)
         if nulls:
-            raise self._invalid(rt, name, nulls)
+            raise invalid_error(rt, name, nulls)
         unknown: list[str] = []
         prune(config, rt.schema, "", unknown, root=True)
-        self._unknown_fields(unknown, ctx)
+        report_unknown_fields(unknown, ctx.field_validation, ctx.warnings)
         old = self.store.get(rt.key, self._ns(rt, namespace), name)
         wanted = config["metadata"].pop("resourceVersion", None)
         if wanted and (old is None or wanted != old["metadata"]["resourceVersion"]):
@@ -234,9 +239,9 @@ class ApiService:
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
             raise stale(rt.plural, rt.group, name)
         if options.get("propagationPolicy") == "Orphan" and not ctx.dry_run:
-            self._orphan_dependents(meta["uid"])
+            orphan_dependents(self.store, meta["uid"])
         grace = options.get("gracePeriodSeconds")
-        if self._needs_graceful_delete(rt, obj, grace):
+        if needs_graceful_delete(rt, obj, grace):
             if meta.get("deletionTimestamp"):
                 return self._out(rt, obj)
             updated = copy.deepcopy(obj)
@@ -294,7 +299,7 @@ class ApiService:
         new["kind"] = rt.kind
         unknown: list[str] = []
         prune(new, rt.schema, "", unknown, root=True)
-        self._unknown_fields(unknown, ctx)
+        report_unknown_fields(unknown, ctx.field_validation, ctx.warnings)
         apply_defaults(new, rt.schema)
         self.admission.defaults(rt, new, old)
         errors: list[FieldError] = []
@@ -303,13 +308,13 @@ class ApiService:
         validate(new, rt.schema, "", errors)
         errors += self.admission.validate(rt, new, old)
         if errors:
-            raise self._invalid(rt, meta.get("name", ""), errors)
+            raise invalid_error(rt, meta.get("name", ""), errors)
         if old is not None:
             if meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(
                     old["metadata"].get("finalizers") or [])
                 if added:
-                    raise self._invalid(rt, meta["name"], [FieldError(
+                    raise invalid_error(rt, meta["name"], [FieldError(
                         "Forbidden", "metadata.finalizers", detail="no new finalizers can be "
                         "added if the object is being deleted")])
             if spec_view(new, rt) != spec_view(old, rt):
@@ -379,72 +384,3 @@ class ApiService:
             spec = obj["spec"]
             self.store.drop_key((spec["group"], spec["names"]["plural"]))
             self.registry.remove(spec["group"], spec["names"]["plural"])
-
-    def _needs_graceful_delete(self, rt: ResourceType, obj: dict, grace: Any) -> bool:
-        meta = obj["metadata"]
-        if meta.get("finalizers") or rt.plural == "namespaces":
-            return True
-        if rt.plural == "pods" and grace != 0 and not meta.get("deletionTimestamp"):
-            return bool((obj.get("spec") or {}).get("nodeName")) and (
-                obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-        return False
-
-    def _orphan_dependents(self, uid: str) -> None:
-        for key in self.store.resource_keys():
-            for obj in self.store.list(key):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if any(r.get("uid") == uid for r in refs):
-                    updated = copy.deepcopy(obj)
-                    updated["metadata"]["ownerReferences"] = [
-                        r for r in refs if r.get("uid") != uid]
-                    self.store.put(key, updated)
-
-    def _check_body(self, rt: ResourceType, body: Any, namespace: str | None, name: str | None,
-                    require_type: bool = False) -> None:
-        if not isinstance(body, dict):
-            raise bad_request(f"the body of the request could not be decoded as a {rt.kind}")
-        api_version, kind = body.get("apiVersion"), body.get("kind")
-        if require_type and (not api_version or not kind):
-            raise bad_request("Object 'Kind' is missing in the apply configuration" if not kind
-                              else "Object 'apiVersion' is missing in the apply configuration")
-        if api_version and api_version != rt.api_version:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the "
-                              f"expected API version ({rt.api_version})")
-        if kind and kind != rt.kind:
-            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind "
-                              f"({rt.kind})")
-        meta = body.get("metadata") or {}
-        body_ns = meta.get("namespace")
-        if rt.namespaced and body_ns and namespace and body_ns != namespace:
-            raise bad_request("the namespace of the provided object does not match the "
-                              "namespace sent on the request")
-        if name is not None and meta.get("name") and meta["name"] != name:
-            raise bad_request(f"the name of the object ({meta['name']}) does not match the "
-                              f"name on the URL ({name})")
-
-    def _check_namespace(self, namespace: str, ctx: Context) -> None:
-        ns = self.store.get(("", "namespaces"), "", namespace)
-        if ns is None:
-            raise not_found("namespaces", "", namespace)
-        if ns["metadata"].get("deletionTimestamp") and not ctx.internal:
-            raise forbidden(f"unable to create new content in namespace {namespace} because it "
-                            "is being terminated", "namespaces", "", namespace)
-
-    def _unknown_fields(self, unknown: list[str], ctx: Context) -> None:
-        if not unknown:
-            return
-        messages = [f'unknown field "{p}"' for p in unknown]
-        if ctx.field_validation == "Strict":
-            raise bad_request("strict decoding error: " + ", ".join(messages))
-        if ctx.field_validation != "Ignore":
-            ctx.warnings.extend(messages)
-
-    def _invalid(self, rt: ResourceType, name: str, errors: list[FieldError]) -> ApiError:
-        type_errors = [e for e in errors if e.kind == "TypeInvalid"]
-        if rt.builtin and type_errors:
-            e = type_errors[0]
-            return bad_request(
-                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: json: '
-                f"cannot unmarshal {e.value} into Go struct field {rt.kind}.{e.path} of type "
-                f"{e.detail.rsplit(' of type ', 1)[-1].split(':')[0]}")
-        return invalid(rt.kind, rt.group, name, errors)
