@@ -92,7 +92,9 @@ class RayClusterController(Controller):
         containers = rc["spec"]["headGroupSpec"]["template"]["spec"].get("containers") or []
         named = {p["name"]: p["containerPort"] for p in (containers[0].get("ports") or [])
                  if p.get("name")} if containers else {}
-        return {**_DEFAULT_PORTS, **named}
+        used = set(named.values())
+        defaults = {k: v for k, v in _DEFAULT_PORTS.items() if k not in named and v not in used}
+        return {**defaults, **named}
 
     def _service(self, rc: dict[str, Any]) -> None:
         ns, name = rc["metadata"]["namespace"], rc["metadata"]["name"]
@@ -127,7 +129,8 @@ class RayClusterController(Controller):
         meta.update(generateName=prefix, namespace=ns, ownerReferences=[owner_ref(rc)])
         spec = template["spec"]
         address = f"{self._head_service(rc)}.{ns}.svc.cluster.local"
-        gcs = self._ports(rc)["gcs-server"]
+        ports = self._ports(rc)
+        gcs = ports.get("gcs-server") or ports.get("gcs") or 6379
         start = self._start_command(node_type, group_spec, template, f"{address}:{gcs}")
         for i, container in enumerate(spec.get("containers") or []):
             env = container.setdefault("env", [])

@@ -98,7 +98,7 @@ def _raycluster(version: str) -> dict[str, Any]:
             "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0"},
                               "template": {"spec": {"containers": [
                                   {"name": "ray-head", **container,
-                                   "ports": [{"containerPort": 6379, "name": "gcs"},
+                                   "ports": [{"containerPort": 6379, "name": "gcs-server"},
                                              {"containerPort": 8265, "name": "dashboard"},
                                              {"containerPort": 10001, "name": "client"}]}]}}},
             "workerGroupSpecs": [{"groupName": "workers", "replicas": 1, "minReplicas": 1,
