@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # PCI device id -> (GPU Operator product label, memory MiB)
 _BY_DEVICE_ID = {0x20B5: ("NVIDIA-A100-80GB-PCIe", 81920), 0x2331: ("NVIDIA-H100-PCIe", 81559),
                  0x20F1: ("NVIDIA-A100-PCIE-40GB", 40960), 0x26B5: ("NVIDIA-L40S", 46068)}
+# PCI device name (the part in brackets) -> the same
+_BY_NAME = {"A100 PCIe 80GB": _BY_DEVICE_ID[0x20B5], "H100 PCIe": _BY_DEVICE_ID[0x2331],
+            "A100 PCIe 40GB": _BY_DEVICE_ID[0x20F1], "L40S": _BY_DEVICE_ID[0x26B5]}
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def product_of(device_name: str | None, device_id: int | None) -> tuple[str, int
     name = device_name or "NVIDIA GPU"
     inner = re.search(r"\[(.*)\]", name)
     text = inner.group(1) if inner else name
+    if text in _BY_NAME:
+        return _BY_NAME[text]
     memory = re.search(r"(\d+)\s*GB", text)
     label = "NVIDIA-" + re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
     return label, int(memory.group(1)) * 1024 if memory else 0
@@ -175,8 +180,10 @@ def _describe(device: Any) -> tuple[str, int]:
     if device_id is None:
         allowed = getattr(backing, "allowedDevice", None) or []
         device_id = allowed[0].deviceId if allowed else None
-    if isinstance(device_id, str):
-        device_id = int(device_id, 16) if device_id else None
+    if isinstance(device_id, str):  # written as hex by some tools, decimal by others
+        text = device_id.lower().removeprefix("0x")
+        hexa = int(text, 16) if re.fullmatch(r"[0-9a-f]+", text) else None
+        device_id = hexa if hexa in _BY_DEVICE_ID else (int(text) if text.isdigit() else hexa)
     if isinstance(device_id, int) and device_id < 0:
         device_id &= 0xFFFF
     return product_of(getattr(backing, "deviceName", None), device_id)
