@@ -53,7 +53,8 @@ def test_quantities_are_served_as_strings(value: float, text: str) -> None:
 
 def test_gpu_product_names() -> None:
     assert product_of("GA100 [A100 PCIe 80GB]", 0x20B5) == ("NVIDIA-A100-80GB-PCIe", 81920)
-    assert product_of("GH100 [H100 PCIe]", None) == ("NVIDIA-H100-PCIe", 0)
+    assert product_of("GH100 [H100 PCIe]", None) == ("NVIDIA-H100-PCIe", 81559)
+    assert product_of("GA100 [A100 PCIe 80GB]", None) == ("NVIDIA-A100-80GB-PCIe", 81920)
     assert product_of("Some [L4 24GB]", None) == ("NVIDIA-L4-24GB", 24576)
 
 
