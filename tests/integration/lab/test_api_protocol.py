@@ -213,3 +213,31 @@ def test_fault_injection_endpoint(admin: Any, k8s_protocol_server: LabServer, ns
     assert core.create_namespaced_config_map(ns, {"metadata": {"name": "f"}}).metadata.uid
     left = requests.get(url, headers=headers, verify=ca, timeout=10).json()
     assert left == {"faults": []}
+
+
+def test_scale_subresource(admin: Any, ns: str) -> None:
+    apps = client.AppsV1Api(admin)
+    apps.create_namespaced_deployment(ns, {"metadata": {"name": "s"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+        "template": {"metadata": {"labels": {"app": "s"}},
+                     "spec": {"containers": [{"name": "c", "image": "x:1"}]}}}})
+    scale = apps.read_namespaced_deployment_scale("s", ns)
+    assert scale.spec.replicas == 1 and scale.status.selector == "app=s"
+    apps.patch_namespaced_deployment_scale("s", ns, {"spec": {"replicas": 4}})
+    assert apps.read_namespaced_deployment("s", ns).spec.replicas == 4
+
+
+def test_self_subject_reviews(admin: Any, k8s_protocol_server: LabServer) -> None:
+    review = {"spec": {"resourceAttributes": {"verb": "create", "group": "operators.coreos.com",
+                                              "resource": "subscriptions"}}}
+    auth = client.AuthorizationV1Api(admin)
+    assert auth.create_self_subject_access_review(review).status.allowed is True
+    reader = api_client(k8s_protocol_server, "lab-reader")
+    denied = client.AuthorizationV1Api(reader).create_self_subject_access_review(review)
+    assert denied.status.allowed is False
+    review["spec"]["resourceAttributes"]["verb"] = "list"
+    assert client.AuthorizationV1Api(reader).create_self_subject_access_review(
+        review).status.allowed is True
+    whoami = client.AuthenticationV1Api(reader).create_self_subject_review({})
+    assert whoami.status.user_info.username == "lab-reader"
+    reader.close()

@@ -171,7 +171,8 @@ class VsphereGpuInventory:
         if gpus is None:
             return f"vSphere lab from {self.connection_file} (not queried yet)"
         total = sum(v.count for v in gpus.values())
-        return f"vSphere lab: {total} passthrough GPUs on {len(gpus)} powered-on VMs"
+        return (f"vSphere lab: {total} passthrough GPUs on {len(gpus)} powered-on VM(s) that "
+                "have any")
 
 
 def _describe(device: Any) -> tuple[str, int]:

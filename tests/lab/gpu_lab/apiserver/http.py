@@ -23,6 +23,7 @@ from .faults import Faults
 from .patch import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH
 from .resources import Registry, ResourceType
 from .service import ApiService, Context
+from .subresources import scale_of, write_scale
 from .watch import serve_watch
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,13 @@ class HttpApi:
     async def _resource(self, request: web.Request, user: User, t: Target) -> web.StreamResponse:
         q = request.query
         verb = _verb(request.method, t, q)
-        authorize(user, verb, t.rt.plural, t.rt.group, t.namespace, t.name, t.subresource)
+        if not t.rt.plural.startswith("selfsubject"):
+            authorize(user, verb, t.rt.plural, t.rt.group, t.namespace, t.name, t.subresource)
         fault = self.faults.check(verb, t.rt.plural, t.rt.group, t.namespace, t.name)
         if fault is not None:
             raise fault
+        if t.rt.virtual is not None and verb == "create" and hasattr(t.rt.virtual, "create"):
+            return _json(t.rt.virtual.create(await _body(request), user), 201)
         if t.rt.virtual is not None and verb not in ("get", "list"):
             raise method_not_allowed(verb, t.rt.plural)
         if t.subresource in self.pod_hooks and t.rt.plural == "pods":
@@ -133,6 +137,11 @@ class HttpApi:
             return await self.pod_hooks[t.subresource](request, pod)
         ctx = self._context(request, user)
         svc = self.service
+        if t.subresource == "scale":
+            if verb == "get":
+                return _json(scale_of(svc.get(t.rt, t.namespace, t.name or "")))
+            return _json(write_scale(svc, t.rt, t.namespace, t.name or "", request.method,
+                                     request.content_type, await _body(request), ctx))
         if verb == "watch":
             return await serve_watch(request, svc, t.rt, t.namespace, t.name)
         if verb == "get":

@@ -30,6 +30,7 @@ from .http import HttpApi
 from .resources import Registry
 from .service import ApiService
 from .store import Store
+from .subresources import register_reviews
 from .tls import ensure_certificates, write_kubeconfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class LabServer:
         k8s.mkdir(parents=True, exist_ok=True)
         self.registry = Registry()
         register_builtins(self.registry, settings.kube_minor)
+        register_reviews(self.registry)
         self.crd_library = CrdLibrary(settings.crds, settings.crd_cache)
         self.store = Store(k8s / "state.json" if persist else None)
         self.service = ApiService(self.registry, self.store,
