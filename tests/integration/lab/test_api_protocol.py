@@ -146,8 +146,8 @@ def test_strict_field_validation_and_dry_run(admin: Any, ns: str) -> None:
     assert core.list_namespaced_config_map(ns, field_selector="metadata.name=dry").items == []
 
 
-def test_crd_registered_at_run_time_is_discovered(admin: Any, k8s_protocol_server: LabServer,
-                                                   ns: str) -> None:
+def test_crd_registered_at_run_time_is_discovered(
+        admin: Any, k8s_protocol_server: LabServer, ns: str) -> None:
     crd = k8s_protocol_server.crd_library.get("rayclusters.ray.io")
     ext = client.ApiextensionsV1Api(admin)
     if not any(c.metadata.name == "rayclusters.ray.io"

@@ -67,7 +67,10 @@ def _vsphere_up(settings: LabSettings) -> str:
     current = vsphere.load_state()
     if current is not None and vsphere.is_running(current):
         return f"vSphere simulator: already running at {current.url}"
-    lab = vsphere.start(vsphere.Topology(hosts=settings.workers, gpus_per_host=2))
+    try:
+        lab = vsphere.start(vsphere.Topology(hosts=settings.workers, gpus_per_host=2))
+    except Exception as exc:  # a missing Go toolchain must not stop the API server
+        return f"vSphere simulator: failed to start ({exc}); nodes get no GPUs"
     vsphere.save_state(lab)
     return f"vSphere simulator: {lab.url} (pid {lab.pid})"
 
@@ -101,6 +104,8 @@ def up(args: argparse.Namespace) -> int:
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     if not line.startswith("READY "):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         print(f"API server failed to start; see {settings.k8s_dir / 'apiserver.log'}",
               file=sys.stderr)
         return 1

@@ -168,8 +168,8 @@ def _seed_crds(service: ApiService, library: CrdLibrary) -> None:
         crd = library.get(name)
         if crd is None:
             kind = {"securitycontextconstraints": "SecurityContextConstraints",
-                    "olmconfigs": "OLMConfig"}.get(name.split(".")[0]) or _kind_of(name)
-            scope = "Cluster" if name.split(".")[0] in (
+                    "olmconfigs": "OLMConfig"}.get(name.split(".", 1)[0]) or _kind_of(name)
+            scope = "Cluster" if name.split(".", 1)[0] in (
                 "securitycontextconstraints", "operators", "olmconfigs") else "Namespaced"
             version = "v1" if name.startswith(("securitycontext", "operatorgroups", "olmconfigs",
                                                "operators.")) else "v1alpha1"

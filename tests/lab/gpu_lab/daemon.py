@@ -30,6 +30,7 @@ async def _main(settings: LabSettings) -> None:
     path = settings.k8s_dir / "apiserver.pid"
     path.write_text(str(os.getpid()))
     print(f"READY {server.url}", flush=True)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the reader of READY has gone
     try:
         await stop.wait()
     finally:

@@ -30,7 +30,7 @@ def test_watch_history_replays_and_expires(tmp_path: Path) -> None:
         key = ("", "configmaps")
         for i in range(5):
             store.put(key, _cm(f"c{i}"))
-        _, backlog = store.watch(key, "default", store.rv - 2)
+        _watcher, backlog = store.watch(key, "default", store.rv - 2)
         assert [e.obj["metadata"]["name"] for e in backlog] == ["c3", "c4"]
         with pytest.raises(ApiError) as err:
             store.watch(key, "default", 2)

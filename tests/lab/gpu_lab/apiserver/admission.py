@@ -249,7 +249,7 @@ def metadata_errors(rt: ResourceType, obj: dict[str, Any]) -> list[FieldError]:
 
 
 def _qualified_name(key: str) -> bool:
-    prefix, _, name = key.rpartition("/")
+    prefix, _sep, name = key.rpartition("/")
     if prefix and not re.fullmatch(_SUBDOMAIN, prefix):
         return False
     return bool(re.fullmatch(_QUALIFIED, name)) and len(name) <= 63

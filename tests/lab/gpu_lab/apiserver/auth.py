@@ -56,7 +56,7 @@ class Authenticator:
     def authenticate(self, header: str | None) -> User:
         if not header:
             return ANONYMOUS
-        scheme, _, token = header.partition(" ")
+        scheme, _sep, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise unauthorized()
         token = token.strip()

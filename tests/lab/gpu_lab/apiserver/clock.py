@@ -24,4 +24,4 @@ def new_uid() -> str:
 
 def random_suffix(length: int = 5) -> str:
     """The random part of ``generateName`` (same alphabet as apimachinery)."""
-    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(length))
+    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _pos in range(length))

@@ -164,7 +164,7 @@ def _rank(directory: str) -> int:
 def permissive_crd(name: str, kind: str, scope: str = "Namespaced",
                    version: str = "v1") -> dict[str, Any]:
     """A stand-in CRD accepting anything, used when the upstream files are missing."""
-    plural, _, group = name.partition(".")
+    plural, _sep, group = name.partition(".")
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

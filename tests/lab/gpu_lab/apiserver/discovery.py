@@ -20,7 +20,7 @@ _SUBRESOURCES: dict[str, dict[str, Any]] = {
 
 
 def version_info(kube_version: str) -> dict[str, str]:
-    major, minor, _ = kube_version.lstrip("v").split(".", 2)
+    major, minor = kube_version.lstrip("v").split(".")[:2]
     return {
         "major": major,
         "minor": minor,

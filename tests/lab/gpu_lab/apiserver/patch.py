@@ -141,4 +141,4 @@ def _reorder(items: list[Any], order: list[Any], schema: Schema) -> list[Any]:
         enumerate(items),
         key=lambda p: (wanted.index(ident(p[1])) if ident(p[1]) in wanted else len(wanted), p[0]),
     )
-    return [item for _, item in ranked]
+    return [item for _position, item in ranked]

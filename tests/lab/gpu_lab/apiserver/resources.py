@@ -102,7 +102,7 @@ class Registry:
         return None
 
     def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        group, _, version = api_version.rpartition("/")
+        group, _sep, version = api_version.rpartition("/")
         for rt in self._types.values():
             if rt.group == group and rt.version == version and rt.kind == kind:
                 return rt
@@ -115,18 +115,16 @@ class Registry:
         """Groups in registration order with versions by Kubernetes priority (preferred first)."""
         out = []
         for group in self._group_order:
-            versions = sorted({v for (g, v, _) in self._types if g == group}, key=_version_rank)
+            versions = sorted({key[1] for key in self._types if key[0] == group}, key=_version_rank)
             out.append((group, versions))
         return out
 
     def resources(self, group: str, version: str) -> list[ResourceType]:
-        return [rt for (g, v, _), rt in self._types.items() if g == group and v == version]
+        return [rt for key, rt in self._types.items() if key[:2] == (group, version)]
 
 
 def _version_rank(version: str) -> tuple[int, int, int]:
     """Kubernetes version priority: GA > beta > alpha, higher numbers first."""
-
-
     m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
     if not m:
         return (3, 0, 0)

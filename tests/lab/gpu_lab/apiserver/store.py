@@ -67,7 +67,7 @@ class Store:
     def list(self, key: Key, namespace: str | None = None) -> list[dict[str, Any]]:
         items = self._objects.get(key, {})
         if namespace:
-            found = [o for (ns, _), o in items.items() if ns == namespace]
+            found = [o for ident, o in items.items() if ident[0] == namespace]
         else:
             found = list(items.values())
         found.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
@@ -169,7 +169,7 @@ class Store:
         self.rv = int(data["resourceVersion"])
         self._oldest = self.rv
         for k, items in data["objects"].items():
-            group, _, plural = k.rpartition("/")
+            group, _sep, plural = k.rpartition("/")
             bucket = self._objects.setdefault((group, plural), {})
             for obj in items:
                 meta = obj["metadata"]

@@ -72,7 +72,7 @@ def decode_continue(token: str) -> str:
 
 
 def check_body(rt: ResourceType, body: Any, namespace: str | None, name: str | None,
-                require_type: bool = False) -> None:
+               require_type: bool = False) -> None:
     if not isinstance(body, dict):
         raise bad_request(f"the body of the request could not be decoded as a {rt.kind}")
     api_version, kind = body.get("apiVersion"), body.get("kind")

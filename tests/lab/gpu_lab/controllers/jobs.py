@@ -55,7 +55,7 @@ class JobController(Controller):
                 condition("Failed", True, "BackoffLimitExceeded", message, conditions)]
         elif not spec.get("suspend"):
             want = min(spec.get("parallelism", 1), completions - succeeded) - len(active)
-            for _ in range(max(want, 0)):
+            for _count in range(max(want, 0)):
                 self._create_pod(job)
         for key in ("active", "succeeded", "failed", "ready", "terminating"):
             if not status.get(key):

@@ -79,7 +79,7 @@ class RayClusterController(Controller):
             mine = sorted((p for p in live if p["metadata"]["labels"].get("ray.io/group") == gname
                            and p["metadata"]["labels"].get("ray.io/node-type") == "worker"),
                           key=lambda p: p["metadata"]["name"])
-            for _ in range(want - len(mine)):
+            for _count in range(want - len(mine)):
                 self._create_pod(rc, "worker", gname, group)
             for extra in mine[want:]:
                 self.delete("", "pods", extra["metadata"]["namespace"], extra["metadata"]["name"])

@@ -90,7 +90,7 @@ class GarbageCollector(Controller):
     def reconcile(self) -> float | None:
         store = self.api.store
         objects = [(key, o) for key in store.resource_keys() for o in store.list(key)]
-        uids = {o["metadata"]["uid"] for _, o in objects}
+        uids = {o["metadata"]["uid"] for _key, o in objects}
         for key, obj in objects:
             refs = obj["metadata"].get("ownerReferences") or []
             orphaned = refs and not any(r.get("uid") in uids for r in refs)

@@ -135,14 +135,13 @@ class OlmController(Controller):
             plan = self._create_plan(sub, target)
             if plan is None:
                 return
-            status.update(currentCSV=target.name, installPlanGeneration=plan["spec"][
-                "generation"], installplan={"apiVersion": f"{G}/v1alpha1", "kind": "InstallPlan",
-                                            "name": plan["metadata"]["name"],
-                                            "uuid": plan["metadata"]["uid"]},
-                          installPlanRef={"apiVersion": f"{G}/v1alpha1", "kind": "InstallPlan",
-                                          "name": plan["metadata"]["name"], "namespace": ns,
-                                          "uid": plan["metadata"]["uid"],
-                                          "resourceVersion": plan["metadata"]["resourceVersion"]})
+            plan_ref = {"apiVersion": f"{G}/v1alpha1", "kind": "InstallPlan",
+                        "name": plan["metadata"]["name"]}
+            status.update(
+                currentCSV=target.name, installPlanGeneration=plan["spec"]["generation"],
+                installplan={**plan_ref, "uuid": plan["metadata"]["uid"]},
+                installPlanRef={**plan_ref, "namespace": ns, "uid": plan["metadata"]["uid"],
+                                "resourceVersion": plan["metadata"]["resourceVersion"]})
             current, succeeded = target.name, False
         plan_name = (status.get("installplan") or {}).get("name")
         plan = self.get(G, "installplans", ns, plan_name) if plan_name else None

@@ -41,7 +41,7 @@ class ReplicaSetController(Controller):
             mine = [p for p in pods if owned_by(p, rs) and not p["metadata"].get(
                 "deletionTimestamp") and (p.get("status") or {}).get("phase") not in _TERMINAL]
             want = rs["spec"].get("replicas", 1)
-            for _ in range(want - len(mine)):
+            for _count in range(want - len(mine)):
                 self._create_pod(rs)
             for extra in sorted(mine, key=lambda p: p["metadata"]["name"])[want:] if len(
                     mine) > want else []:
