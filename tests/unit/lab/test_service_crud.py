@@ -213,3 +213,38 @@ def test_pagination_with_limit_and_continue(api: ApiService, ctx: Context) -> No
     rest = api.list(cms, "default", limit=10, continue_token=first["metadata"]["continue"])
     assert [i["metadata"]["name"] for i in rest["items"]] == ["page-2", "page-3", "page-4"]
     assert "continue" not in rest["metadata"]
+
+
+def test_pods_need_their_service_account_and_an_scc(api: ApiService, ctx: Context) -> None:
+    pods = api.rt("", "pods")
+    with pytest.raises(ApiError) as err:
+        api.create(pods, "default", {"metadata": {"name": "p"}, "spec": {
+            "serviceAccountName": "ghost", "containers": [{"name": "c", "image": "x:1"}]}}, ctx)
+    assert err.value.code == 403
+    assert err.value.message == ('pods "p" is forbidden: error looking up service account '
+                                 'default/ghost: serviceaccount "ghost" not found')
+    root = {"metadata": {"name": "root"}, "spec": {"containers": [
+        {"name": "c", "image": "x:1", "securityContext": {"runAsUser": 0}}]}}
+    with pytest.raises(ApiError) as err:
+        api.create(pods, "default", root, ctx)
+    assert err.value.code == 403
+    assert err.value.message.startswith(
+        'pods "root" is forbidden: unable to validate against any security context constraint: '
+        '[provider "anyuid": Forbidden: not usable by user or serviceaccount')
+    assert "spec.containers[0].securityContext.runAsUser: Invalid value: 0: must be in the " \
+           "ranges" in err.value.message
+    api.create(api.rt("rbac.authorization.k8s.io", "rolebindings"), "default", {
+        "metadata": {"name": "anyuid"}, "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": "system:openshift:scc:anyuid"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]},
+        ctx)
+    admitted = api.create(pods, "default", root, ctx)
+    assert admitted["metadata"]["annotations"]["openshift.io/scc"] == "anyuid"
+    plain = api.create(pods, "kube-system", {"metadata": {"name": "plain"}, "spec": {
+        "containers": [{"name": "c", "image": "x:1"}]}}, ctx)
+    assert plain["metadata"]["annotations"]["openshift.io/scc"] == "restricted-v2"
+    container = plain["spec"]["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert container["runAsNonRoot"] is True

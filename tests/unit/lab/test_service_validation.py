@@ -178,7 +178,7 @@ def test_job_restart_policy_and_pod_immutability(api: ApiService, ctx: Context) 
     pods = api.rt("", "pods")
     api.create(pods, "default", {"metadata": {"name": "p"}, "spec": {
         "containers": [{"name": "c", "image": "x:1"}]}}, ctx)
-    api.patch(pods, "default", "p", "application/merge-patch+json",
+    api.patch(pods, "default", "p", "application/strategic-merge-patch+json",
               {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}, ctx)
     with pytest.raises(ApiError) as err:
         api.patch(pods, "default", "p", "application/merge-patch+json",

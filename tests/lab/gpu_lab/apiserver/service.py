@@ -35,6 +35,7 @@ from .patch import (
     strategic_merge,
 )
 from .resources import Registry, ResourceType
+from .scc import admit_pod
 from .selectors import field_selector, label_selector
 from .store import Event, Store
 from .validation import apply_defaults, prune, validate
@@ -302,6 +303,8 @@ class ApiService:
         report_unknown_fields(unknown, ctx.field_validation, ctx.warnings)
         apply_defaults(new, rt.schema)
         self.admission.defaults(rt, new, old)
+        if old is None and rt.builtin and rt.plural == "pods":
+            admit_pod(self.store, new)  # service account and SCCs (403 when refused)
         errors: list[FieldError] = []
         # Built-in statuses are checked too: the typed kubernetes client refuses objects
         # that lack a field its OpenAPI marks as required.
