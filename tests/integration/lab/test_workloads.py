@@ -223,3 +223,17 @@ def test_kubelet_hands_selected_pods_to_a_registered_runtime(
     pv = core.read_persistent_volume(claim.spec.volume_name)
     assert mounts["/models"] == Path(pv.metadata.annotations["gpu-lab.llmops.io/local-path"])
     assert (mounts["/etc/cfg"] / "model.json").read_text() == "{}"
+
+
+def test_refused_pods_show_as_failed_create_events(k8s_client: Any, k8s_namespace: str) -> None:
+    apps = client.AppsV1Api(k8s_client)
+    apps.create_namespaced_deployment(k8s_namespace, {"metadata": {"name": "root"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "root"}},
+        "template": {"metadata": {"labels": {"app": "root"}}, "spec": {"containers": [
+            {"name": "c", "image": "x:1", "securityContext": {"runAsUser": 0}}]}}}})
+    core = client.CoreV1Api(k8s_client)
+    events = wait_for(lambda: core.list_namespaced_event(
+        k8s_namespace, field_selector="reason=FailedCreate").items, "FailedCreate event")
+    assert events[0].involved_object.kind == "ReplicaSet"
+    assert "unable to validate against any security context constraint" in events[0].message
+    assert core.list_namespaced_pod(k8s_namespace).items == []

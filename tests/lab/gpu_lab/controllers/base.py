@@ -82,10 +82,20 @@ class Controller:
         try:
             return self.api.create(rt, body["metadata"].get("namespace"), body, self.ctx)
         except ApiError as exc:
-            if exc.reason != "AlreadyExists":
-                log.warning("%s: create %s/%s failed: %s", self.name, plural,
+            if exc.reason != "AlreadyExists":  # recorded as an event on the owner
+                log.debug("%s: create %s/%s failed: %s", self.name, plural,
                             body["metadata"].get("name"), exc.message)
+                self._report_to_owner(body, exc)
             return None
+
+    def _report_to_owner(self, body: dict[str, Any], exc: ApiError) -> None:
+        """A refused create shows up as a FailedCreate event on the owner, as in k8s."""
+        for ref in body["metadata"].get("ownerReferences") or []:
+            rt = self.api.registry.by_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
+            owner = self.api.store.get(rt.key, body["metadata"].get("namespace", "") if
+                                       rt.namespaced else "", ref.get("name", "")) if rt else None
+            if owner is not None:
+                self.event(owner, "FailedCreate", f"Error creating: {exc.message}", "Warning")
 
     def patch(self, group: str, plural: str, namespace: str | None, name: str,
               patch: dict[str, Any], subresource: str | None = None) -> dict | None:
