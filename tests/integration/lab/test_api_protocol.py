@@ -241,3 +241,13 @@ def test_self_subject_reviews(admin: Any, k8s_protocol_server: LabServer) -> Non
     whoami = client.AuthenticationV1Api(reader).create_self_subject_review({})
     assert whoami.status.user_info.username == "lab-reader"
     reader.close()
+
+
+def test_exec_needs_a_runtime_and_write_access(k8s_protocol_server: LabServer, ns: str) -> None:
+    url = f"{k8s_protocol_server.url}/api/v1/namespaces/{ns}/pods/none/exec?command=ls"
+    ca = str(k8s_protocol_server.settings.k8s_dir / "ca.crt")
+    reader = {"Authorization": f"Bearer {k8s_protocol_server.reader_token}"}
+    assert requests.get(url, headers=reader, verify=ca, timeout=10).status_code == 403
+    admin = {"Authorization": f"Bearer {k8s_protocol_server.admin_token}"}
+    missing = requests.get(url, headers=admin, verify=ca, timeout=10)
+    assert missing.status_code == 404 and missing.json()["message"] == 'pods "none" not found'

@@ -123,6 +123,8 @@ class HttpApi:
     async def _resource(self, request: web.Request, user: User, t: Target) -> web.StreamResponse:
         q = request.query
         verb = _verb(request.method, t, q)
+        if t.subresource == "exec":  # a websocket upgrade is a GET, authorized as create
+            verb = "create"
         if not t.rt.plural.startswith("selfsubject"):
             authorize(user, verb, t.rt.plural, t.rt.group, t.namespace, t.name, t.subresource)
         fault = self.faults.check(verb, t.rt.plural, t.rt.group, t.namespace, t.name)
