@@ -134,9 +134,13 @@ class HttpApi:
             return _json(t.rt.virtual.create(await _body(request), user), 201)
         if t.rt.virtual is not None and verb not in ("get", "list"):
             raise method_not_allowed(verb, t.rt.plural)
-        if t.subresource in self.pod_hooks and t.rt.plural == "pods":
+        if t.subresource in ("log", "exec") and t.rt.plural == "pods":
             pod = self.service.get(t.rt, t.namespace, t.name or "")
-            return await self.pod_hooks[t.subresource](request, pod)
+            hook = self.pod_hooks.get(t.subresource)
+            if hook is None:
+                raise bad_request(f"pods/{t.subresource} needs the lab's kubelet (controllers "
+                                  "are disabled in this lab)")
+            return await hook(request, pod)
         ctx = self._context(request, user)
         svc = self.service
         if t.subresource == "scale":
