@@ -237,3 +237,17 @@ def test_refused_pods_show_as_failed_create_events(k8s_client: Any, k8s_namespac
     assert events[0].involved_object.kind == "ReplicaSet"
     assert "unable to validate against any security context constraint" in events[0].message
     assert core.list_namespaced_pod(k8s_namespace).items == []
+
+
+def test_service_endpoints_follow_ready_pods(k8s_client: Any, k8s_namespace: str) -> None:
+    core = client.CoreV1Api(k8s_client)
+    core.create_namespaced_service(k8s_namespace, {"metadata": {"name": "api"}, "spec": {
+        "selector": {"app": "api"}, "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}})
+    svc = core.read_namespaced_service("api", k8s_namespace)
+    assert svc.spec.cluster_ip.startswith("172.30.")
+    core.create_namespaced_pod(k8s_namespace, _pod("api-0", meta={"labels": {"app": "api"}}))
+    endpoints = wait_for(lambda: (e := core.read_namespaced_endpoints("api", k8s_namespace))
+                         .subsets and e.subsets[0].addresses and e, "ready endpoint")
+    pod = core.read_namespaced_pod("api-0", k8s_namespace)
+    assert endpoints.subsets[0].addresses[0].ip == pod.status.pod_ip
+    assert endpoints.subsets[0].ports[0].port == 8000

@@ -111,6 +111,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
         replicas.ReplicaSetController(server),
         jobs.JobController(server),
         network.RouteController(server),
+        network.EndpointsController(server),
         olm.OlmController(server),
         nfd.NfdController(server, poller),
         gpu_operator.GpuOperatorController(server, poller),
