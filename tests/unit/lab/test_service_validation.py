@@ -195,3 +195,33 @@ def test_pod_defaults_requests_from_limits(api: ApiService, ctx: Context) -> Non
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert made["spec"]["serviceAccountName"] == "default"
     assert made["status"]["phase"] == "Pending"
+
+
+def test_cel_rules_of_the_route_crd(api: ApiService, ctx: Context) -> None:
+    body = _route("passthrough")
+    body["spec"]["tls"]["insecureEdgeTerminationPolicy"] = "Allow"
+    with pytest.raises(ApiError) as err:
+        api.create(api.rt("route.openshift.io", "routes"), "default", body, ctx)
+    assert err.value.code == 422
+    assert err.value.message == (
+        'Route.route.openshift.io "r" is invalid: spec.tls: Invalid value: "object": cannot '
+        "have both spec.tls.termination: passthrough and spec.tls.insecureEdgeTerminationPolicy: "
+        "Allow")
+    body["spec"]["tls"]["insecureEdgeTerminationPolicy"] = "Redirect"
+    assert api.create(api.rt("route.openshift.io", "routes"), "default", body, ctx)
+
+
+def test_cel_transition_rule_makes_managed_by_immutable(
+        api: ApiService, register_crd: RegisterCrd, ctx: Context) -> None:
+    register_crd("rayclusters.ray.io")
+    rcs = api.rt("ray.io", "rayclusters")
+    api.create(rcs, "default", _raycluster(managedBy="ray.io/kuberay-operator"), ctx)
+    with pytest.raises(ApiError) as err:
+        api.patch(rcs, "default", "rc", "application/merge-patch+json",
+                  {"spec": {"managedBy": "kueue.x-k8s.io/multikueue"}}, ctx)
+    assert err.value.code == 422
+    assert "spec.managedBy: Invalid value: \"string\": " in err.value.message
+    with pytest.raises(ApiError) as err:
+        api.create(rcs, "default", dict(_raycluster(managedBy="someone/else"),
+                                        metadata={"name": "rc2"}), ctx)
+    assert "spec.managedBy" in err.value.message

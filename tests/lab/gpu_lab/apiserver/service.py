@@ -13,6 +13,7 @@ from typing import Any
 
 from . import clock, managed
 from .admission import Admission
+from .cel import CelRules
 from .crds import established_status, types_for_crd
 from .errors import (
     ApiError,
@@ -80,6 +81,7 @@ class ApiService:
         self.registry = registry
         self.store = store
         self.admission = admission
+        self.cel = CelRules()
 
     # --- helpers -----------------------------------------------------------------------
     def rt(self, group: str, plural: str) -> ResourceType:
@@ -309,6 +311,8 @@ class ApiService:
         # Built-in statuses are checked too: the typed kubernetes client refuses objects
         # that lack a field its OpenAPI marks as required.
         validate(new, rt.schema, "", errors)
+        if not errors and not rt.schema.ref:  # CRD schemas: their CEL rules
+            errors += self.cel.errors(new, old, rt.schema)
         errors += self.admission.validate(rt, new, old)
         if errors:
             raise invalid_error(rt, meta.get("name", ""), errors)
