@@ -248,3 +248,12 @@ def test_pods_need_their_service_account_and_an_scc(api: ApiService, ctx: Contex
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"] == {"drop": ["ALL"]}
     assert container["runAsNonRoot"] is True
+
+
+def test_create_with_a_resource_version_is_refused(api: ApiService, ctx: Context) -> None:
+    body = _cm("rv")
+    body["metadata"]["resourceVersion"] = "42"
+    with pytest.raises(ApiError) as err:
+        api.create(api.rt("", "configmaps"), "default", body, ctx)
+    assert (err.value.code, err.value.message) == (
+        400, "resourceVersion should not be set on objects to be created")

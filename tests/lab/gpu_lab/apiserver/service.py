@@ -160,6 +160,8 @@ class ApiService:
                 "Required", "metadata.name", detail="name or generateName is required")])
         if self.store.get(rt.key, self._ns(rt, namespace), meta["name"]) is not None:
             raise already_exists(rt.plural, rt.group, meta["name"])
+        if meta.get("resourceVersion") and not applied:
+            raise bad_request("resourceVersion should not be set on objects to be created")
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
                     "selfLink"):
             meta.pop(key, None)
