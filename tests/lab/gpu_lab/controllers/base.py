@@ -84,7 +84,7 @@ class Controller:
         except ApiError as exc:
             if exc.reason != "AlreadyExists":  # recorded as an event on the owner
                 log.debug("%s: create %s/%s failed: %s", self.name, plural,
-                            body["metadata"].get("name"), exc.message)
+                          body["metadata"].get("name"), exc.message)
                 self._report_to_owner(body, exc)
             return None
 
