@@ -251,3 +251,52 @@ def test_service_endpoints_follow_ready_pods(k8s_client: Any, k8s_namespace: str
     pod = core.read_namespaced_pod("api-0", k8s_namespace)
     assert endpoints.subsets[0].addresses[0].ip == pod.status.pod_ip
     assert endpoints.subsets[0].ports[0].port == 8000
+
+
+class _Crasher(FakeRuntime):
+    """Containers that exit with an error as soon as they start."""
+
+    def poll(self, pod: dict[str, Any]) -> dict[str, ContainerState]:
+        states = super().poll(pod)
+        return {k: ContainerState(running=False, exit_code=2, started_at=v.started_at)
+                for k, v in states.items()}
+
+
+def test_crashing_containers_back_off_and_restart(k8s_lab: LabServer, k8s_client: Any,
+                                                  k8s_namespace: str) -> None:
+    kubelet = k8s_lab.controllers.get("kubelet")
+    k8s_lab.call(kubelet.register_runtime, "crasher", _Crasher(0.02))
+    core = client.CoreV1Api(k8s_client)
+    core.create_namespaced_pod(k8s_namespace, _pod(
+        "crashy", meta={"annotations": {"gpu-lab.llmops.io/runtime": "crasher"}}))
+
+    def restarts() -> Any:
+        pod = core.read_namespaced_pod("crashy", k8s_namespace)
+        status = (pod.status.container_statuses or [None])[0]
+        return status if status is not None and status.restart_count >= 2 else None
+
+    status = wait_for(restarts, "two restarts")
+    pod = core.read_namespaced_pod("crashy", k8s_namespace)
+    assert pod.status.phase == "Running" and not _ready(pod)
+    assert status.last_state.terminated.exit_code == 2
+    if status.state.waiting is not None:
+        assert status.state.waiting.reason == "CrashLoopBackOff"
+    events = core.list_namespaced_event(k8s_namespace, field_selector="reason=BackOff").items
+    assert events and events[0].involved_object.name == "crashy"
+
+
+def test_on_failure_job_fails_after_backoff_limit_restarts(k8s_client: Any,
+                                                           k8s_namespace: str) -> None:
+    batch = client.BatchV1Api(k8s_client)
+    batch.create_namespaced_job(k8s_namespace, {"metadata": {"name": "flaky"}, "spec": {
+        "backoffLimit": 1, "template": {
+            "metadata": {"annotations": {"gpu-lab.llmops.io/exit-code": "1",
+                                         "gpu-lab.llmops.io/run-seconds": "0"}},
+            "spec": {"restartPolicy": "OnFailure",
+                     "containers": [{"name": "c", "image": "registry.local/stager:1"}]}}}})
+
+    def failed() -> Any:
+        job = batch.read_namespaced_job("flaky", k8s_namespace)
+        return next((c for c in job.status.conditions or [] if c.type == "Failed"), None)
+
+    assert wait_for(failed, "OnFailure job failing").reason == "BackoffLimitExceeded"

@@ -28,7 +28,10 @@ class JobController(Controller):
                for c in conditions):
             return
         phases = [(p.get("status") or {}).get("phase") for p in pods]
-        succeeded, failed = phases.count("Succeeded"), phases.count("Failed")
+        # restarts of OnFailure pods count against backoffLimit too
+        restarts = sum(c.get("restartCount", 0) for p in pods
+                       for c in (p.get("status") or {}).get("containerStatuses") or [])
+        succeeded, failed = phases.count("Succeeded"), phases.count("Failed") + restarts
         active = [p for p, ph in zip(pods, phases, strict=True)
                   if ph not in ("Succeeded", "Failed")]
         completions = spec.get("completions", 1)
@@ -50,6 +53,8 @@ class JobController(Controller):
                 self.delete("", "pods", p["metadata"]["namespace"], p["metadata"]["name"])
         elif failed > spec.get("backoffLimit", 6):
             message = "Job has reached the specified backoff limit"
+            for p in active:
+                self.delete("", "pods", p["metadata"]["namespace"], p["metadata"]["name"])
             status["conditions"] = [
                 condition("FailureTarget", True, "BackoffLimitExceeded", message, conditions),
                 condition("Failed", True, "BackoffLimitExceeded", message, conditions)]

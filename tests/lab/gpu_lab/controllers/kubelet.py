@@ -41,6 +41,9 @@ class _PodRecord:
     runtime: str
     started: float | None = None
     started_at: str = ""
+    restarts: int = 0
+    backoff_until: float | None = None
+    last_state: dict[str, Any] | None = None
 
 
 class Kubelet(Controller):
@@ -97,6 +100,10 @@ class Kubelet(Controller):
             if status.get("phase") == "Running":  # restored from disk: it was running
                 record.started, record.started_at = now - 3600, status.get("startTime", "")
             self._pods[meta["uid"]] = record
+        if record.backoff_until is not None:
+            if now < record.backoff_until:
+                return record.backoff_until - now
+            record.backoff_until, record.started, record.seen = None, None, now - 3600.0
         if record.started is None:
             return self._start(pod, record, now)
         return self._report(pod, record, now)
@@ -186,10 +193,13 @@ class Kubelet(Controller):
             ready = state.running and state.ready and elapsed >= ready_after
             if state.running and not ready:
                 waits.append(max(ready_after - elapsed, 0.05))
-            statuses.append(self._container_status(c, state, ready))
+            statuses.append(self._container_status(c, state, ready, record))
         all_done = all(not s.running for s in states.values()) and states
+        failed = any((s.exit_code or 0) != 0 for s in states.values())
+        policy = pod["spec"].get("restartPolicy", "Always")
+        if all_done and (policy == "Always" or (policy == "OnFailure" and failed)):
+            return self._back_off(pod, record, statuses, now)
         if all_done:
-            failed = any((s.exit_code or 0) != 0 for s in states.values())
             phase = "Failed" if failed else "Succeeded"
         else:
             phase = "Running"
@@ -199,8 +209,30 @@ class Kubelet(Controller):
         self._write_status(pod, phase, statuses, ready, record)
         return min(waits) if waits else None
 
+    def _back_off(self, pod: dict[str, Any], record: _PodRecord, statuses: list[dict],
+                  now: float) -> float:
+        """Containers that exited under restartPolicy Always/OnFailure: CrashLoopBackOff,
+        then a restart (10 s doubling up to 300 s, scaled)."""
+        self.runtimes[record.runtime].stop(pod)
+        record.restarts += 1
+        record.last_state = {s["name"]: s["state"] for s in statuses}
+        delay = self.scaled(min(10 * 2 ** (record.restarts - 1), 300))
+        record.backoff_until = now + delay
+        for s in statuses:
+            s.update(ready=False, started=False, restartCount=record.restarts,
+                     lastState=record.last_state[s["name"]],
+                     state={"waiting": {"reason": "CrashLoopBackOff", "message": (
+                         f"back-off {int(delay / max(self.settings.time_scale, 1e-9))}s "
+                         f"restarting failed container={s['name']} pod="
+                         f"{pod['metadata']['name']}_{pod['metadata']['namespace']}"
+                         f"({pod['metadata']['uid']})")}})
+        self._write_status(pod, "Running", statuses, False, record)
+        self.event(pod, "BackOff", "Back-off restarting failed container", "Warning")
+        return delay
+
     @staticmethod
-    def _container_status(c: dict[str, Any], state: ContainerState, ready: bool) -> dict:
+    def _container_status(c: dict[str, Any], state: ContainerState, ready: bool,
+                          record: _PodRecord) -> dict:
         if state.running:
             current: dict[str, Any] = {"running": {"startedAt": state.started_at}}
         else:
@@ -208,11 +240,14 @@ class Kubelet(Controller):
             current = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0
                                       else "Error", "startedAt": state.started_at,
                                       "finishedAt": state.finished_at or clock.now()}}
-        return {"name": c["name"], "image": c.get("image", ""),
-                "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
-                "containerID": f"cri-o://{abs(hash((c['name'], state.started_at))):x}",
-                "ready": ready, "restartCount": 0, "started": state.running,
-                "state": current}
+        status = {"name": c["name"], "image": c.get("image", ""),
+                  "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
+                  "containerID": f"cri-o://{abs(hash((c['name'], state.started_at))):x}",
+                  "ready": ready, "restartCount": record.restarts, "started": state.running,
+                  "state": current}
+        if record.last_state and c["name"] in record.last_state:
+            status["lastState"] = record.last_state[c["name"]]
+        return status
 
     def _waiting(self, pod: dict[str, Any], reason: str) -> None:
         statuses = [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
