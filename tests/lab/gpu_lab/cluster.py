@@ -140,6 +140,11 @@ def seed(service: ApiService, settings: LabSettings, library: CrdLibrary) -> Non
             "metadata": {"name": name, "annotations": annotations},
             "provisioner": provisioner, "reclaimPolicy": "Delete",
             "volumeBindingMode": binding, "allowVolumeExpansion": True})
+    for name, value in (("system-cluster-critical", 2000000000),
+                        ("system-node-critical", 2000001000)):
+        _ensure(service, "scheduling.k8s.io", "priorityclasses", {
+            "metadata": {"name": name}, "value": value, "preemptionPolicy":
+            "PreemptLowerPriority", "description": "Used for system critical pods."})
     _seed_crds(service, library)
     _seed_sccs(service)
     _seed_cluster_version(service, settings)

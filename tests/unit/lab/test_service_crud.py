@@ -257,3 +257,16 @@ def test_create_with_a_resource_version_is_refused(api: ApiService, ctx: Context
         api.create(api.rt("", "configmaps"), "default", body, ctx)
     assert (err.value.code, err.value.message) == (
         400, "resourceVersion should not be set on objects to be created")
+
+
+def test_priority_class_sets_the_pod_priority(api: ApiService, ctx: Context) -> None:
+    pods = api.rt("", "pods")
+    spec = {"priorityClassName": "llm-serving", "containers": [{"name": "c", "image": "x:1"}]}
+    with pytest.raises(ApiError) as err:
+        api.create(pods, "default", {"metadata": {"name": "p"}, "spec": spec}, ctx)
+    assert err.value.message == ('pods "p" is forbidden: no PriorityClass with name llm-serving '
+                                 "was found")
+    api.create(api.rt("scheduling.k8s.io", "priorityclasses"), None,
+               {"metadata": {"name": "llm-serving"}, "value": 1000}, ctx)
+    made = api.create(pods, "default", {"metadata": {"name": "p"}, "spec": spec}, ctx)
+    assert made["spec"]["priority"] == 1000

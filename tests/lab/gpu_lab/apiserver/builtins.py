@@ -71,6 +71,8 @@ _BUILTINS: list[tuple[str, str, str, str, bool, str, tuple[str, ...], tuple[str,
      ("crd", "crds"), ("status",)),
     ("Lease", "coordination.k8s.io", "v1", "leases", True,
      "io.k8s.api.coordination.v1.Lease", (), ()),
+    ("PriorityClass", "scheduling.k8s.io", "v1", "priorityclasses", False,
+     "io.k8s.api.scheduling.v1.PriorityClass", ("pc",), ()),
 ]
 
 # Resources listed by ``kubectl get all``.

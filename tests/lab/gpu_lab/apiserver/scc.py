@@ -1,6 +1,7 @@
-"""OpenShift's pod admission: service account lookup and SecurityContextConstraints.
+"""OpenShift's pod admission: service account, priority class, SecurityContextConstraints.
 
-A new pod's service account must exist. Its pod is then checked against the SCCs its
+A new pod's service account and priority class must exist (the class's value becomes
+``spec.priority``). Its pod is then checked against the SCCs its
 service account may use (everyone: ``restricted-v2``; others through the SCC's ``users``
 / ``groups`` or a (Cluster)RoleBinding to ``system:openshift:scc:<name>``), highest
 priority first. The first SCC that admits the pod mutates it as OpenShift does (UID from
@@ -120,6 +121,15 @@ def admit_pod(store: Store, pod: dict[str, Any]) -> None:
         raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: error looking up service '
                        f'account {namespace}/{sa}: serviceaccount "{sa}" not found',
                        {"name": name, "kind": "pods"})
+    class_name = spec.get("priorityClassName")
+    if class_name:
+        found = store.get(("scheduling.k8s.io", "priorityclasses"), "", class_name)
+        if found is None:
+            raise ApiError(403, "Forbidden", f'pods "{name}" is forbidden: no PriorityClass with '
+                           f"name {class_name} was found", {"name": name, "kind": "pods"})
+        spec["priority"] = found.get("value", 0)
+        spec.setdefault("preemptionPolicy", found.get("preemptionPolicy",
+                                                      "PreemptLowerPriority"))
     sccs = store.list(("security.openshift.io", "securitycontextconstraints"))
     if not sccs:
         return
