@@ -7,7 +7,6 @@ Needs ``gpu_lab.vsphere`` (the ESXi issue's simulator); skipped where it is abse
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,10 @@ from gpu_lab.gpu_inventory import VsphereGpuInventory
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
+from .waiting import wait_for
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 vsphere = pytest.importorskip("gpu_lab.vsphere")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")

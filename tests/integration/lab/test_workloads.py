@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ from gpu_lab.apiserver.server import LabServer
 from gpu_lab.controllers.runtime import ContainerState, FakeRuntime
 from kubernetes import client, watch
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.lab
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _pod(name: str, **spec: Any) -> dict[str, Any]:
@@ -82,7 +72,8 @@ def test_jobs_complete_or_fail(k8s_client: Any, k8s_namespace: str) -> None:
 
     def condition(name: str, kind: str) -> Any:
         job = batch.read_namespaced_job(name, k8s_namespace)
-        return next((c for c in job.status.conditions or [] if c.type == kind), None)
+        conditions = (job.status.conditions if job.status else None) or []
+        return next((c for c in conditions if c.type == kind), None)
 
     assert wait_for(lambda: condition("ok", "Complete"), "job ok Complete").status == "True"
     assert batch.read_namespaced_job("ok", k8s_namespace).status.succeeded == 1
@@ -297,6 +288,7 @@ def test_on_failure_job_fails_after_backoff_limit_restarts(k8s_client: Any,
 
     def failed() -> Any:
         job = batch.read_namespaced_job("flaky", k8s_namespace)
-        return next((c for c in job.status.conditions or [] if c.type == "Failed"), None)
+        conditions = (job.status.conditions if job.status else None) or []
+        return next((c for c in conditions if c.type == "Failed"), None)
 
     assert wait_for(failed, "OnFailure job failing").reason == "BackoffLimitExceeded"
