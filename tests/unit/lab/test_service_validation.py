@@ -225,3 +225,12 @@ def test_cel_transition_rule_makes_managed_by_immutable(
         api.create(rcs, "default", dict(_raycluster(managedBy="someone/else"),
                                         metadata={"name": "rc2"}), ctx)
     assert "spec.managedBy" in err.value.message
+
+
+def test_annotations_are_limited_to_256k(api: ApiService, ctx: Context) -> None:
+    body = {"metadata": {"name": "big", "annotations": {
+        "kubectl.kubernetes.io/last-applied-configuration": "x" * 262200}}}
+    with pytest.raises(ApiError) as err:
+        api.create(api.rt("", "configmaps"), "default", body, ctx)
+    assert err.value.message == ('ConfigMap "big" is invalid: metadata.annotations: Too long: '
+                                 "may not be more than 262144 bytes")

@@ -241,10 +241,15 @@ def metadata_errors(rt: ResourceType, obj: dict[str, Any]) -> list[FieldError]:
                                      "character"))
         if not isinstance(value, str) or not re.fullmatch(_LABEL_VALUE, value) or len(value) > 63:
             errors.append(FieldError("Invalid", "metadata.labels", value, _LABEL_VALUE_MSG))
-    for key, value in (meta.get("annotations") or {}).items():
+    annotations = meta.get("annotations") or {}
+    for key, value in annotations.items():
         if not isinstance(value, str):
             errors.append(FieldError("Invalid", f"metadata.annotations[{key}]", value,
                                      "must be a string"))
+    size = sum(len(k) + len(str(v)) for k, v in annotations.items())
+    if size > 262144:  # why client-side apply of the big CRDs fails on a real server
+        errors.append(FieldError("TooLong", "metadata.annotations", "",
+                                 "may not be more than 262144 bytes"))
     return errors
 
 
