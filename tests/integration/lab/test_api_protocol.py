@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 import requests
 from gpu_lab.apiserver.server import LabServer
-from gpu_lab.fixtures.k8s import api_client
+from gpu_lab.fixtures.k8s import api_client, dynamic_client
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-from kubernetes.dynamic import DynamicClient
 
 pytestmark = pytest.mark.lab
 
@@ -23,6 +22,11 @@ def admin(k8s_protocol_server: LabServer) -> Any:
     c = api_client(k8s_protocol_server)
     yield c
     c.close()
+
+
+@pytest.fixture(name="dyn")
+def _dyn(k8s_protocol_server: LabServer, admin: Any) -> Any:
+    return dynamic_client(k8s_protocol_server, admin)
 
 
 @pytest.fixture
@@ -59,9 +63,8 @@ def test_reader_may_read_but_not_write(k8s_protocol_server: LabServer) -> None:
     reader.close()
 
 
-def test_version_and_cluster_version(admin: Any) -> None:
+def test_version_and_cluster_version(admin: Any, dyn: Any) -> None:
     assert client.VersionApi(admin).get_code().git_version == "v1.31.8"
-    dyn = DynamicClient(admin)
     cv = dyn.resources.get(api_version="config.openshift.io/v1", kind="ClusterVersion")
     assert cv.get(name="version").status.desired.version == "4.18.16"
 
@@ -98,8 +101,7 @@ def test_stale_update_is_409(admin: Any, ns: str) -> None:
     assert core.read_namespaced_config_map("c", ns).data == {"a": "2"}
 
 
-def test_server_side_apply_conflict_and_force(admin: Any, ns: str) -> None:
-    dyn = DynamicClient(admin)
+def test_server_side_apply_conflict_and_force(admin: Any, dyn: Any, ns: str) -> None:
     cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa", "namespace": ns},
             "data": {"mode": "a"}}
@@ -116,8 +118,7 @@ def test_server_side_apply_conflict_and_force(admin: Any, ns: str) -> None:
     assert forced.data.mode == "c"
 
 
-def test_invalid_custom_resources_are_422(admin: Any, ns: str) -> None:
-    dyn = DynamicClient(admin)
+def test_invalid_custom_resources_are_422(admin: Any, dyn: Any, ns: str) -> None:
     routes = dyn.resources.get(api_version="route.openshift.io/v1", kind="Route")
     route = {"apiVersion": "route.openshift.io/v1", "kind": "Route",
              "metadata": {"name": "r", "namespace": ns},
@@ -130,8 +131,8 @@ def test_invalid_custom_resources_are_422(admin: Any, ns: str) -> None:
         '"reencrypt", "passthrough"')
 
 
-def test_strict_field_validation_and_dry_run(admin: Any, ns: str) -> None:
-    cms = DynamicClient(admin).resources.get(api_version="v1", kind="ConfigMap")
+def test_strict_field_validation_and_dry_run(admin: Any, dyn: Any, ns: str) -> None:
+    cms = dyn.resources.get(api_version="v1", kind="ConfigMap")
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"},
             "data": {"a": "1"}, "dataa": {"b": "2"}}
     with pytest.raises(ApiException) as err:
@@ -147,13 +148,12 @@ def test_strict_field_validation_and_dry_run(admin: Any, ns: str) -> None:
 
 
 def test_crd_registered_at_run_time_is_discovered(
-        admin: Any, k8s_protocol_server: LabServer, ns: str) -> None:
+        admin: Any, dyn: Any, k8s_protocol_server: LabServer, ns: str) -> None:
     crd = k8s_protocol_server.crd_library.get("rayclusters.ray.io")
     ext = client.ApiextensionsV1Api(admin)
     if not any(c.metadata.name == "rayclusters.ray.io"
                for c in ext.list_custom_resource_definition().items):
         ext.create_custom_resource_definition(crd)
-    dyn = DynamicClient(admin)
     rcs = dyn.resources.get(api_version="ray.io/v1", kind="RayCluster")
     bad = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "rc"},
            "spec": {"headGroupSpec": {"template": {"spec": {"containers": [

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import requests
 from gpu_lab.apiserver.server import LabServer
-from gpu_lab.fixtures.k8s import api_client
+from gpu_lab.fixtures.k8s import dynamic_client
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
-from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from .waiting import wait_for
@@ -38,9 +37,9 @@ def lab(k8s_lab_factory: Callable[..., LabServer], inventory: StaticGpuInventory
     return k8s_lab_factory(gpu_inventory=inventory)
 
 
-@pytest.fixture(scope="module")
-def dyn(lab: LabServer) -> Any:
-    return DynamicClient(api_client(lab))
+@pytest.fixture(scope="module", name="dyn")
+def _dyn(lab: LabServer) -> Any:
+    return dynamic_client(lab)
 
 
 def _res(dyn: Any, api_version: str, kind: str) -> Any:
@@ -86,7 +85,8 @@ def _csv_phase(dyn: Any, ns: str, name: str) -> str:
     return (found.status or {}).get("phase", "")
 
 
-def test_manual_subscription_waits_for_approval_then_installs(dyn: Any) -> None:
+def test_manual_subscription_waits_for_approval_then_installs(lab: LabServer, dyn: Any
+                                                              ) -> None:
     _subscribe(dyn, "nvidia-gpu-operator", "gpu-operator-certified", "certified-operators",
                "v25.3", "gpu-operator-certified.v25.3.0")
     subs = _res(dyn, f"{OLM}/v1alpha1", "Subscription")
@@ -105,7 +105,7 @@ def test_manual_subscription_waits_for_approval_then_installs(dyn: Any) -> None:
     assert csv == "gpu-operator-certified.v25.3.0"
     wait_for(lambda: _csv_phase(dyn, "nvidia-gpu-operator", csv) == "Succeeded", "CSV Succeeded")
     dyn.client.rest_client  # noqa: B018 - same client, fresh discovery below
-    fresh = DynamicClient(dyn.client)
+    fresh = dynamic_client(lab, dyn.client)
     policies = fresh.resources.get(api_version="nvidia.com/v1", kind="ClusterPolicy")
     assert policies.get().items == []
     ext = client.ApiextensionsV1Api(dyn.client)
@@ -125,11 +125,11 @@ def test_manual_subscription_waits_for_approval_then_installs(dyn: Any) -> None:
 
 
 def test_nfd_and_cluster_policy_make_gpu_nodes_allocatable(
-        dyn: Any, inventory: StaticGpuInventory) -> None:
+        lab: LabServer, dyn: Any, inventory: StaticGpuInventory) -> None:
     _subscribe(dyn, "openshift-nfd", "nfd", "redhat-operators", "stable")
     csv = _approve(dyn, "openshift-nfd", "nfd")
     wait_for(lambda: _csv_phase(dyn, "openshift-nfd", csv) == "Succeeded", "NFD CSV")
-    fresh = DynamicClient(dyn.client)
+    fresh = dynamic_client(lab, dyn.client)
     nfd_example = json.loads(_res(fresh, f"{OLM}/v1alpha1", "ClusterServiceVersion").get(
         name=csv, namespace="openshift-nfd").metadata.annotations["alm-examples"])[0]
     fresh.resources.get(api_version="nfd.openshift.io/v1", kind="NodeFeatureDiscovery").create(
@@ -166,7 +166,8 @@ def test_nfd_and_cluster_policy_make_gpu_nodes_allocatable(
     wait_for(lambda: allocatable()["ocp-worker-3"] == "2", "worker-3 back", 30)
 
 
-def test_raycluster_wanting_too_many_gpus_stays_partly_pending(dyn: Any) -> None:
+def test_raycluster_wanting_too_many_gpus_stays_partly_pending(lab: LabServer, dyn: Any
+                                                               ) -> None:
     _subscribe(dyn, "kuberay", "kuberay-operator", "community-operators", "stable")
     csv = _approve(dyn, "kuberay", "kuberay-operator")
     wait_for(lambda: _csv_phase(dyn, "kuberay", csv) == "Succeeded", "KubeRay CSV")
@@ -181,7 +182,7 @@ def test_raycluster_wanting_too_many_gpus_stays_partly_pending(dyn: Any) -> None
                 "workerGroupSpecs": [{"groupName": "gpu", "replicas": 9, "minReplicas": 0,
                                       "maxReplicas": 16, "rayStartParams": {},
                                       "template": {"spec": {"containers": [worker]}}}]}}
-    fresh = DynamicClient(dyn.client)
+    fresh = dynamic_client(lab, dyn.client)
     rcs = fresh.resources.get(api_version="ray.io/v1", kind="RayCluster")
     rcs.create(body=body, namespace="llm")
 

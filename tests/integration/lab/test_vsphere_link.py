@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 from gpu_lab.apiserver.server import LabServer
-from gpu_lab.fixtures.k8s import api_client
+from gpu_lab.fixtures.k8s import api_client, dynamic_client
 from gpu_lab.gpu_inventory import VsphereGpuInventory
 from kubernetes import client
-from kubernetes.dynamic import DynamicClient
 
 from .waiting import wait_for
 
@@ -117,7 +116,7 @@ def test_gpu_nodes_follow_the_vms(simulator: Any, k8s_lab_factory: Callable[...,
     ext = client.ApiextensionsV1Api(api)
     for crd in ("nodefeaturediscoveries.nfd.openshift.io", "clusterpolicies.nvidia.com"):
         ext.create_custom_resource_definition(lab.crd_library.get(crd))
-    dyn = DynamicClient(api)
+    dyn = dynamic_client(lab, api)
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "openshift-nfd"}})
     dyn.resources.get(api_version="nfd.openshift.io/v1", kind="NodeFeatureDiscovery").create(
