@@ -32,7 +32,9 @@ def _run_playbook(tmp_path: Path, lab: LabServer, tasks: list[dict[str, Any]],
     }]
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+    # TMPDIR: kubernetes.core caches discovery in the temp dir, keyed by host:port and user
     env = {**os.environ, "K8S_AUTH_KUBECONFIG": lab.kubeconfig, "ANSIBLE_NOCOLOR": "1",
+           "TMPDIR": str(tmp_path),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "home")}
     runner = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or \
         "ansible-playbook"
