@@ -104,7 +104,7 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
     -p "$site" >/dev/null 2>&1 || { log "collection pins not satisfied (see above)"; exit 1; }
 
 if [ "${GPU_STACK_PY312:-1}" = 1 ] && py312=$(find_python312); then
-    make_venv .venv-py312 "$py312" dev-py312
+    make_venv .venv-py312 "$py312" dev-py312 lab
     install_pip_shim .venv-py312
 else
     log "no Python 3.12 here: the 3.12 toolchain is skipped"

@@ -1,3 +1,3 @@
-"""Shared pytest plugins: the lab's fixtures."""
+"""Shared pytest setup: the lab's fixture modules are plugins."""
 
-pytest_plugins = ["gpu_lab.fixtures.vsphere"]
+pytest_plugins = ["gpu_lab.fixtures.vsphere", "gpu_lab.fixtures.k8s"]

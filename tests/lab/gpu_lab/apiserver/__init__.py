@@ -1,0 +1,1 @@
+"""A Kubernetes-compatible HTTPS API server that the official clients use unchanged."""

@@ -1,0 +1,1 @@
+"""Controllers playing the systems the lab cannot run: one small file each."""
