@@ -92,8 +92,12 @@ class HubSource(Source):
         except GatedRepoError as exc:
             raise CredentialsError(f"{what} is gated: the token has no access to it") from exc
         except RepositoryNotFoundError as exc:
-            hint = "" if self._has_token else " (or private: provide a token)"
-            raise SourceNotFoundError(f"{what} not found{hint}") from exc
+            status = getattr(exc.response, "status_code", None)
+            if status == 401 and not self._has_token:
+                # The Hub answers 401 for private and missing repos alike.
+                raise CredentialsError(f"{what}: not found or private, and no token was given "
+                                       "(--token-file or HF_TOKEN)") from exc
+            raise SourceNotFoundError(f"{what} not found (or the token has no access)") from exc
         except HfHubHTTPError as exc:
             status = getattr(exc.response, "status_code", None)
             if status in (401, 403):
