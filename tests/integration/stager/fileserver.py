@@ -91,7 +91,7 @@ class FileServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd = _QuietServer((host, 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
@@ -126,6 +126,11 @@ class FileServer:
     def count(self, key: str, n: int) -> None:
         with self._lock:
             self.served[key] += n
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # clients we cut off on purpose
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -277,7 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
                     sent = os.sendfile(sock.fileno(), f.fileno(), pos, count)
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                if sent == 0:
+                if sent == 0:  # the file shrank under us: the promised length cannot be met
+                    self._drop()
                     return
             srv.count(key, sent)
             pos += sent
@@ -298,9 +304,9 @@ class _Handler(BaseHTTPRequestHandler):
         change = srv.change_at.get(key)
         if change and change[0] == pos:
             del srv.change_at[key]
-            tmp = local.with_name(local.name + ".new")
-            tmp.write_bytes(change[1])
-            os.replace(tmp, local)  # this response keeps sending the old bytes
+            with open(local, "r+b") as f:  # overwritten in place, like `cp new old`
+                f.write(change[1])
+                f.truncate()
             return False
         return False
 
