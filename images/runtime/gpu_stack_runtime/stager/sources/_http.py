@@ -32,7 +32,7 @@ class HttpStream(Stream):
     def chunks(self, size: int) -> Iterator[bytes]:
         try:
             while True:
-                data = self._resp.read(size)
+                data = self._resp.read1(size)  # what has arrived: a kill loses little
                 if not data:
                     return
                 yield data
