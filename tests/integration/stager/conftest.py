@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from fileserver import FileServer, HubRepo  # noqa: F401 - re-exported for the tests
-
 from gpu_stack_runtime.stager import cli
 
 RUNTIME = Path(__file__).resolve().parents[3] / "images" / "runtime"

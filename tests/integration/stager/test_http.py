@@ -93,7 +93,7 @@ def test_killed_transfer_resumes_and_resends_only_unfinished(served, model, volu
     served_before = fileserver.total_served()
 
     proc = spawn_cli(_args(served, dest))
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     resent = fileserver.total_served() - served_before
     assert resent == total - on_disk, f"stall at byte {at} of {big}"
