@@ -31,6 +31,9 @@ from gpu_stack_runtime.stager.retry import retry_call
 log = logging.getLogger("gpu_stack_runtime.stager")
 
 CHUNK = 1 << 20
+# A file without any digest resumes only from its last fsync'd checkpoint: bytes after it
+# could be garbage after a node crash, and nothing would catch that later.
+CHECKPOINT = 64 << 20
 JOURNAL = ".gpu-stack-journal.json"
 PART = ".part"
 SIDECAR = ".part.json"
@@ -57,6 +60,7 @@ class _State:
     etag: str | None = None
     hasher: MultiHasher | None = None
     full_fetches: int = 0
+    synced: int = 0
     attempts: list = field(default_factory=list)
 
 
@@ -76,11 +80,17 @@ def resumable_bytes(staging: Path, rf: RemoteFile) -> int:
         return rf.size
     _dest, part, side = part_paths(staging, rf.path)
     try:
-        if json.loads(side.read_text())["identity"] == rf.identity():
-            return min(part.stat().st_size, rf.size)
+        meta = json.loads(side.read_text())
+        if meta["identity"] == rf.identity():
+            return _trusted_length(rf, meta, part.stat().st_size)
     except (OSError, ValueError, KeyError):
         pass
     return 0
+
+
+def _trusted_length(rf: RemoteFile, meta: dict, size: int) -> int:
+    size = min(size, rf.size)
+    return size if rf.digests else min(size, int(meta.get("synced", 0)))
 
 
 def load_journal(staging: Path) -> dict:
@@ -202,8 +212,10 @@ class Transfer:
             size = part.stat().st_size
         except (OSError, ValueError):
             meta, size = None, 0
-        if meta and meta.get("identity") == rf.identity() and 0 < size <= rf.size:
-            state.offset, state.etag = size, meta.get("etag")
+        ok = meta and meta.get("identity") == rf.identity() and 0 < size <= rf.size
+        size = _trusted_length(rf, meta, size) if ok else 0
+        if size > 0:
+            state.offset, state.etag, state.synced = size, meta.get("etag"), size
             state.hasher.update_from_file(part, size)
             self._progress.add(size, transferred=False)
             log.info("%s: resuming at byte %d of %d", rf.path, size, rf.size)
@@ -211,14 +223,19 @@ class Transfer:
             part.unlink(missing_ok=True)
             state.full_fetches = 1
         state.etag = state.etag or rf.etag
-        _write_json(side, {"identity": rf.identity(), "etag": state.etag})
+        self._save_side(rf, side, state)
         return state
+
+    @staticmethod
+    def _save_side(rf: RemoteFile, side: Path, state: _State) -> None:
+        _write_json(side, {"identity": rf.identity(), "etag": state.etag,
+                           "synced": state.synced})
 
     def _discard(self, part: Path, state: _State) -> None:
         """Drop bad bytes; the next attempt starts at 0 with a fresh hasher."""
         part.unlink(missing_ok=True)
         self._progress.add(-state.offset, transferred=False)
-        state.offset = 0
+        state.offset = state.synced = 0
         state.full_fetches += 1
 
     def _attempt(self, rf: RemoteFile, part: Path, side: Path, state: _State) -> None:
@@ -234,7 +251,7 @@ class Transfer:
             etag = getattr(stream, "etag", None)
             if etag and state.etag is None:
                 state.etag = etag
-                _write_json(side, {"identity": rf.identity(), "etag": etag})
+                self._save_side(rf, side, state)
             with open(part, "r+b" if part.exists() else "wb") as out:
                 out.seek(state.offset)
                 out.truncate()
@@ -248,6 +265,11 @@ class Transfer:
                     state.hasher.update(chunk)
                     state.offset += len(chunk)
                     self._progress.add(len(chunk))
+                    if not rf.digests and state.offset - state.synced >= CHECKPOINT:
+                        out.flush()
+                        os.fsync(out.fileno())
+                        state.synced = state.offset
+                        self._save_side(rf, side, state)
         if state.offset < rf.size:
             raise TransientError(f"{rf.path}: connection ended at byte {state.offset} "
                                  f"of {rf.size}")
