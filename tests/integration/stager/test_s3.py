@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import signal
 import time
@@ -22,6 +23,7 @@ MULTIPART = "model-00003-of-00003.safetensors"
 
 @pytest.fixture(scope="module")
 def moto():
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     yield server.get_host_and_port()

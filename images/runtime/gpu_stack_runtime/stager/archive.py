@@ -152,6 +152,7 @@ class _Unpacker:
         self.root = area.staging
         self.links: dict[str, str] = {}
         self.archive_verified = False
+        self.crc_failures: dict[str, int] = {}
         self.progress = Progress(archive.size, 0, opts.progress_interval)
 
     def run(self) -> dict[str, FileResult]:
@@ -254,6 +255,10 @@ class _Unpacker:
             with zf.open(info) as member:
                 self._write(rel, info.file_size, member, None, count=True)
         except zipfile.BadZipFile as exc:  # CRC32 mismatch, bad header
+            self.crc_failures[rel] = self.crc_failures.get(rel, 0) + 1
+            if self.crc_failures[rel] == 1:  # maybe damaged on the way: read it once more
+                log.warning("%s: %s; reading the member again", rel, exc)
+                raise TransientError(f"{rel}: {exc}") from exc
             raise SourceChangedError(f"{rel}: corrupt zip member: {exc}") from exc
 
     # -- shared ---------------------------------------------------------------------------
