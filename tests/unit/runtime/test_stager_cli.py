@@ -47,7 +47,7 @@ def test_registered_secrets_are_masked_in_every_log_record(tmp_path, caplog):
     secret_file = tmp_path / "token"
     secret_file.write_text("hf_super_secret_value\n")
     assert cli.read_secret(str(secret_file), "token") == "hf_super_secret_value"
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "auth %s", ("hf_super_secret_value",),
-                               None)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "auth %s",
+                               ("hf_super_secret_value",), None)
     cli._RedactSecrets().filter(record)
     assert record.getMessage() == "auth ***"
