@@ -43,7 +43,7 @@ def test_unreadable_token_file_is_a_credentials_error(capsys, tmp_path):
     assert rc == 3 and json.loads(capsys.readouterr().out)["error"] == "credentials"
 
 
-def test_registered_secrets_are_masked_in_every_log_record(tmp_path, caplog):
+def test_registered_secrets_are_masked_in_every_log_record(tmp_path):
     secret_file = tmp_path / "token"
     secret_file.write_text("hf_super_secret_value\n")
     assert cli.read_secret(str(secret_file), "token") == "hf_super_secret_value"
