@@ -179,3 +179,19 @@ def test_bad_inputs_fail_before_any_write(served, volume, fileserver, capsys, tm
     assert fileserver.total_served() == 0
     assert not (volume / "m").exists()
     assert (volume / "hand-made" / "weights.bin").read_bytes() == b"x"
+
+
+def test_partial_from_an_older_file_version_is_dropped(served, model, volume, fileserver,
+                                                        capsys):
+    """The server's file was touched (new ETag) after a killed run: If-Match fails on the
+    resume, the partial is dropped and the file fetched again; the digest decides."""
+    big = max(model, key=lambda n: model[n].stat().st_size)
+    fileserver.cut_at[f"m/{big}"] = 1 << 20
+    assert run_cli([*_args(served, volume / "m"), "--retries", "0"], capsys)[0] == 9
+    import os
+
+    st = model[big].stat()
+    os.utime(model[big], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    rc, _r, err = run_cli(_args(served, volume / "m"), capsys)
+    assert rc == 0 and "dropping the partial file" in err
+    assert_staged(volume / "m", model)

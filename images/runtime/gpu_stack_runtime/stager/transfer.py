@@ -166,6 +166,8 @@ class Transfer:
 
     # -- one file ---------------------------------------------------------------------
     def _fetch(self, rf: RemoteFile) -> FileResult:
+        if self._stop.is_set():  # another file failed: do not start new ones
+            raise _Cancelled()
         dest, part, side = part_paths(self._staging, rf.path)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -186,8 +188,19 @@ class Transfer:
     def _download(self, rf: RemoteFile, dest: Path, part: Path, side: Path) -> FileResult:
         state = self._resume_state(rf, part, side)
         while True:
-            retry_call(lambda: self._attempt(rf, part, side, state), retries=self._retries,
-                       what=f"fetch {rf.path}", base=self._retry_base)
+            try:
+                retry_call(lambda: self._attempt(rf, part, side, state), retries=self._retries,
+                           what=f"fetch {rf.path}", base=self._retry_base)
+            except SourceChangedError as exc:
+                if state.full_fetches > 0:
+                    raise
+                # The partial came from an earlier run and the source moved on since: its
+                # bytes cannot be trusted, the current listing can. Start over once.
+                log.warning("%s: %s; dropping the partial file and starting over", rf.path, exc)
+                self._discard(part, state)
+                state.etag = rf.etag
+                self._save_side(rf, side, state)
+                continue
             with open(part, "rb+") as f:
                 os.fsync(f.fileno())
             actual = state.hasher.hexdigests()
