@@ -93,7 +93,7 @@ def _dd(vol: Path, total: int) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--size-mb", type=int, default=2560)
     ap.add_argument("--shards", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=4)

@@ -35,7 +35,7 @@ class FaultProxy:
     def _accept(self) -> None:
         while not self._closing:
             try:
-                client, _ = self._listener.accept()
+                client, _addr = self._listener.accept()
             except OSError:
                 return
             server = socket.create_connection(self.upstream)

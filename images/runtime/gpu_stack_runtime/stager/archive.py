@@ -231,7 +231,7 @@ class _Unpacker:
         except zipfile.BadZipFile as exc:
             raise SourceChangedError(f"{redact_url(self.src.url)}: not a zip: {exc}") from exc
         infos = [(i, self.src.target(i.filename)) for i in zf.infolist()]  # all checked first
-        self.progress.total_bytes = sum(i.file_size for i, _ in infos)
+        self.progress.total_bytes = sum(i.file_size for i, _rel in infos)
         need = sum(i.file_size for i, rel in infos if rel and not self._done(rel, i.file_size))
         self.area.check_space(need, self.opts.space_margin)
         for info, rel in infos:

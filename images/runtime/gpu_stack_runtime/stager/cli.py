@@ -43,7 +43,7 @@ def _env_flag(name: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="gpu-stack-stage", description=__doc__.split("\n\n")[0],
+        prog="gpu-stack-stage", description=__doc__.split("\n\n", maxsplit=1)[0],
         epilog="Exit codes: 0 staged or already staged, 1 unexpected, 2 config, "
                "3 credentials, 4 not found, 5 no space, 6 integrity (local upload), "
                "7 source changed, 8 unsafe archive, 9 transfer failed, 10 busy.")

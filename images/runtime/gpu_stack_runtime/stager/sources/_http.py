@@ -140,8 +140,8 @@ def _transient(url: str, exc: Exception) -> TransientError:
 def _content_range(value: str) -> tuple[int, int | None]:
     # "bytes 100-199/1000"
     try:
-        _unit, _, rest = value.partition(" ")
-        span, _, total = rest.partition("/")
+        rest = value.partition(" ")[2]
+        span, total = rest.split("/", 1)
         start = int(span.split("-")[0])
         return start, (None if total == "*" else int(total))
     except ValueError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -76,22 +77,30 @@ def _s3_credentials(args, read_secret, env_secret) -> dict:
     return creds
 
 
+def _load(module: str, name: str):
+    """Import a source whose SDK is an optional dependency, with a clear error if absent."""
+    try:
+        mod = importlib.import_module(f"gpu_stack_runtime.stager.sources.{module}")
+    except ImportError as exc:
+        raise ConfigError(f"the {module} source needs {exc.name}: install "
+                          "llmops-gpu-stack-runtime[stager]") from exc
+    return getattr(mod, name)
+
+
 def make_source(args, area, *, read_secret, env_secret):
     kind = args.source
     if kind == "hub":
-        from gpu_stack_runtime.stager.sources.hub import HubSource
-
         _require(args, "repo-id")
         token = _token(args, "HF_TOKEN", read_secret, env_secret)
+        HubSource = _load("hub", "HubSource")
         return HubSource(args.repo_id, revision=args.revision, repo_type=args.repo_type,
                          allow_patterns=args.allow_pattern, ignore_patterns=args.ignore_pattern,
                          endpoint=args.endpoint, token=token, client=_client(args, token),
                          retries=args.retries, timeout=args.timeout)
     if kind == "s3":
-        from gpu_stack_runtime.stager.sources.s3 import S3Source
-
         _require(args, "bucket")
         creds = {} if args.s3_anonymous else _s3_credentials(args, read_secret, env_secret)
+        S3Source = _load("s3", "S3Source")
         text = _manifest_text(args, None, required=False)
         manifest = load_manifest(text, args.manifest) if text else None
         return S3Source(args.bucket, args.prefix, endpoint_url=args.endpoint_url,

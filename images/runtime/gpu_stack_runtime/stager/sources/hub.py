@@ -106,7 +106,7 @@ class HubSource(Source):
                 raise TransientError(f"{what}: HTTP {status}") from exc
             raise SourceNotFoundError(f"{what}: HTTP {status}") from exc
         except Exception as exc:
-            if type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
+            if type(exc).__module__.split(".", maxsplit=1)[0] in ("httpx", "httpx2", "httpcore"):
                 raise TransientError(f"{what}: {exc.__class__.__name__}") from exc
             raise
 

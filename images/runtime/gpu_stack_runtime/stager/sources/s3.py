@@ -68,7 +68,7 @@ class _S3Stream(Stream):
         except (BotoCoreError, OSError) as exc:
             raise TransientError(f"{self._what}: {exc.__class__.__name__}") from exc
         except Exception as exc:  # urllib3 ProtocolError and friends, raised under botocore
-            if type(exc).__module__.split(".")[0] in ("urllib3", "http"):
+            if type(exc).__module__.split(".", maxsplit=1)[0] in ("urllib3", "http"):
                 raise TransientError(f"{self._what}: {exc.__class__.__name__}") from exc
             raise
 

@@ -13,7 +13,7 @@ import time
 import zipfile
 
 import pytest
-from conftest import assert_staged, run_cli, spawn_cli
+from stagerkit import assert_staged, run_cli, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -70,20 +70,20 @@ def test_fresh_stage_then_rerun_is_a_noop(kind, model, fileserver, volume, tmp_p
     if kind != "zip":
         assert served == path.stat().st_size  # one pass, no temporary copy, no re-read
     t0 = time.monotonic()
-    rc, result, _ = run_cli(_args(url, dest, "--archive-sha256", digest), capsys)
+    rc, result, _err = run_cli(_args(url, dest, "--archive-sha256", digest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert fileserver.total_served() == served
 
 
 def test_wrong_archive_digest_is_refused(model, fileserver, volume, tmp_path, capsys):
     url = fileserver.add_file("a.tar.gz", make_tar(tmp_path / "a.tar.gz", model))
-    rc, result, _ = run_cli(_args(url, volume / "m", "--archive-sha256", "0" * 64), capsys)
+    rc, result, _err = run_cli(_args(url, volume / "m", "--archive-sha256", "0" * 64), capsys)
     assert rc == 7 and "archive sha256" in result["message"]
     assert not (volume / "m").exists()
 
 
-def test_killed_plain_tar_resumes_at_the_first_unfinished_member(model, fileserver, volume,
-                                                                 tmp_path):
+def test_killed_plain_tar_resumes_at_the_first_unfinished_member(
+        model, fileserver, volume, tmp_path):
     path = make_tar(tmp_path / "m.tar", model, "w")
     url = fileserver.add_file("m.tar", path)
     size = path.stat().st_size
@@ -111,8 +111,8 @@ def test_killed_plain_tar_resumes_at_the_first_unfinished_member(model, fileserv
     assert_staged(dest, model)
 
 
-def test_zip_member_corrupted_on_the_wire_is_read_again(model, fileserver, volume, tmp_path,
-                                                         capsys):
+def test_zip_member_corrupted_on_the_wire_is_read_again(
+        model, fileserver, volume, tmp_path, capsys):
     path = make_zip(tmp_path / "m.zip", model)
     url = fileserver.add_file("m.zip", path)
     fileserver.corrupt_at["m.zip"] = 100_000  # inside the first shard's compressed data
@@ -128,15 +128,15 @@ def test_zip_member_corrupted_on_the_wire_is_read_again(model, fileserver, volum
     ("llama/link", "../../../escape.txt"),
     ("llama/link", "/etc/passwd"),
 ])
-def test_path_traversal_is_refused_and_previous_model_kept(member, link, model, fileserver,
-                                                           volume, tmp_path, capsys):
+def test_path_traversal_is_refused_and_previous_model_kept(
+        member, link, model, fileserver, volume, tmp_path, capsys):
     good = fileserver.add_file("good.tar.gz", make_tar(tmp_path / "good.tar.gz", model))
     dest = volume / "llama"
     assert run_cli(_args(good, dest), capsys)[0] == 0
     before = (dest / ".gpu-stack-stage.json").read_text()
     evil = fileserver.add_file("evil.tar", evil_tar(tmp_path / "evil.tar", member,
                                                     symlink_to=link))
-    rc, result, _ = run_cli(_args(evil, dest), capsys)
+    rc, result, _err = run_cli(_args(evil, dest), capsys)
     assert rc == 8 and result["error"] == "unsafe_archive", result
     assert (dest / ".gpu-stack-stage.json").read_text() == before
     assert_staged(dest, model)
@@ -149,7 +149,7 @@ def test_zip_traversal_is_refused_before_any_write(fileserver, volume, tmp_path,
         zf.writestr("llama/config.json", "{}")
         zf.writestr("../../escape.txt", "evil")
     url = fileserver.add_file("evil.zip", path)
-    rc, result, _ = run_cli(_args(url, volume / "m"), capsys)
+    rc, result, _err = run_cli(_args(url, volume / "m"), capsys)
     assert rc == 8 and "escape" in result["message"]
     assert not (volume / ".gpu-stack-staging" / "m" / "config.json").exists()
     assert not list(tmp_path.rglob("escape.txt"))

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from conftest import (
+from stagerkit import (
     assert_staged,
     run_cli,
     spawn_cli,
@@ -38,7 +38,7 @@ def _total(model):
 
 def test_fresh_stage_then_rerun_is_a_noop(served, model, volume, fileserver, capsys):
     dest = volume / "llama"
-    rc, result, _ = run_cli(_args(served, dest), capsys)
+    rc, result, _err = run_cli(_args(served, dest), capsys)
     assert rc == 0 and result["changed"] is True
     doc = assert_staged(dest, model)
     assert doc["source"]["type"] == "http" and doc["total_bytes"] == _total(model)
@@ -55,13 +55,13 @@ def test_fresh_stage_then_rerun_is_a_noop(served, model, volume, fileserver, cap
 
 
 def test_check_mode_reports_and_writes_nothing(served, model, volume, fileserver, capsys):
-    rc, result, _ = run_cli([*_args(served, volume / "m"), "--check"], capsys)
+    rc, result, _err = run_cli([*_args(served, volume / "m"), "--check"], capsys)
     assert rc == 0 and result["changed"] is True and result["transfer_bytes"] == _total(model)
     assert list(volume.iterdir()) == [] and fileserver.total_served() == 0
 
 
-def test_connection_cut_mid_file_resumes_without_resending(served, model, volume, fileserver,
-                                                             capsys):
+def test_connection_cut_mid_file_resumes_without_resending(
+        served, model, volume, fileserver, capsys):
     big = max(model, key=lambda n: model[n].stat().st_size)
     fileserver.cut_at[f"m/{big}"] = random.randrange(1, model[big].stat().st_size)
     rc, _result, err = run_cli(_args(served, volume / "m"), capsys)
@@ -116,8 +116,8 @@ def test_corrupted_partial_is_detected_and_refetched(served, model, volume, file
     assert_staged(volume / "m", model)
 
 
-def test_corrupted_published_file_is_refetched_with_verify(served, model, volume, fileserver,
-                                                           capsys):
+def test_corrupted_published_file_is_refetched_with_verify(
+        served, model, volume, fileserver, capsys):
     dest = volume / "m"
     assert run_cli(_args(served, dest), capsys)[0] == 0
     victim = dest / "config.json"
@@ -128,7 +128,7 @@ def test_corrupted_published_file_is_refetched_with_verify(served, model, volume
     os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: bit rot
     assert run_cli(_args(served, dest), capsys)[1]["changed"] is False  # stat check only
     before = fileserver.total_served()
-    rc, result, _ = run_cli([*_args(served, dest), "--verify"], capsys)
+    rc, result, _err = run_cli([*_args(served, dest), "--verify"], capsys)
     assert rc == 0 and result["changed"] is True and result["stale_files"] == ["config.json"]
     assert fileserver.total_served() - before == model["config.json"].stat().st_size
     assert_staged(dest, model)
@@ -162,27 +162,27 @@ def test_source_changed_mid_stage_is_reported_and_previous_model_kept(
 
 
 def test_bad_inputs_fail_before_any_write(served, volume, fileserver, capsys, tmp_path):
-    rc, result, _ = run_cli(["--source", "http", "--url", served["url"],
-                             "--dest", str(volume / "m")], capsys)
+    rc, result, _err = run_cli(["--source", "http", "--url", served["url"],
+                                "--dest", str(volume / "m")], capsys)
     assert rc == 2 and "--manifest" in result["message"]
     (volume / "hand-made").mkdir()
     (volume / "hand-made" / "weights.bin").write_bytes(b"x")
-    rc, result, _ = run_cli(_args(served, volume / "hand-made"), capsys)
+    rc, result, _err = run_cli(_args(served, volume / "hand-made"), capsys)
     assert rc == 2 and "did not stage" in result["message"]
-    rc, result, _ = run_cli([*_args(served, volume / "m"), "--space-margin", str(1 << 60)], capsys)
+    rc, result, _err = run_cli([*_args(served, volume / "m"), "--space-margin", str(1 << 60)],
+                               capsys)
     assert rc == 5 and result["error"] == "no_space"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"files": [{"path": "../etc/passwd", "sha256": "0" * 64}]}))
-    rc, result, _ = run_cli(["--source", "http", "--url", served["url"], "--manifest", str(bad),
-                             "--dest", str(volume / "m")], capsys)
+    rc, result, _err = run_cli(["--source", "http", "--url", served["url"],
+                                "--manifest", str(bad), "--dest", str(volume / "m")], capsys)
     assert rc == 2 and "escapes" in result["message"]
     assert fileserver.total_served() == 0
     assert not (volume / "m").exists()
     assert (volume / "hand-made" / "weights.bin").read_bytes() == b"x"
 
 
-def test_partial_from_an_older_file_version_is_dropped(served, model, volume, fileserver,
-                                                        capsys):
+def test_partial_from_an_older_file_version_is_dropped(served, model, volume, fileserver, capsys):
     """The server's file was touched (new ETag) after a killed run: If-Match fails on the
     resume, the partial is dropped and the file fetched again; the digest decides."""
     big = max(model, key=lambda n: model[n].stat().st_size)

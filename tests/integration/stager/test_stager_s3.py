@@ -10,8 +10,8 @@ import time
 
 import boto3
 import pytest
-from conftest import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk, write_manifest
 from moto.server import ThreadedMotoServer
+from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk, write_manifest
 from tcpproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def test_fresh_stage_then_rerun_is_a_noop(s3, model, volume, capsys):
 
     sent = s3["proxy"].sent
     t0 = time.monotonic()
-    rc, result, _ = run_cli(_args(s3, dest), capsys)
+    rc, result, _err = run_cli(_args(s3, dest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert s3["proxy"].sent - sent < 16_384  # one listing, no object bytes
 
@@ -175,12 +175,12 @@ def test_unverifiable_partial_is_not_trusted(s3, model, volume, capsys):
 
 
 def test_missing_credentials_and_unknown_bucket(s3, volume, capsys):
-    rc, result, _ = run_cli(_args(s3, volume / "m", creds=False), capsys)
+    rc, result, _err = run_cli(_args(s3, volume / "m", creds=False), capsys)
     assert rc == 3 and "AWS_ACCESS_KEY_ID" in result["message"]
     assert s3["proxy"].sent == 0  # refused before any request
-    rc, result, _ = run_cli(["--source", "s3", "--bucket", "no-such-bucket", "--endpoint-url",
-                             s3["proxy"].url, "--s3-credentials-dir", s3["creds"],
-                             "--dest", str(volume / "m")], capsys)
+    rc, result, _err = run_cli(["--source", "s3", "--bucket", "no-such-bucket", "--endpoint-url",
+                                s3["proxy"].url, "--s3-credentials-dir", s3["creds"],
+                                "--dest", str(volume / "m")], capsys)
     assert rc == 4 and result["error"] == "not_found"
     assert list(volume.iterdir()) == []
 

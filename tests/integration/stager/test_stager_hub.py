@@ -10,7 +10,8 @@ import threading
 import time
 
 import pytest
-from conftest import HubRepo, assert_staged, run_cli, spawn_cli, staged_bytes_on_disk
+from fileserver import HubRepo
+from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +50,16 @@ def test_fresh_stage_then_rerun_is_a_noop(repo, model, fileserver, volume, capsy
 
     before = _file_bytes(fileserver)
     t0 = time.monotonic()
-    rc, result, _ = run_cli(_args(fileserver, dest), capsys)
+    rc, result, _err = run_cli(_args(fileserver, dest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert _file_bytes(fileserver) == before
 
 
 def test_allow_and_ignore_patterns(repo, model, fileserver, volume, capsys):
     dest = volume / "tiny"
-    rc, result, _ = run_cli(_args(fileserver, dest, "--allow-pattern", "*.json",
-                                  "--allow-pattern", "tok/*", "--ignore-pattern", "config.*"),
-                            capsys)
+    rc, result, _err = run_cli(_args(fileserver, dest, "--allow-pattern", "*.json",
+                                     "--allow-pattern", "tok/*", "--ignore-pattern", "config.*"),
+                               capsys)
     assert rc == 0
     assert [f["path"] for f in result["marker"]["files"]] == ["tok/tokenizer.json"]
     assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == [
@@ -66,11 +67,11 @@ def test_allow_and_ignore_patterns(repo, model, fileserver, volume, capsys):
 
 
 def test_unknown_revision_and_repo(repo, fileserver, volume, capsys):
-    rc, result, _ = run_cli(_args(fileserver, volume / "a", "--revision", "does-not-exist"),
-                            capsys)
+    rc, result, _err = run_cli(_args(fileserver, volume / "a", "--revision", "does-not-exist"),
+                               capsys)
     assert rc == 4 and "revision 'does-not-exist' not found" in result["message"]
-    rc, result, _ = run_cli(["--source", "hub", "--repo-id", "org/nope", "--endpoint",
-                             fileserver.url, "--dest", str(volume / "b")], capsys)
+    rc, result, _err = run_cli(["--source", "hub", "--repo-id", "org/nope", "--endpoint",
+                                fileserver.url, "--dest", str(volume / "b")], capsys)
     assert rc == 4 and result["error"] == "not_found"
     assert list(volume.iterdir()) == []
 
@@ -128,8 +129,8 @@ def test_killed_transfer_resumes(repo, model, fileserver, volume):
     assert_staged(dest, model)
 
 
-def test_corrupt_partial_refetched_and_changed_file_reported(repo, model, fileserver, volume,
-                                                            capsys):
+def test_corrupt_partial_refetched_and_changed_file_reported(
+        repo, model, fileserver, volume, capsys):
     name = max(model, key=lambda n: model[n].stat().st_size)
     key = f"org/tiny-llama/{name}"
     fileserver.cut_at[key] = 500_000
