@@ -11,7 +11,7 @@ server (sendfile, Range), and prints:
   4. bytes sent twice after a kill at a random byte mid-transfer, target <= 1 file.
 Also: our archive source streaming the same tar.gz (no temporary copy).
 
-  python tests/benchmarks/bench_stager.py [--size-mb 2560] [--shards 5] [--jobs 4]
+  .venv-stager/bin/python tests/benchmarks/bench_stager.py [--size-mb 2560] [--shards 5] [--jobs 4]
 """
 
 from __future__ import annotations
