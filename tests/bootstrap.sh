@@ -49,7 +49,8 @@ find_python312() {
     return 1
 }
 
-# make_venv DIR PYTHON GROUP...: create DIR and install the dependency groups,
+# make_venv DIR PYTHON GROUP...: create DIR and install the dependency groups (an entry
+# starting with "." is installed editable: the runtime package with its extras),
 # skipping the install when pyproject.toml has not changed since the last one.
 make_venv() {
     local dir=$1 python=$2
@@ -65,7 +66,12 @@ make_venv() {
     log "installing into $dir: groups $*"
     "$dir/bin/python" -m pip install -q --upgrade "pip>=25.1" 2>&1 | grep -v "is ignored" || true
     local args=() group
-    for group in "$@"; do args+=(--group "$group"); done
+    for group in "$@"; do
+        case $group in
+            .*) args+=(-e "$group") ;;  # this repository's runtime package, with extras
+            *) args+=(--group "$group") ;;
+        esac
+    done
     "$dir/bin/python" -m pip install -q "${args[@]}" 2>&1 | grep -v "is ignored" || true
     "$dir/bin/python" -m pip check >/dev/null
     if [ -f tests/lab/pyproject.toml ]; then
@@ -91,6 +97,9 @@ apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmom
 
 make_venv .venv "$PYTHON" dev lab
 install_pip_shim .venv
+# The model stager runs in its own image, and boto3 cannot share a venv with kubernetes
+# 37 (python-dateutil <3 vs >=3): its tests get their own venv.
+make_venv .venv-stager "$PYTHON" stager-test ".[stager]"
 
 log "linking the collection as llmops.gpu_stack"
 mkdir -p collections/ansible_collections/llmops

@@ -39,5 +39,8 @@ if [ -x .venv-py312/bin/python ]; then
     .venv-py312/bin/python -m pytest -q -p no:cacheprovider tests/unit
 fi
 
+step "pytest: model stager (its own venv, .venv-stager)"
+.venv-stager/bin/python -m pytest -q -p no:cacheprovider tests/unit/runtime tests/integration/stager
+
 step "pytest (Python 3.11)"
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,3 @@
+from gpu_stack_runtime.stager.cli import main
+
+raise SystemExit(main())

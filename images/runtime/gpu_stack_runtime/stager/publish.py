@@ -1,0 +1,152 @@
+"""The staging area beside the destination, its lock, and the atomic publish.
+
+Layout on the volume, for a destination `<parent>/<name>`:
+  <parent>/<name>/                              the published model (+ marker)
+  <parent>/.gpu-stack-staging/<name>/           files being staged (never visible at <name>)
+  <parent>/.gpu-stack-staging/<name>.upload/    uploads for the local source
+  <parent>/.gpu-stack-staging/<name>.lock       one stager at a time
+  <parent>/.gpu-stack-staging/<name>.old        the previous model during a swap
+Everything lives on the same filesystem, so publishing is a rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from gpu_stack_runtime.stager.errors import BusyError, InsufficientSpaceError
+from gpu_stack_runtime.stager.progress import human_bytes
+
+log = logging.getLogger("gpu_stack_runtime.stager")
+
+AREA = ".gpu-stack-staging"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+class StagingArea:
+    def __init__(self, dest: Path):
+        self.dest = Path(os.path.abspath(dest))
+        self.root = self.dest.parent / AREA
+        self.staging = self.root / self.dest.name
+        self.upload_dir = self.root / f"{self.dest.name}.upload"
+        self.old = self.root / f"{self.dest.name}.old"
+        self._lock_path = self.root / f"{self.dest.name}.lock"
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold an exclusive POSIX lock (works on NFSv4) for the whole run."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                raise BusyError(f"another stager is working on {self.dest} "
+                                f"(lock {self._lock_path} is held)") from exc
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield self
+        finally:
+            os.close(fd)
+
+    def recover(self) -> None:
+        """Finish a swap that a previous run was killed in the middle of."""
+        if not self.old.exists():
+            return
+        if self.dest.exists():
+            shutil.rmtree(self.old)
+        else:
+            log.warning("restoring the previous model from %s (interrupted swap)", self.old)
+            os.rename(self.old, self.dest)
+
+    def check_space(self, need: int, margin: int) -> None:
+        """Refuse before the transfer starts if the volume cannot hold `need` more bytes."""
+        probe = self.root if self.root.exists() else self.dest.parent
+        st = os.statvfs(probe)
+        free = st.f_bavail * st.f_frsize
+        if need + margin > free:
+            raise InsufficientSpaceError(
+                f"{probe} has {human_bytes(free)} free; staging needs {human_bytes(need)} "
+                f"more (+{human_bytes(margin)} margin)")
+        log.info("free space: %s available, %s needed", human_bytes(free), human_bytes(need))
+
+    def prune(self, keep: set[str], keep_names: set[str]) -> None:
+        """Remove files in staging that the plan does not list (left from another version)."""
+        if not self.staging.exists():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.staging, topdown=False):
+            for name in filenames:
+                full = Path(dirpath, name)
+                rel = full.relative_to(self.staging).as_posix()
+                if rel not in keep and rel not in keep_names:
+                    full.unlink()
+            for name in dirnames:
+                full = Path(dirpath, name)
+                if full.is_symlink():
+                    continue
+                with contextlib.suppress(OSError):
+                    full.rmdir()  # only if empty
+
+    def link_from_published(self, rel: str) -> None:
+        """Reuse a verified file of the published model (hard link, else copy)."""
+        src, dst = self.dest / rel, self.staging / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    def publish(self) -> None:
+        """Make the staging dir the destination in one step; the old model is removed after."""
+        _fsync_tree(self.staging)
+        if not self.dest.exists():
+            os.rename(self.staging, self.dest)
+        elif _exchange(self.staging, self.dest):
+            shutil.rmtree(self.staging)
+        else:
+            # No atomic exchange (NFS): two renames; recover() completes an interrupted one.
+            os.rename(self.dest, self.old)
+            os.rename(self.staging, self.dest)
+            shutil.rmtree(self.old)
+        _fsync_dir(self.dest.parent)
+        _fsync_dir(self.root)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Linux renameat2(RENAME_EXCHANGE): swap two paths atomically, if supported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, _files in os.walk(root):
+        _fsync_dir(Path(dirpath))
