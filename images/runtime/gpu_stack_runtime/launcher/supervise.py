@@ -1,0 +1,138 @@
+"""Run the launcher's children (Ray, the GPU wait, vLLM), forward signals, reap them.
+
+The launcher is usually PID 1 of its container: it forwards SIGTERM/SIGINT to its
+children (vLLM first, Ray last), reaps orphans re-parented to it, and asks the kernel
+to SIGTERM every child should the launcher itself die (``PR_SET_PDEATHSIG``, which is
+safe here because the launcher never starts threads: Ray's client runs in the GPU-wait
+child, not in the launcher).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from gpu_stack_runtime.launcher.errors import EXIT_SIGNAL_BASE
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def shell_exit_code(code: int) -> int:
+    """A child's exit code as a shell reports it: 128 + N for death by signal N."""
+    return EXIT_SIGNAL_BASE - code if code < 0 else code
+
+
+class Supervisor:
+    """Start named children and wait for the first of them to exit or for a signal."""
+
+    def __init__(self, log: Callable[[str], None], reap_orphans: bool | None = None,
+                 poll_interval: float = 0.2):
+        self._log = log
+        self._reap_orphans = os.getpid() == 1 if reap_orphans is None else reap_orphans
+        self._poll = poll_interval
+        self.children: dict[str, subprocess.Popen] = {}
+        self.exit_codes: dict[str, int] = {}
+        self.stop_signal: int | None = None
+
+    # signals -----------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            self._log(f"received {signal.Signals(signum).name}: stopping")
+
+    # children ----------------------------------------------------------------
+    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen(list(argv), env=dict(env), preexec_fn=_die_with_parent)
+        self.children[name] = proc
+        self._log(f"started {name} (pid {proc.pid})")
+        return proc
+
+    def running(self, name: str) -> bool:
+        self._reap()
+        return name in self.children and name not in self.exit_codes
+
+    def _record(self, pid: int, status: int) -> None:
+        for name, proc in self.children.items():
+            if proc.pid == pid and name not in self.exit_codes:
+                code = os.waitstatus_to_exitcode(status)
+                proc.returncode = code  # reaped here: Popen must not wait for it again
+                self.exit_codes[name] = code
+                self._log(f"{name} (pid {pid}) exited with {shell_exit_code(code)}")
+
+    def _reap(self) -> None:
+        if self._reap_orphans:
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return
+                if pid == 0:
+                    return
+                self._record(pid, status)
+        for name, proc in list(self.children.items()):
+            if name in self.exit_codes:
+                continue
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if pid:
+                self._record(pid, status)
+
+    def wait_first(self, names: Sequence[str], timeout: float | None = None) -> str | None:
+        """Block until one of names has exited (return it) or a stop signal (return None).
+
+        With a timeout, also return None when it expires.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._reap()
+            for name in names:
+                if name in self.exit_codes:
+                    return name
+            if self.stop_signal is not None:
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(self._poll)
+
+    def stop(self, name: str, grace: float) -> None:
+        """SIGTERM the child, SIGKILL it after grace seconds, and reap it."""
+        proc = self.children.get(name)
+        if proc is None or not self.running(name):
+            return
+        self._log(f"stopping {name} (pid {proc.pid})")
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace
+        while self.running(name) and time.monotonic() < deadline:
+            time.sleep(self._poll)
+        if self.running(name):
+            self._log(f"{name} ignored SIGTERM for {grace:g} s: killing it")
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            while self.running(name):
+                time.sleep(self._poll)
+
+    def stop_all(self, order: Sequence[str], grace: float) -> None:
+        for name in order:
+            self.stop(name, grace)
