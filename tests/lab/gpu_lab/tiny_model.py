@@ -63,7 +63,7 @@ CHAT_TEMPLATE = (
 
 # The training text is generated from these words with a seeded RNG, so it is the
 # same on every machine and Python version (random.Random(int) is stable).
-_WORDS = """
+_WORD_TEXT = """
 the a an of to in on for with from by at as and or but not is are was were be been
 this that these those it its we you they he she one two three four five six seven
 eight nine ten many few more most some any each every all no yes hello world model
@@ -79,7 +79,8 @@ light dark red green blue yellow white black water fire earth air stone wood met
 read write open close start stop wait run walk talk think learn teach build test
 check verify report count measure answer question chat message user assistant system
 good bad new old first last next previous early late high low left right up down
-""".split()
+"""
+_WORDS = _WORD_TEXT.split()
 
 
 def _corpus(lines: int = 4000) -> list[str]:

@@ -14,6 +14,7 @@ host name, else from the source address of the default route. IPv4 only.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import socket
@@ -73,10 +74,8 @@ def pod_ip(environ: Mapping[str, str]) -> str:
     explicit = environ.get(POD_IP_ENV, "").strip()
     candidates = [explicit] if explicit else []
     if not explicit:
-        try:
+        with contextlib.suppress(OSError):
             candidates.append(socket.gethostbyname(socket.gethostname()))
-        except OSError:
-            pass
     for candidate in candidates:
         try:
             address = ipaddress.IPv4Address(candidate)

@@ -9,6 +9,7 @@ child, not in the launcher).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -22,10 +23,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def shell_exit_code(code: int) -> int:
@@ -117,19 +116,15 @@ class Supervisor:
         if proc is None or not self.running(name):
             return
         self._log(f"stopping {name} (pid {proc.pid})")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while self.running(name) and time.monotonic() < deadline:
             time.sleep(self._poll)
         if self.running(name):
             self._log(f"{name} ignored SIGTERM for {grace:g} s: killing it")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            except ProcessLookupError:
-                pass
             while self.running(name):
                 time.sleep(self._poll)
 
