@@ -1,0 +1,79 @@
+"""The lab's tiny model: the right architecture, loadable, deterministic, idempotent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from serving_procs import base_env
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _generate(out, *extra):
+    return subprocess.run([sys.executable, "-m", "gpu_lab.tiny_model", str(out), *extra],
+                          env=base_env(), capture_output=True, text=True, timeout=300)
+
+
+def _snapshot(directory):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+def test_architecture_and_files(tiny_model_dir):
+    from safetensors import safe_open
+
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"],
+            config["num_attention_heads"], config["num_key_value_heads"],
+            config["head_dim"]) == (128, 256, 2, 4, 4, 32)
+    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as weights:
+        dtypes = {str(weights.get_tensor(k).dtype) for k in weights.keys()}  # noqa: SIM118
+        assert weights.get_tensor("model.embed_tokens.weight").shape[0] == config["vocab_size"]
+    assert dtypes == {"torch.bfloat16"}
+    assert (tiny_model_dir / "chat_template.jinja").is_file()
+
+
+def test_transformers_loads_it_strictly_and_it_generates(tiny_model_dir):
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model, info = LlamaForCausalLM.from_pretrained(tiny_model_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tokenizer("hello world", return_tensors="pt").input_ids
+    assert tokenizer.decode(ids[0], skip_special_tokens=True) == "hello world"
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
+    assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_rerun_on_a_current_model_changes_nothing(tiny_model_dir):
+    before = _snapshot(tiny_model_dir)
+    result = _generate(tiny_model_dir)
+    assert result.returncode == 0, result.stderr
+    assert "already current" in result.stdout
+    assert _snapshot(tiny_model_dir) == before
+
+
+def test_a_damaged_copy_is_rebuilt_byte_for_byte(tiny_model_dir, tmp_path):
+    """Deterministic: a fresh build of the damaged copy equals the session's model."""
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "tokenizer.json").write_text("{}")
+    result = _generate(copy)
+    assert result.returncode == 0, result.stderr
+    assert "written" in result.stdout
+    assert {n: b for n, (b, _) in _snapshot(copy).items()} == \
+        {n: b for n, (b, _) in _snapshot(tiny_model_dir).items()}
+
+
+def test_a_foreign_directory_is_refused_untouched(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    result = _generate(tmp_path)
+    assert result.returncode == 2
+    assert "refusing to overwrite" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
