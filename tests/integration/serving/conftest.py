@@ -31,6 +31,7 @@ from serving_procs import (
     Launcher,
     RayNodeDir,
     base_env,
+    descendants,
     free_ports,
     pid_alive,
     tree_rss_mib,
@@ -121,11 +122,14 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
         head.stop()
         raise
     yield served
-    children = {n: head.child_pid(n) for n in ("vllm", "ray")}
+    tree = descendants([head.proc.pid, worker.proc.pid])  # Ray's daemons, vLLM's engine...
     start = time.monotonic()
     head_code = head.stop()
     worker_code = worker.stop()
     print(f"\nserving stopped in {time.monotonic() - start:.1f} s")
     assert head_code == 143, head.text()[-2000:]
     assert worker_code == 143, worker.text()[-2000:]
-    assert not [n for n, pid in children.items() if pid and pid_alive(pid)]
+    deadline = time.monotonic() + 20
+    while [p for p in tree if pid_alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in tree if pid_alive(p)], "processes outlived the launchers"

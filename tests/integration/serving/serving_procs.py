@@ -170,8 +170,8 @@ def wait_http_ok(url: str, timeout: float, launcher: Launcher) -> float:
         time.sleep(1)
 
 
-def tree_rss_mib(pids: list[int]) -> float:
-    """Current resident memory of the given processes and all their descendants."""
+def descendants(pids: list[int]) -> set[int]:
+    """The given processes and every process below them, read from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -179,13 +179,19 @@ def tree_rss_mib(pids: list[int]) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    todo, seen, total = list(pids), set(), 0
+    todo, seen = list(pids), set()
     while todo:
         pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo += children.get(pid, [])
+        if pid not in seen:
+            seen.add(pid)
+            todo += children.get(pid, [])
+    return seen
+
+
+def tree_rss_mib(pids: list[int]) -> float:
+    """Resident memory now of the given processes and all their descendants."""
+    total = 0
+    for pid in descendants(pids):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

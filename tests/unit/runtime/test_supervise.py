@@ -23,7 +23,7 @@ def _alive(pid):
 @pytest.fixture
 def sup():
     lines = []
-    supervisor = Supervisor(lines.append, reap_orphans=False, poll_interval=0.05)
+    supervisor = Supervisor(lines.append, poll_interval=0.05)
     supervisor.lines = lines
     yield supervisor
     supervisor.stop_all(list(supervisor.children), grace=1)
@@ -67,7 +67,7 @@ def test_children_get_sigterm_when_the_supervising_process_dies(tmp_path):
     script = textwrap.dedent(f"""
         import os, time
         from gpu_stack_runtime.launcher.supervise import Supervisor
-        sup = Supervisor(lambda _: None, reap_orphans=False)
+        sup = Supervisor(lambda _: None)
         proc = sup.spawn("grandchild", ["sleep", "60"], os.environ)
         open({str(pid_file)!r}, "w").write(str(proc.pid))
         time.sleep(60)
@@ -95,3 +95,27 @@ def test_children_get_sigterm_when_the_supervising_process_dies(tmp_path):
 def test_shell_exit_code():
     assert shell_exit_code(0) == 0 and shell_exit_code(3) == 3
     assert shell_exit_code(-signal.SIGTERM) == 143
+
+
+def test_adopted_orphans_are_stopped_with_the_rest(tmp_path):
+    """A child's background process outlives it; the supervisor adopts and stops it."""
+    pid_file = tmp_path / "orphan.pid"
+    script = textwrap.dedent(f"""
+        import os
+        from gpu_stack_runtime.launcher.supervise import Supervisor, _orphans_of
+        sup = Supervisor(print, adopt_orphans=True, poll_interval=0.05)
+        sup.spawn("parent", ["sh", "-c", "sleep 300 & echo $! > {pid_file}"], os.environ)
+        assert sup.wait_first(["parent"], timeout=20) == "parent"
+        orphan = int(open({str(pid_file)!r}).read())
+        assert orphan in _orphans_of(os.getpid()), "not adopted"
+        sup.stop_all(["parent"], grace=2)
+        print("orphans after stop:", _orphans_of(os.getpid()))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    orphan = int(pid_file.read_text())
+    assert "stopping 1 left-over process(es)" in result.stdout
+    assert "orphans after stop: []" in result.stdout
+    assert not _alive(orphan)

@@ -113,7 +113,7 @@ def run_head(args, environ: Mapping[str, str]) -> int:
                      "model_marker": marker}, env, environ)
         return 0
     _raise_nofile_limit()
-    sup = Supervisor(log)
+    sup = Supervisor(log, adopt_orphans=True)
     sup.install_signal_handlers()
     try:
         if ray_cmd:
@@ -153,7 +153,7 @@ def run_worker(args, environ: Mapping[str, str]) -> int:
         _print_plan({"ray_start": cmd}, env, environ)
         return 0
     _raise_nofile_limit()
-    sup = Supervisor(log)
+    sup = Supervisor(log, adopt_orphans=True)
     sup.install_signal_handlers()
     try:
         sup.spawn("ray", cmd, env)
@@ -161,7 +161,7 @@ def run_worker(args, environ: Mapping[str, str]) -> int:
             return _stopped(sup)
         return shell_exit_code(sup.exit_codes["ray"])
     finally:
-        sup.stop_all(["ray"], 30.0)
+        sup.stop_all(["ray"], args.stop_grace)
 
 
 def run_check_args(args, environ: Mapping[str, str]) -> int:

@@ -77,6 +77,9 @@ def _add_ray_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]
                             "[GPU_STACK_NUM_GPUS]")
     group.add_argument("--ray-arg", action="append", default=[], metavar="ARG",
                        help="extra argument for 'ray start' (repeatable)")
+    group.add_argument("--stop-grace", type=float,
+                       default=_env_default(environ, "STOP_GRACE", float, 30.0),
+                       help="seconds a child gets after SIGTERM [GPU_STACK_STOP_GRACE]")
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -101,9 +104,6 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     head.add_argument("--progress-interval", type=float,
                       default=_env_default(environ, "PROGRESS_INTERVAL", float, 5.0),
                       help="seconds between progress lines [GPU_STACK_PROGRESS_INTERVAL]")
-    head.add_argument("--stop-grace", type=float,
-                      default=_env_default(environ, "STOP_GRACE", float, 30.0),
-                      help="seconds a child gets after SIGTERM [GPU_STACK_STOP_GRACE]")
     head.add_argument("--dry-run", action="store_true",
                       help="print the planned commands as JSON and exit")
     head.add_argument("vllm_extra", nargs="*", metavar="-- VLLM_ARG",

@@ -5,6 +5,13 @@ children (vLLM first, Ray last), reaps orphans re-parented to it, and asks the k
 to SIGTERM every child should the launcher itself die (``PR_SET_PDEATHSIG``, which is
 safe here because the launcher never starts threads: Ray's client runs in the GPU-wait
 child, not in the launcher).
+
+With ``adopt_orphans`` it also becomes a child subreaper when it is not PID 1
+(``PR_SET_CHILD_SUBREAPER``), so that processes its children leave behind are
+re-parented to it and stopped with the rest. Measured with Ray 2.60: after a graceful
+``ray start --block`` shutdown, the dashboard and runtime-env agents of a node outlived
+their raylet for minutes. In a container PID 1's exit ends them all; outside one (the
+lab runs pods as local processes) only this clean-up does.
 """
 
 from __future__ import annotations
@@ -20,11 +27,32 @@ from collections.abc import Callable, Mapping, Sequence
 from gpu_stack_runtime.launcher.errors import EXIT_SIGNAL_BASE
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _orphans_of(pid: int) -> list[int]:
+    """Processes whose parent is pid (read from /proc), zombies excluded."""
+    found = []
+    for stat in os.scandir("/proc"):
+        if not stat.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.name))
+    return found
 
 
 def shell_exit_code(code: int) -> int:
@@ -35,10 +63,12 @@ def shell_exit_code(code: int) -> int:
 class Supervisor:
     """Start named children and wait for the first of them to exit or for a signal."""
 
-    def __init__(self, log: Callable[[str], None], reap_orphans: bool | None = None,
+    def __init__(self, log: Callable[[str], None], adopt_orphans: bool = False,
                  poll_interval: float = 0.2):
         self._log = log
-        self._reap_orphans = os.getpid() == 1 if reap_orphans is None else reap_orphans
+        self._reap_orphans = adopt_orphans or os.getpid() == 1
+        if adopt_orphans and os.getpid() != 1:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
         self._poll = poll_interval
         self.children: dict[str, subprocess.Popen] = {}
         self.exit_codes: dict[str, int] = {}
@@ -129,5 +159,25 @@ class Supervisor:
                 time.sleep(self._poll)
 
     def stop_all(self, order: Sequence[str], grace: float) -> None:
+        """Stop the named children in order, then any orphan adopted meanwhile."""
         for name in order:
             self.stop(name, grace)
+        if self._reap_orphans:
+            self._stop_orphans(grace)
+
+    def _stop_orphans(self, grace: float) -> None:
+        orphans = _orphans_of(os.getpid())
+        if not orphans:
+            return
+        self._log(f"stopping {len(orphans)} left-over process(es): {orphans}")
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                self._reap()
+                orphans = _orphans_of(os.getpid())
+                if not orphans:
+                    return
+                time.sleep(self._poll)
