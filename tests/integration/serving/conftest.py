@@ -104,7 +104,7 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
         timings["ray_head_s"] = time.monotonic() - head.started
         worker = Launcher("worker", [
             "worker", "--ray-address", f"{HEAD_IP}:{gcs_port}", "--num-gpus", "1",
-            *worker_dir.ray_args(),
+            "--stop-grace", "20", *worker_dir.ray_args(),
         ], base_env(POD_IP=WORKER_IP), logs, worker_dir)
         head.wait_for_line(r"starting vLLM", 120)
         timings["gpus_joined_s"] = time.monotonic() - worker.started

@@ -28,6 +28,7 @@ from gpu_stack_runtime.launcher.errors import EXIT_SIGNAL_BASE
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+ORPHAN_GRACE = 5.0  # left-overs get less time than the children we started ourselves
 
 
 def _prctl(option: int, value: int) -> None:
@@ -163,7 +164,7 @@ class Supervisor:
         for name in order:
             self.stop(name, grace)
         if self._reap_orphans:
-            self._stop_orphans(grace)
+            self._stop_orphans(min(grace, ORPHAN_GRACE))
 
     def _stop_orphans(self, grace: float) -> None:
         orphans = _orphans_of(os.getpid())
