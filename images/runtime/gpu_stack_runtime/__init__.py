@@ -1,1 +1,3 @@
-"""In-cluster runtime of llmops.gpu_stack: model stager and Ray/vLLM head launcher."""
+"""In-cluster runtime of llmops.gpu_stack (model stager, head launcher)."""
+
+__version__ = "0.1.0"

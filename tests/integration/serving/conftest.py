@@ -60,11 +60,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def staged_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model published the way the stager does: files first, marker last."""
+    """The tiny model published the way the stager does: files first, marker last.
+
+    The marker follows the stager's format 1 (``files`` with ``path`` and ``size``).
+    """
     out = tmp_path_factory.mktemp("volume") / "tiny"
     shutil.copytree(tiny_model_dir, out)
-    files = sorted(p.name for p in out.iterdir())
-    (out / MARKER_NAME).write_text(json.dumps({"model": SERVED_NAME, "files": files}))
+    files = [{"path": p.name, "size": p.stat().st_size} for p in sorted(out.iterdir())]
+    marker = {"format": 1, "source": {"kind": "local", "name": SERVED_NAME}, "files": files}
+    (out / MARKER_NAME).write_text(json.dumps(marker))
     return out
 
 

@@ -13,7 +13,8 @@ def _model(tmp_path, marker=True, weights=("model.safetensors",), config=True):
     for name in weights:
         (tmp_path / name).write_bytes(b"\0" * 16)
     if marker:
-        (tmp_path / MARKER_NAME).write_text(json.dumps({"files": 2}))
+        files = [{"path": p.name, "size": p.stat().st_size} for p in sorted(tmp_path.iterdir())]
+        (tmp_path / MARKER_NAME).write_text(json.dumps({"format": 1, "files": files}))
     return tmp_path
 
 
@@ -25,11 +26,29 @@ def _refused(path, fragment):
 
 
 def test_published_model_returns_the_marker(tmp_path):
-    assert check_model_dir(_model(tmp_path)) == {"files": 2}
+    marker = check_model_dir(_model(tmp_path))
+    assert marker["format"] == 1
+    assert [f["path"] for f in marker["files"]] == ["config.json", "model.safetensors"]
 
 
-def test_marker_name_is_a_json_file_at_the_root():
+def test_marker_name_is_the_stagers():
     assert MARKER_NAME.endswith(".json") and "/" not in MARKER_NAME
+    stager_marker = pytest.importorskip("gpu_stack_runtime.stager.marker")
+    assert stager_marker.MARKER == MARKER_NAME
+
+
+def test_file_listed_in_the_marker_but_missing_or_resized_is_refused(tmp_path):
+    _model(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
+    _refused(tmp_path, "model.safetensors (8 bytes, marker says 16)")
+    (tmp_path / "config.json").unlink()
+    _refused(tmp_path, "2 of 2 files listed in the completion marker")
+
+
+def test_marker_entry_escaping_the_directory_is_refused(tmp_path):
+    _model(tmp_path)
+    (tmp_path / MARKER_NAME).write_text(json.dumps({"files": [{"path": "../etc/passwd"}]}))
+    _refused(tmp_path, "bad file entry")
 
 
 def test_missing_marker_is_refused_naming_the_marker(tmp_path):

@@ -1,8 +1,12 @@
 """Is the model directory ready to serve? config.json, the weights, the stager's marker.
 
-The model stager (``gpu_stack_runtime.stager``) publishes a model by writing a
-completion marker, a JSON object, at the root of the model directory after every file
-is in place. ``MARKER_NAME`` is the single place the launcher names that file.
+The model stager (``gpu_stack_runtime.stager``) publishes a model with a completion
+marker, a JSON object at the root of the model directory that exists exactly when the
+model is complete (written into the staging directory before the atomic rename). Its
+``files`` list names each file with its ``path`` and ``size``; the launcher checks
+those by ``stat`` only (the stager owns the digests). ``MARKER_NAME`` is the single
+place the launcher names that file; it must equal ``gpu_stack_runtime.stager.marker.
+MARKER`` (a unit test compares them once both are in the package).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 
 from gpu_stack_runtime.launcher.errors import EXIT_MODEL, LaunchError
 
-MARKER_NAME = ".gpu-stack-staged.json"
+MARKER_NAME = ".gpu-stack-stage.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -45,6 +49,33 @@ def _check_index(directory: Path) -> None:
             )
 
 
+def _check_marker_files(directory: Path, marker: dict) -> None:
+    entries = marker.get("files")
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise LaunchError(f"completion marker in {directory}: 'files' is not a list", EXIT_MODEL)
+    bad = []
+    for entry in entries:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(rel, str) or rel.startswith("/") or ".." in Path(rel).parts:
+            raise LaunchError(f"completion marker in {directory}: bad file entry {entry!r}",
+                              EXIT_MODEL)
+        try:
+            size = (directory / rel).stat().st_size
+        except OSError:
+            bad.append(f"{rel} (missing)")
+            continue
+        if isinstance(entry.get("size"), int) and size != entry["size"]:
+            bad.append(f"{rel} ({size} bytes, marker says {entry['size']})")
+    if bad:
+        raise LaunchError(
+            f"model directory {directory}: {len(bad)} of {len(entries)} files listed in the "
+            f"completion marker are missing or changed: {', '.join(bad[:5])}",
+            EXIT_MODEL,
+        )
+
+
 def check_model_dir(path: str | Path) -> dict:
     """Check that path holds a complete, published model; return the stager's marker.
 
@@ -62,6 +93,7 @@ def check_model_dir(path: str | Path) -> dict:
             EXIT_MODEL,
         )
     marker = _read_json_object(marker_path, "completion marker")
+    _check_marker_files(directory, marker)
     if not (directory / "config.json").is_file():
         raise LaunchError(f"model directory {directory} has no config.json", EXIT_MODEL)
     _read_json_object(directory / "config.json", "model config")
