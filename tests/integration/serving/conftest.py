@@ -106,10 +106,13 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
         timings = {}
         partial = head.wait_for_line(r"1 of 2 GPUs joined \(nodes: 127\.0\.0\.2=1\)", 120)
         timings["ray_head_s"] = time.monotonic() - head.started
-        worker = Launcher("worker", [
-            "worker", "--ray-address", f"{HEAD_IP}:{gcs_port}", "--num-gpus", "1",
-            "--stop-grace", "20", *worker_dir.ray_args(),
-        ], base_env(POD_IP=WORKER_IP), logs, worker_dir)
+        # The worker gets its Ray command the way KubeRay hands it over: as a shell
+        # string in KUBERAY_GEN_RAY_START_CMD (flags sorted, --block included).
+        kuberay_cmd = " ".join(["ray start", f"--address={HEAD_IP}:{gcs_port}", "--block",
+                                *sorted(worker_dir.raw_args()), "--num-gpus=1"])
+        worker = Launcher("worker", ["worker", "--stop-grace", "20"],
+                          base_env(POD_IP=WORKER_IP, KUBERAY_GEN_RAY_START_CMD=kuberay_cmd),
+                          logs, worker_dir)
         head.wait_for_line(r"starting vLLM", 120)
         timings["gpus_joined_s"] = time.monotonic() - worker.started
         vllm_start = time.monotonic()

@@ -74,6 +74,11 @@ class RayNodeDir:
         self.head = head
 
     def ray_args(self) -> list[str]:
+        """As gpu-stack-launch options (``--ray-arg=...``)."""
+        return [f"--ray-arg={a}" for a in self.raw_args()]
+
+    def raw_args(self) -> list[str]:
+        """As ``ray start`` flags."""
         agent, grpc, metrics, runtime_env, manager, objects, client = free_ports(7)
         args = [
             f"--temp-dir={self.path}", "--disable-usage-stats",
@@ -84,7 +89,7 @@ class RayNodeDir:
         ]
         if self.head:
             args += ["--include-dashboard=false", f"--ray-client-server-port={client}"]
-        return [f"--ray-arg={a}" for a in args]
+        return args
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -101,3 +101,16 @@ def test_check_vllm_args_rejects_what_vllm_rejects(argv, fragment):
 
     with pytest.raises(LaunchError, match=fragment):
         check_vllm_args(argv)
+
+
+def test_check_args_command_validates_the_production_line(capsys):
+    from gpu_stack_runtime.launcher.cli import main
+
+    env = {"GPU_STACK_MODEL_DIR": "/models/m", "GPU_STACK_SERVED_MODEL_NAME": "m",
+           "GPU_STACK_TENSOR_PARALLEL_SIZE": "2", "GPU_STACK_PIPELINE_PARALLEL_SIZE": "8",
+           "GPU_STACK_LAB_OVERRIDE": "1"}  # ignored: check-args checks production
+    assert main(["check-args"], env) == 0
+    assert ("tensor_parallel_size=2 pipeline_parallel_size=8 "
+            "distributed_executor_backend=ray") in capsys.readouterr().out
+    assert main(["check-args", "--", "--no-such-vllm-option"], env) == 2
+    assert "unrecognized arguments: --no-such-vllm-option" in capsys.readouterr().err
