@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 MANIFEST_NAME = "tiny-model.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 20240607
 VOCAB_TARGET = 2048
 INIT_STD = 0.02
@@ -143,17 +143,61 @@ def _train_tokenizer():
     return fast
 
 
-def _weights(config) -> dict:
-    """Seeded random weights named and shaped exactly as LlamaForCausalLM expects."""
-    import torch
-    from transformers import LlamaForCausalLM
+def _config(tokenizer) -> dict:
+    """config.json as transformers' LlamaConfig writes it (without importing it: the
+    import alone costs seconds; the tests load the result with transformers)."""
+    arch = dict(ARCHITECTURE)
+    rope_theta = arch.pop("rope_theta")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **arch,
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "initializer_range": INIT_STD,
+        "pretraining_tp": 1,
+        "rope_parameters": {"rope_theta": rope_theta, "rope_type": "default"},
+        "use_cache": True,
+        "dtype": "bfloat16",
+    }
 
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in LlamaForCausalLM(config).state_dict().items()}
+
+def _weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """LlamaForCausalLM's parameter names and shapes (HF layout: [out, in])."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    q_out = config["num_attention_heads"] * config["head_dim"]
+    kv_out = config["num_key_value_heads"] * config["head_dim"]
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
+              "lm_head.weight": (vocab, hidden)}
+    for i in range(config["num_hidden_layers"]):
+        layer = f"model.layers.{i}"
+        shapes.update({
+            f"{layer}.self_attn.q_proj.weight": (q_out, hidden),
+            f"{layer}.self_attn.k_proj.weight": (kv_out, hidden),
+            f"{layer}.self_attn.v_proj.weight": (kv_out, hidden),
+            f"{layer}.self_attn.o_proj.weight": (hidden, q_out),
+            f"{layer}.mlp.gate_proj.weight": (inter, hidden),
+            f"{layer}.mlp.up_proj.weight": (inter, hidden),
+            f"{layer}.mlp.down_proj.weight": (hidden, inter),
+            f"{layer}.input_layernorm.weight": (hidden,),
+            f"{layer}.post_attention_layernorm.weight": (hidden,),
+        })
+    return shapes
+
+
+def _weights(config: dict) -> dict:
+    """Seeded random weights (norms at 1), in a fixed order, as bf16 tensors."""
+    import torch
+
     gen = torch.Generator().manual_seed(SEED)
     tensors = {}
-    for name in sorted(shapes):
-        shape = shapes[name]
+    for name, shape in sorted(_weight_shapes(config).items()):
         if name.endswith("norm.weight"):
             value = torch.ones(shape, dtype=torch.float32)
         else:
@@ -164,20 +208,11 @@ def _weights(config) -> dict:
 
 def _build(target: Path) -> None:
     from safetensors.torch import save_file
-    from transformers import LlamaConfig
 
     tokenizer = _train_tokenizer()
     tokenizer.save_pretrained(target)
-    config = LlamaConfig(
-        **ARCHITECTURE,
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype="bfloat16",
-    )
-    config.architectures = ["LlamaForCausalLM"]
-    config.save_pretrained(target)
+    config = _config(tokenizer)
+    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_file(_weights(config), str(target / "model.safetensors"), metadata={"format": "pt"})
     target.chmod(0o755)
     for path in target.iterdir():
