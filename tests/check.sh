@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): every quality gate, in the ecosystem's order.
+#   1. ansible-test sanity (Python 3.11 toolchain, and 3.12 when bootstrap made one)
+#   2. ansible-lint, production profile, offline
+#   3. molecule scenarios (delegated driver, localhost)
+#   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11,
+#      last, so the log ends with pytest's summary line.
+# Run tests/bootstrap.sh first. Extra arguments go to the final pytest run.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+export PATH="$ROOT/.venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="$ROOT/collections"
+export ANSIBLE_NOCOLOR=1 PY_COLORS=0 NO_COLOR=1
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "ruff"
+ruff check .
+
+step "ansible-test sanity (Python 3.11, ansible-core $(.venv/bin/python -c 'import ansible; print(ansible.__version__)'))"
+bash tests/sanity/run.sh .venv 3.11
+if [ -x .venv-py312/bin/python ]; then
+    step "ansible-test sanity (Python 3.12, ansible-core $(.venv-py312/bin/python -c 'import ansible; print(ansible.__version__)'))"
+    bash tests/sanity/run.sh .venv-py312 3.12
+fi
+
+step "ansible-lint (production profile, offline)"
+ansible-lint
+
+step "molecule"
+for scenario in extensions/molecule/*/; do
+    molecule test --scenario-name "$(basename "$scenario")"
+done
+
+if [ -x .venv-py312/bin/python ]; then
+    step "pytest unit tests (Python 3.12)"
+    .venv-py312/bin/python -m pytest -q -p no:cacheprovider tests/unit
+fi
+
+step "pytest (Python 3.11)"
+exec .venv/bin/python -m pytest "$@"
