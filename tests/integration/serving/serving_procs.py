@@ -29,7 +29,7 @@ LAB_VLLM_EXTRA = ["--dtype", "bfloat16", "--enforce-eager", "--kv-cache-memory-b
 def free_ports(count: int) -> list[int]:
     socks = []
     try:
-        for _ in range(count):
+        for _index in range(count):
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             socks.append(sock)

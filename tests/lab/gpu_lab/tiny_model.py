@@ -86,8 +86,8 @@ _WORDS = _WORD_TEXT.split()
 def _corpus(lines: int = 4000) -> list[str]:
     rng = random.Random(SEED)
     out = []
-    for _ in range(lines):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 16))]
+    for _line in range(lines):
+        words = [rng.choice(_WORDS) for _word in range(rng.randint(4, 16))]
         if rng.random() < 0.3:
             words.insert(rng.randint(0, len(words)), str(rng.randint(0, 9999)))
         sentence = " ".join(words)

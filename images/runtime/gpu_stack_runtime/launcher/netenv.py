@@ -41,7 +41,7 @@ def interfaces() -> dict[str, ipaddress.IPv4Interface]:
     """Map each interface name to its primary IPv4 address and netmask."""
     found = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _, name in socket.if_nameindex():
+        for _index, name in socket.if_nameindex():
             address = _ioctl_ipv4(sock, _SIOCGIFADDR, name)
             netmask = _ioctl_ipv4(sock, _SIOCGIFNETMASK, name)
             if address and netmask:

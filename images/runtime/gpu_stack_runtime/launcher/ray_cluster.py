@@ -101,7 +101,7 @@ class GpuSnapshot:
 
     @property
     def total(self) -> int:
-        return int(sum(gpus for _, gpus in self.nodes))
+        return int(sum(gpus for _name, gpus in self.nodes))
 
     def describe(self, needed: int) -> str:
         listing = ", ".join(f"{name}={gpus:g}" for name, gpus in self.nodes) or "none"
@@ -117,7 +117,7 @@ class RayProbe:
     """
 
     def __init__(self, address: str, connect_timeout: float = 2.0):
-        host, _, port = address.rpartition(":")
+        host, _sep, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise LaunchError(f"Ray address {address!r} is not HOST:PORT")
         self.address, self._host, self._port = address, host, int(port)
