@@ -204,3 +204,20 @@ def tree_rss_mib(pids: list[int]) -> float:
         except OSError:
             continue
     return total / 1024
+
+
+def run_python(code: str, timeout: float = 300):
+    """Run code in a fresh interpreter of this venv; return the JSON it prints last.
+
+    torch, transformers and vLLM are imported only in such children, never in the
+    pytest process: once ansible-core's module_utils are imported there (the unit
+    tests do), its process-wide ``sys.intern`` patch makes ``import torch`` fail
+    ("substitute_in_graph expects a function").
+    """
+    import json
+    import textwrap
+
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=base_env(),
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

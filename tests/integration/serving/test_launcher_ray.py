@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 from gpu_stack_runtime.launcher import MARKER_NAME
-from serving_procs import Launcher, RayNodeDir, base_env, free_ports, port_open
+from serving_procs import Launcher, RayNodeDir, base_env, free_ports, port_open, run_python
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -77,40 +77,69 @@ def test_refuses_a_model_directory_without_the_marker(tiny_model_dir, tmp_path):
     assert not port_open("127.0.0.4", gcs_port)
 
 
-def test_check_vllm_args_accepts_the_production_layout():
+_PARSER_PROBE = """
+    import contextlib, io, json
+    from gpu_stack_runtime.launcher import LaunchError, cli
     from gpu_stack_runtime.launcher.vllm_args import ServeConfig, check_vllm_args, vllm_command
 
+    out = {}
     plan = ServeConfig("/models/llama-3-70b", "llama-3-70b", tensor_parallel_size=2,
                        pipeline_parallel_size=8, max_model_len=8192,
                        gpu_memory_utilization=0.92).validate()
     ns = check_vllm_args(vllm_command(plan))
-    assert (ns.tensor_parallel_size, ns.pipeline_parallel_size) == (2, 8)
-    assert ns.distributed_executor_backend == "ray"
-    assert ns.served_model_name == ["llama-3-70b"] and ns.max_model_len == 8192
-    assert ns.gpu_memory_utilization == pytest.approx(0.92)
-
-
-@pytest.mark.parametrize(("argv", "fragment"), [
-    (["--model", "/m", "--tensor-paralel-size", "2"], "unrecognized arguments"),
-    (["--model", "/m", "--pipeline-parallel-size", "two"], "invalid int value"),
-    (["--model", "/m", "--distributed-executor-backend", "rayy"], "not one of"),
-])
-def test_check_vllm_args_rejects_what_vllm_rejects(argv, fragment):
-    from gpu_stack_runtime.launcher import LaunchError
-    from gpu_stack_runtime.launcher.vllm_args import check_vllm_args
-
-    with pytest.raises(LaunchError, match=fragment):
-        check_vllm_args(argv)
-
-
-def test_check_args_command_validates_the_production_line(capsys):
-    from gpu_stack_runtime.launcher.cli import main
-
+    out["production"] = {k: getattr(ns, k) for k in (
+        "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
+        "served_model_name", "max_model_len", "gpu_memory_utilization")}
+    for name, argv in {
+        "misspelt": ["--model", "/m", "--tensor-paralel-size", "2"],
+        "bad_type": ["--model", "/m", "--pipeline-parallel-size", "two"],
+        "bad_executor": ["--model", "/m", "--distributed-executor-backend", "rayy"],
+    }.items():
+        try:
+            check_vllm_args(argv)
+            out[name] = "accepted"
+        except LaunchError as exc:
+            out[name] = str(exc)
     env = {"GPU_STACK_MODEL_DIR": "/models/m", "GPU_STACK_SERVED_MODEL_NAME": "m",
            "GPU_STACK_TENSOR_PARALLEL_SIZE": "2", "GPU_STACK_PIPELINE_PARALLEL_SIZE": "8",
            "GPU_STACK_LAB_OVERRIDE": "1"}  # ignored: check-args checks production
-    assert main(["check-args"], env) == 0
+    for name, argv in {"cli_ok": ["check-args"],
+                       "cli_bad": ["check-args", "--", "--no-such-vllm-option"]}.items():
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = cli.main(argv, env)
+        out[name] = {"code": code, "out": stdout.getvalue(), "err": stderr.getvalue()}
+    print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def parser_probe():
+    """vLLM's own parser run once, in a child process, on every case below."""
+    return run_python(_PARSER_PROBE)
+
+
+def test_check_vllm_args_accepts_the_production_layout(parser_probe):
+    assert parser_probe["production"] == {
+        "tensor_parallel_size": 2, "pipeline_parallel_size": 8,
+        "distributed_executor_backend": "ray", "served_model_name": ["llama-3-70b"],
+        "max_model_len": 8192, "gpu_memory_utilization": 0.92}
+
+
+@pytest.mark.parametrize(("case", "fragment"), [
+    ("misspelt", "unrecognized arguments: --tensor-paralel-size"),
+    ("bad_type", "invalid int value"),
+    ("bad_executor", "'rayy' is not one of"),
+])
+def test_check_vllm_args_rejects_what_vllm_rejects(parser_probe, case, fragment):
+    assert parser_probe[case].startswith("vLLM rejects the command line")
+    assert fragment in parser_probe[case]
+
+
+def test_check_args_command_validates_the_production_line(parser_probe):
+    ok, bad = parser_probe["cli_ok"], parser_probe["cli_bad"]
+    assert ok["code"] == 0
     assert ("tensor_parallel_size=2 pipeline_parallel_size=8 "
-            "distributed_executor_backend=ray") in capsys.readouterr().out
-    assert main(["check-args", "--", "--no-such-vllm-option"], env) == 2
-    assert "unrecognized arguments: --no-such-vllm-option" in capsys.readouterr().err
+            "distributed_executor_backend=ray") in ok["out"]
+    assert bad["code"] == 2
+    assert "unrecognized arguments: --no-such-vllm-option" in bad["err"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from serving_procs import run_python
 
 openai = pytest.importorskip("openai")
 
@@ -52,8 +53,6 @@ def test_streamed_completion(client):
 
 
 def test_chat_completion_applies_the_models_chat_template(client, served_model):
-    from transformers import AutoTokenizer
-
     messages = [{"role": "system", "content": "You are a tiny model."},
                 {"role": "user", "content": "hello world"}]
     reply = client.chat.completions.create(model="tiny", messages=messages,
@@ -62,12 +61,18 @@ def test_chat_completion_applies_the_models_chat_template(client, served_model):
     assert reply.choices[0].message.role == "assistant"
     assert reply.usage.completion_tokens == MAX_TOKENS
     # Independent count: the generator's tokenizer with its own chat template.
-    tokenizer = AutoTokenizer.from_pretrained(served_model.model_dir)
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-    assert reply.usage.prompt_tokens == len(ids)
-    assert "<|im_start|>assistant" in tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False)
+    local = run_python(f"""
+        import json
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained({served_model.model_dir!r})
+        messages = {messages!r}
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        print(json.dumps({{"text": text, "count": len(ids)}}))
+    """)
+    assert reply.usage.prompt_tokens == local["count"]
+    assert local["text"].endswith("<|im_start|>assistant\n")
 
 
 def test_api_key_is_required_and_never_leaks(served_model):

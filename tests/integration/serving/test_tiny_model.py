@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from serving_procs import base_env
+from serving_procs import base_env, run_python
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -24,32 +24,41 @@ def _snapshot(directory):
 
 
 def test_architecture_and_files(tiny_model_dir):
-    from safetensors import safe_open
-
     config = json.loads((tiny_model_dir / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"],
             config["num_attention_heads"], config["num_key_value_heads"],
             config["head_dim"]) == (128, 256, 2, 4, 4, 32)
-    with safe_open(str(tiny_model_dir / "model.safetensors"), "pt") as weights:
-        dtypes = {str(weights.get_tensor(k).dtype) for k in weights.keys()}  # noqa: SIM118
-        assert weights.get_tensor("model.embed_tokens.weight").shape[0] == config["vocab_size"]
-    assert dtypes == {"torch.bfloat16"}
+    found = run_python(f"""
+        import json
+        from safetensors import safe_open
+        with safe_open({str(tiny_model_dir / "model.safetensors")!r}, "pt") as weights:
+            names = list(weights.keys())
+            dtypes = sorted({{str(weights.get_tensor(k).dtype) for k in names}})
+            vocab = weights.get_tensor("model.embed_tokens.weight").shape[0]
+        print(json.dumps({{"dtypes": dtypes, "vocab": vocab}}))
+    """)
+    assert found == {"dtypes": ["torch.bfloat16"], "vocab": config["vocab_size"]}
     assert (tiny_model_dir / "chat_template.jinja").is_file()
 
 
 def test_transformers_loads_it_strictly_and_it_generates(tiny_model_dir):
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    model, info = LlamaForCausalLM.from_pretrained(tiny_model_dir, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ids = tokenizer("hello world", return_tensors="pt").input_ids
-    assert tokenizer.decode(ids[0], skip_special_tokens=True) == "hello world"
-    with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=4, do_sample=False, min_new_tokens=4)
-    assert out.shape[1] == ids.shape[1] + 4
+    found = run_python(f"""
+        import json, torch
+        from transformers import AutoTokenizer, LlamaForCausalLM
+        model, info = LlamaForCausalLM.from_pretrained({str(tiny_model_dir)!r},
+                                                       output_loading_info=True)
+        tokenizer = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})
+        ids = tokenizer("hello world", return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        print(json.dumps({{"missing": sorted(info["missing_keys"]),
+                           "unexpected": sorted(info["unexpected_keys"]),
+                           "roundtrip": tokenizer.decode(ids[0], skip_special_tokens=True),
+                           "new_tokens": out.shape[1] - ids.shape[1]}}))
+    """)
+    assert found == {"missing": [], "unexpected": [], "roundtrip": "hello world",
+                     "new_tokens": 4}
 
 
 def test_rerun_on_a_current_model_changes_nothing(tiny_model_dir):

@@ -130,9 +130,10 @@ def check_vllm_args(argv: Sequence[str]):
 
     argv is vLLM's arguments, optionally preceded by ``python -m <server module>``.
     Raises LaunchError with vLLM's message for anything its parser or its serve-args
-    validation rejects (unknown or misspelt options, wrong types, bad choices). Also
-    maps the namespace onto vLLM's engine arguments, which catches options that parse
-    but do not fit the engine. Needs vLLM installed; loads no model.
+    validation rejects (unknown or misspelt options, wrong types, bad choices), and an
+    executor backend vLLM does not know. Needs vLLM installed; loads no model and
+    needs no model directory (the production path exists only in the cluster), so
+    vLLM's engine arguments, whose set-up resolves the model path, are not built.
     """
     import argparse
     import contextlib
@@ -149,9 +150,6 @@ def check_vllm_args(argv: Sequence[str]):
         raise LaunchError(f"vLLM rejects the command line: {message}") from None
     try:
         validate(namespace)
-        from vllm.engine.arg_utils import AsyncEngineArgs
-
-        AsyncEngineArgs.from_cli_args(namespace)
         _check_executor_backend(namespace.distributed_executor_backend)
     except (TypeError, ValueError) as exc:
         raise LaunchError(f"vLLM rejects the command line: {exc}") from None
