@@ -59,6 +59,13 @@ def test_role_check_mode_changes_nothing(vsphere_lab, vsphere_si, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert snapshot(vsphere_si) == before
 
+    # The whole role on a fresh site: hosts would change, so the VM phase is not
+    # predicted (nothing was enabled) and says so instead of failing.
+    whole = _playbook(vsphere_lab, tmp_path, "--check", json_out=False)
+    assert whole.returncode == 0, whole.stdout[-4000:]
+    assert "the VM attach phase is predicted only once those hosts" in whole.stdout
+    assert snapshot(vsphere_si) == before
+
 
 def test_password_never_in_verbose_output(vsphere_lab, tmp_path):
     """-vvv through the role (password from vsphere.json) and a direct module call
