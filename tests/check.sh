@@ -16,6 +16,14 @@ export ANSIBLE_NOCOLOR=1 PY_COLORS=0 NO_COLOR=1
 
 step() { printf '\n=== %s\n' "$*"; }
 
+# A built copy of this collection in the user's collections (molecule's prerun installs
+# one unless a scenario says `prerun: false`) would shadow the working tree: remove it.
+stale="$HOME/.ansible/collections/ansible_collections/llmops/gpu_stack"
+if [ -f "$stale/MANIFEST.json" ] && [ ! -L "$stale" ]; then
+    echo "removing a stale installed copy of llmops.gpu_stack from ~/.ansible/collections"
+    rm -rf "$stale"
+fi
+
 step "ruff"
 ruff check .
 
