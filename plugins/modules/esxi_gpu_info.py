@@ -21,30 +21,8 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
+  - llmops.gpu_stack.gpu_selection
 options:
-  esxi_hostnames:
-    description: Hosts to report; unknown names are an error.
-    type: list
-    elements: str
-    default: []
-  clusters:
-    description: Only hosts of these clusters.
-    type: list
-    elements: str
-    default: []
-  datacenter:
-    description: Only hosts of this datacenter.
-    type: str
-  gpu_models:
-    description: Only GPUs whose short model (V(a100-80g)) or device name contains one of these.
-    type: list
-    elements: str
-    default: []
-  device_ids:
-    description: Only GPUs with these PCI device ids (hex, e.g. V(0x20b5)).
-    type: list
-    elements: str
-    default: []
   vm_names:
     description:
       - VMs to locate as well (host and power state, in the same read); unknown names
@@ -110,17 +88,16 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connectio
     ConnectionParams,
     vsphere_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import GpuFilter
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import (
+    GpuFilter,
+    selection_argument_spec,
+)
 
 
 def main():
     spec = vsphere_argument_spec()
+    spec.update(selection_argument_spec())
     spec.update(
-        esxi_hostnames={"type": "list", "elements": "str", "default": []},
-        clusters={"type": "list", "elements": "str", "default": []},
-        datacenter={"type": "str"},
-        gpu_models={"type": "list", "elements": "str", "default": []},
-        device_ids={"type": "list", "elements": "str", "default": []},
         vm_names={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

@@ -23,30 +23,8 @@ author:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
+  - llmops.gpu_stack.gpu_selection
 options:
-  esxi_hostnames:
-    description: Hosts to change.
-    type: list
-    elements: str
-    default: []
-  clusters:
-    description: All hosts of these clusters.
-    type: list
-    elements: str
-    default: []
-  datacenter:
-    description: Only hosts of this datacenter.
-    type: str
-  gpu_models:
-    description: GPUs by short model (V(a100-80g)) or device name substring.
-    type: list
-    elements: str
-    default: []
-  device_ids:
-    description: GPUs by PCI device id (hex).
-    type: list
-    elements: str
-    default: []
   pci_ids:
     description: GPUs by PCI address (V(0000:17:00.0)).
     type: list
@@ -132,17 +110,16 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connectio
     ConnectionParams,
     vsphere_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import GpuFilter
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import (
+    GpuFilter,
+    selection_argument_spec,
+)
 
 
 def main():
     spec = vsphere_argument_spec()
+    spec.update(selection_argument_spec())
     spec.update(
-        esxi_hostnames={"type": "list", "elements": "str", "default": []},
-        clusters={"type": "list", "elements": "str", "default": []},
-        datacenter={"type": "str"},
-        gpu_models={"type": "list", "elements": "str", "default": []},
-        device_ids={"type": "list", "elements": "str", "default": []},
         pci_ids={"type": "list", "elements": "str", "default": []},
         state={"type": "str", "choices": ["enabled", "disabled"], "default": "enabled"},
         apply_now={"type": "bool", "default": True},

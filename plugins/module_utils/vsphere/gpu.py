@@ -126,6 +126,18 @@ class GpuFilter:
         return " and ".join(p for p in parts if p) or "any NVIDIA GPU"
 
 
+def selection_argument_spec() -> dict:
+    """Host and GPU selection options shared by the ESXi modules (doc fragment
+    llmops.gpu_stack.gpu_selection)."""
+    return {
+        "esxi_hostnames": {"type": "list", "elements": "str", "default": []},
+        "clusters": {"type": "list", "elements": "str", "default": []},
+        "datacenter": {"type": "str"},
+        "gpu_models": {"type": "list", "elements": "str", "default": []},
+        "device_ids": {"type": "list", "elements": "str", "default": []},
+    }
+
+
 def select_hosts(inventory, hosts=None, clusters=None, datacenter=None) -> list:
     """Host records named by the request; unknown names fail before anything is done."""
     by_name = inventory.host_by_name()
