@@ -67,6 +67,12 @@ options:
     type: list
     elements: dict
     default: []
+  label:
+    description:
+      - V(false) only reports (and waits, see O(wait_for)): no label is written. Use it
+        to wait later in a play without repeating the labelling options.
+    type: bool
+    default: true
   remove_stale:
     description: Remove our labels from nodes that are not in O(workers) any more.
     type: bool
@@ -153,6 +159,7 @@ def main():
         node_map={"type": "dict", "default": {}},
         labels={"type": "dict", "default": {}},
         taints={"type": "list", "elements": "dict", "default": []},
+        label={"type": "bool", "default": True},
         remove_stale={"type": "bool", "default": True},
         wait_for={"type": "str", "choices": ["none", "allocatable"], "default": "none"},
         wait_timeout={"type": "int", "default": 600},
@@ -166,8 +173,10 @@ def main():
     try:
         service = GpuNodes(K8sClient.from_params(p))
         mapped = service.plan(workers, p["node_map"])
-        changed, diffs = service.label(mapped, p["labels"], p["taints"], p["remove_stale"],
-                                       module.check_mode)
+        changed, diffs = [], {}
+        if p["label"]:
+            changed, diffs = service.label(mapped, p["labels"], p["taints"], p["remove_stale"],
+                                           module.check_mode)
         if p["wait_for"] == "allocatable" and not module.check_mode:
             service.wait_allocatable(mapped, timeout=p["wait_timeout"])
         nodes = service.reports(mapped)
