@@ -69,7 +69,7 @@ options:
     default: []
   label:
     description:
-      - V(false) only reports (and waits, see O(wait_for)): no label is written. Use it
+      - V(false) only reports, and waits per O(wait_for); no label is written. Use it
         to wait later in a play without repeating the labelling options.
     type: bool
     default: true

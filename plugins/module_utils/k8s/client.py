@@ -21,6 +21,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import (
     has_changed,
     make_diff,
@@ -40,9 +41,6 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.retry impo
 )
 
 try:
-    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import (
-        AUTH_ARG_SPEC,
-    )
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import (
         get_api_client,
     )
@@ -55,7 +53,6 @@ try:
 except ImportError as _exc:  # pragma: no cover - reported by the module
     HAS_K8S = False
     K8S_IMPORT_ERROR = _exc
-    AUTH_ARG_SPEC = {}
 
 FIELD_MANAGER = "llmops.gpu_stack"
 _AUTH_KEYS = ("kubeconfig", "context", "host", "api_key", "username", "password",
@@ -179,7 +176,7 @@ class K8sClient:
         res = self.resource(api_version, kind)
         found = self._call(f"list {kind}", res.get, namespace=namespace,
                            label_selector=label_selector, field_selector=field_selector)
-        return [item for item in found.to_dict().get("items") or []]
+        return list(found.to_dict().get("items") or [])
 
     # --- the one write path -------------------------------------------------------------
     def apply(self, manifest: dict, *, check_mode: bool, force_conflicts: bool = False

@@ -61,6 +61,9 @@ class GpuOperatorController(Controller):
         for node in self.list("", "nodes"):
             name = node["metadata"]["name"]
             labels = node["metadata"].get("labels") or {}
+            if not policies:  # no operator running: nothing touches the node's labels
+                self._labelled_since.pop(name, None)
+                continue
             gpus = self.poller.vm_gpus(node)
             eligible = bool(policies) and labels.get(NVIDIA_LABEL) == "true" and bool(
                 gpus and gpus.count)
