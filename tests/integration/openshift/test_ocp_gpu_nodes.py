@@ -72,8 +72,8 @@ def test_label_then_no_change_then_stale_removed(lab, tmp_path):
 ])
 def test_bad_input_fails_before_any_write(lab, tmp_path, args, message):
     before = node_labels(lab)
-    rc, result, _out = run_module(lab, tmp_path, "ocp_gpu_nodes", args)
-    assert rc != 0
+    rc, result, out = run_module(lab, tmp_path, "ocp_gpu_nodes", args)
+    assert rc != 0, out
     assert message in result["msg"], result
     assert node_labels(lab) == before
 
@@ -81,17 +81,17 @@ def test_bad_input_fails_before_any_write(lab, tmp_path, args, message):
 def test_malformed_kubeconfig_is_a_clear_error(lab, tmp_path):
     bad = tmp_path / "kubeconfig"
     bad.write_text("apiVersion: v1\nclusters: [this is not: a kubeconfig\n")
-    rc, result, _out = run_module(lab, tmp_path, "ocp_gpu_nodes",
+    rc, result, out = run_module(lab, tmp_path, "ocp_gpu_nodes",
                                  {"workers": WORKERS, "kubeconfig": str(bad)})
-    assert rc != 0
+    assert rc != 0, out
     assert result["msg"].startswith("cannot load the Kubernetes credentials"), result
 
 
 def test_wait_for_allocatable_names_the_nodes_short(lab, tmp_path):
-    rc, result, _out = run_module(lab, tmp_path, "ocp_gpu_nodes",
+    rc, result, out = run_module(lab, tmp_path, "ocp_gpu_nodes",
                                  {"workers": WORKERS[:3], "wait_for": "allocatable",
                                   "wait_timeout": 3})
-    assert rc != 0
+    assert rc != 0, out
     assert "timed out after" in result["msg"]
     assert "0 of 3 GPU nodes allocatable" in result["msg"]
     assert "ocp-worker-0 (0/2 nvidia.com/gpu)" in result["msg"]

@@ -61,23 +61,23 @@ def test_manual_pinned_install_never_approves_newer(k8s_lab_factory, tmp_path):
      "CSV gpu-operator-certified.v24.9.1 is not in channel v25.3"),
 ])
 def test_bad_input_fails_before_any_write(k8s_lab, tmp_path, change, message):
-    rc, result, _out = run_module(k8s_lab, tmp_path, "olm_operator",
+    rc, result, out = run_module(k8s_lab, tmp_path, "olm_operator",
                                  {**GPU, "namespace": "bad-input", **change})
-    assert rc != 0
+    assert rc != 0, out
     assert message in result["msg"], result
     assert "bad-input" not in namespaces(k8s_lab)
 
 
 def test_operator_group_conflict(k8s_lab, tmp_path):
-    rc, _, out = run_module(k8s_lab, tmp_path, "olm_operator",
-                            {**GPU, "namespace": "og-conflict", "install_mode": "SingleNamespace",
-                             "target_namespace": "default", "channel": "stable",
-                             "starting_csv": None, "wait_timeout": 120})
+    single = {**GPU, "namespace": "og-conflict", "install_mode": "SingleNamespace",
+              "target_namespace": "default", "channel": "stable", "starting_csv": None,
+              "wait_timeout": 120}
+    rc, _first, out = run_module(k8s_lab, tmp_path, "olm_operator", single)
     assert rc == 0, out
     before = custom(k8s_lab, OLM, "subscriptions", "og-conflict")
     rc, result, out = run_module(k8s_lab, tmp_path, "olm_operator",
                                  {**GPU, "namespace": "og-conflict"})
-    assert rc != 0
+    assert rc != 0, out
     assert "already has OperatorGroup og-conflict targeting ['default']" in result["msg"]
     assert custom(k8s_lab, OLM, "subscriptions", "og-conflict") == before
 
@@ -85,11 +85,11 @@ def test_operator_group_conflict(k8s_lab, tmp_path):
 def test_failed_csv_is_reported_with_its_reason(k8s_lab_factory, tmp_path):
     lab = k8s_lab_factory()
     lab_post(lab, "/lab/olm/fail", {"csv": "kuberay-operator.v1.4.2",
-                                        "message": "deployment kuberay-operator never ready"})
-    rc, result, _out = run_module(lab, tmp_path, "olm_operator",
+                                    "message": "deployment kuberay-operator never ready"})
+    rc, result, out = run_module(lab, tmp_path, "olm_operator",
                                  {"package": "kuberay-operator", "namespace": "ray-failing",
                                   "catalog": "community-operators", "wait_timeout": 60})
-    assert rc != 0
+    assert rc != 0, out
     assert result["msg"].startswith("CSV kuberay-operator.v1.4.2 failed")
     assert "deployment kuberay-operator never ready" in result["msg"]
 

@@ -34,11 +34,11 @@ def test_check_mode_then_install_then_no_change(k8s_lab_factory, tmp_path):
     lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
     labels, spaces = node_labels(lab), namespaces(lab)
 
-    rc, _, out = _stage(lab, tmp_path, "--check")
+    rc, _tasks, out = _stage(lab, tmp_path, "--check")
     assert rc == 0, out[-3000:]
     assert node_labels(lab) == labels and namespaces(lab) == spaces
 
-    rc, _, out = _stage(lab, tmp_path)
+    rc, _tasks, out = _stage(lab, tmp_path)
     assert rc == 0, out[-3000:]
     assert _stats(out)["changed"] > 0
     gpus = _allocatable(lab)
@@ -57,6 +57,6 @@ def test_check_mode_then_install_then_no_change(k8s_lab_factory, tmp_path):
         "nvidia.com", "v1", "clusterpolicies")["items"]
     assert [p["status"]["state"] for p in policy] == ["ready"]
 
-    rc, _, out = _stage(lab, tmp_path)
+    rc, _tasks, out = _stage(lab, tmp_path)
     assert rc == 0, out[-3000:]
     assert _stats(out)["changed"] == 0

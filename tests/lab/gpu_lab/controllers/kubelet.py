@@ -21,6 +21,7 @@ from aiohttp import web
 from ..apiserver import clock
 from ..apiserver.errors import ApiError, bad_request
 from .base import Controller, condition
+from .process_runtime import ProcessRuntime, wants_process
 from .runtime import (
     ANNOTATION_RUNTIME,
     ContainerState,
@@ -54,7 +55,9 @@ class Kubelet(Controller):
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         self.runtimes: dict[str, PodRuntime] = {"fake": FakeRuntime(self.settings.time_scale)}
-        self.runtime_selector: Callable[[dict[str, Any]], str | None] | None = None
+        self.runtimes["process"] = ProcessRuntime(self.settings.home, self.get)
+        # Pods of the collection's images run as local processes (process_runtime.py).
+        self.runtime_selector: Callable[[dict[str, Any]], str | None] | None = _by_image
         self._pods: dict[str, _PodRecord] = {}
         self._ips = 0
         server.http.pod_hooks["log"] = self._serve_logs
@@ -65,7 +68,7 @@ class Kubelet(Controller):
         self.runtimes[name] = runtime
 
     def runtime_for(self, pod: dict[str, Any]) -> str:
-        chosen = self.runtime_selector(pod) if self.runtime_selector else None
+        chosen = self.runtime_selector(pod) if self.runtime_selector is not None else None
         chosen = chosen or (pod["metadata"].get("annotations") or {}).get(ANNOTATION_RUNTIME)
         return chosen if chosen in self.runtimes else "fake"
 
@@ -307,3 +310,7 @@ class Kubelet(Controller):
                            f"{pod['metadata']['name']}: its containers are simulated "
                            f"(runtime {record.runtime if record else 'none'})")
         return await handler(request, pod)
+
+
+def _by_image(pod: dict[str, Any]) -> str | None:
+    return "process" if wants_process(pod) else None
