@@ -117,7 +117,7 @@ PY
 apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmomi: the lab vSphere simulator
 
 # serving: real Ray and vLLM on CPU for the lab (never imported in an ansible process).
-make_venv .venv "$PYTHON" dev lab serving
+make_venv .venv "$PYTHON" dev lab serving .  # ".": gpu-stack-stage and gpu-stack-launch for the lab's process pods
 install_pip_shim .venv
 # The model stager runs in its own image, and boto3 cannot share a venv with kubernetes
 # 37 (python-dateutil <3 vs >=3): its tests get their own venv.

@@ -179,9 +179,14 @@ class K8sClient:
         return list(found.to_dict().get("items") or [])
 
     # --- the one write path -------------------------------------------------------------
-    def apply(self, manifest: dict, *, check_mode: bool, force_conflicts: bool = False
-              ) -> ApplyResult:
-        """Server-side apply ``manifest`` (dry run in check mode); report the change."""
+    def apply(self, manifest: dict, *, check_mode: bool, force_conflicts: bool = False,
+              manager_suffix: str = "") -> ApplyResult:
+        """Server-side apply ``manifest`` (dry run in check mode); report the change.
+
+        ``manager_suffix`` applies under ``llmops.gpu_stack/<suffix>``: a second set of
+        fields we own apart (omitting a field in an apply releases and removes it, so
+        e.g. an annotation written later must not be applied by the manager that owns
+        the object's immutable spec)."""
         api_version, kind = manifest["apiVersion"], manifest["kind"]
         meta = manifest.get("metadata") or {}
         name, namespace = meta.get("name"), meta.get("namespace")
@@ -196,7 +201,8 @@ class K8sClient:
             return ApplyResult(changed=True, before=None, after=manifest,
                                diff=make_diff({}, manifest))
         before = self.get(api_version, kind, name, namespace)
-        query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]
+        manager = f"{FIELD_MANAGER}/{manager_suffix}" if manager_suffix else FIELD_MANAGER
+        query = [("fieldManager", manager), ("fieldValidation", "Strict")]
         if force_conflicts:
             query.append(("force", "true"))
         if check_mode:
@@ -220,13 +226,24 @@ class K8sClient:
             api.response_deserialize(response, {})  # raises ApiException with the Status
         return json.loads(response.data)
 
+    def logs(self, pod: str, namespace: str, container: str | None = None) -> str:
+        """A pod's log (the container's output so far)."""
+        from kubernetes.client import CoreV1Api
+
+        core = CoreV1Api(self.dynamic.client)
+        kwargs = {"container": container} if container else {}
+        return self._call(f"log of pod {namespace}/{pod}", core.read_namespaced_pod_log,
+                          pod, namespace, **kwargs)
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               *, check_mode: bool) -> bool:
+               *, check_mode: bool, propagation: str | None = None) -> bool:
         """Delete if present; True when something was (or in check mode would be) deleted."""
         if self.get(api_version, kind, name, namespace) is None:
             return False
         res = self.resource(api_version, kind)
         kwargs = {"dry_run": "All"} if check_mode else {}
+        if propagation:
+            kwargs["propagation_policy"] = propagation
         try:
             self._call(f"delete {kind} {_ref(name, namespace)}", res.delete, name=name,
                        namespace=namespace, **kwargs)

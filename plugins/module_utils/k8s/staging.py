@@ -1,0 +1,297 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Model staging on a ReadWriteMany volume: the PVC, credentials, the stager Job.
+
+The bytes are moved by the runtime image's ``gpu-stack-stage`` (resumable, verified,
+atomic, marker-based no-op). This side only prepares and runs it:
+
+- the PVC is created or adopted and must be ReadWriteMany (a StorageClass whose
+  provisioner is known to be block-only is refused before any write); an optional static
+  NFS PV as in the seed; the bound PV's reclaim policy is set (Retain by default);
+- credentials become a Secret mounted as files, never arguments or logs;
+- the stager's options become ``STAGE_*`` environment values of a Job with a
+  restricted-v2 friendly security context; the Job's last stdout line is the result;
+- after success the PVC records which source is staged where (annotation), so check mode
+  can say whether a transfer would happen without touching the volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+    OperationFailedError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
+    WaitStatus,
+    wait_for,
+)
+
+MOUNT = "/models"
+SECRET_MOUNT = "/var/run/secrets/gpu-stack"
+MANIFEST_MOUNT = "/var/run/gpu-stack-manifest"
+ANNOTATION = "gpu-stack.llmops.io/staged"
+RWO_ONLY_PROVISIONERS = ("csi.vsphere.vmware.com", "kubernetes.io/vsphere-volume",
+                         "ebs.csi.aws.com", "pd.csi.storage.gke.io", "disk.csi.azure.com",
+                         "kubernetes.io/aws-ebs", "kubernetes.io/gce-pd",
+                         "cinder.csi.openstack.org")
+_SOURCE_KEYS = {
+    "hub": ("repo_id",), "s3": ("bucket",), "http": ("url", "manifest"),
+    "archive": ("url",), "local": ("local_path",),
+}
+_ENV = {"repo_id": "REPO_ID", "revision": "REVISION", "endpoint": "ENDPOINT",
+        "bucket": "BUCKET", "prefix": "PREFIX", "endpoint_url": "S3_ENDPOINT_URL",
+        "region": "S3_REGION", "url": "URL", "manifest": "MANIFEST",
+        "archive_sha256": "ARCHIVE_SHA256", "strip_components": "STRIP_COMPONENTS",
+        "allow_patterns": "ALLOW_PATTERNS", "ignore_patterns": "IGNORE_PATTERNS"}
+
+
+def validate_source(source: dict) -> dict:
+    kind = source.get("type")
+    if kind not in _SOURCE_KEYS:
+        raise InvalidInputError(f"source.type must be one of {', '.join(_SOURCE_KEYS)}, "
+                                f"got {kind!r}")
+    missing = [k for k in _SOURCE_KEYS[kind] if not source.get(k)]
+    if missing:
+        raise InvalidInputError(f"source type {kind} needs source.{', source.'.join(missing)}")
+    if kind == "local" and not Path(source["local_path"]).is_dir():
+        raise InvalidInputError(f"source.local_path {source['local_path']} is not a directory "
+                                "on the controller")
+    return {k: v for k, v in source.items() if v not in (None, [], "")}
+
+
+def local_manifest(root: str) -> dict:
+    """The JSON manifest (path, size, sha256) of a local model directory."""
+    files = []
+    base = Path(root)
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        files.append({"path": path.relative_to(base).as_posix(), "size": path.stat().st_size,
+                      "sha256": digest.hexdigest()})
+    if not files:
+        raise InvalidInputError(f"source.local_path {root} holds no files")
+    return {"files": files}
+
+
+def source_identity(source: dict, manifest: dict | None) -> str:
+    """A digest of what is staged (no secrets): the source options and the manifest."""
+    ident = {k: v for k, v in source.items() if k != "local_path"}
+    if manifest is not None:
+        ident["manifest"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()
+                                           ).hexdigest()
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def upload_dir(model_dir: str) -> str:
+    return f"{MOUNT}/.gpu-stack-staging/{model_dir}.upload"
+
+
+class ModelStaging:
+    def __init__(self, client, namespace: str, pvc: dict, model_dir: str):
+        if not model_dir or model_dir.startswith("/") or ".." in model_dir.split("/"):
+            raise InvalidInputError(f"model_dir must be a relative path on the volume, "
+                                    f"got {model_dir!r}")
+        self.client, self.ns, self.pvc, self.model_dir = client, namespace, pvc, model_dir
+
+    # --- the volume -------------------------------------------------------------------
+    def check_volume(self) -> dict | None:
+        """The existing PVC (refused unless RWX), or None; StorageClass checked too."""
+        existing = self.client.get("v1", "PersistentVolumeClaim", self.pvc["name"], self.ns)
+        if existing is not None:
+            modes = (existing.get("spec") or {}).get("accessModes") or []
+            if "ReadWriteMany" not in modes:
+                raise InvalidInputError(
+                    f"PVC {self.ns}/{self.pvc['name']} exists with access modes {modes}: the "
+                    "model volume must be ReadWriteMany (every Ray pod mounts it)")
+            return existing
+        if self.pvc.get("nfs"):
+            return None
+        name = self.pvc.get("storage_class")
+        sc = self.client.get("storage.k8s.io/v1", "StorageClass", name) if name else None
+        if name and sc is None:
+            raise InvalidInputError(f"StorageClass {name} does not exist")
+        if sc is not None and sc.get("provisioner") in RWO_ONLY_PROVISIONERS:
+            raise InvalidInputError(
+                f"StorageClass {name} ({sc['provisioner']}) provides block volumes that are "
+                "not ReadWriteMany; use an NFS or file-storage class, or nfs: for a static PV")
+        return None
+
+    def volume_manifests(self) -> list:
+        out, spec = [], {"accessModes": ["ReadWriteMany"],
+                         "resources": {"requests": {"storage": self.pvc.get("size", "100Gi")}}}
+        nfs = self.pvc.get("nfs")
+        if nfs:
+            pv_name = f"{self.ns}-{self.pvc['name']}"
+            out.append({"apiVersion": "v1", "kind": "PersistentVolume",
+                        "metadata": {"name": pv_name},
+                        "spec": {"capacity": {"storage": self.pvc.get("size", "100Gi")},
+                                 "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                                 "persistentVolumeReclaimPolicy": self.pvc.get(
+                                     "reclaim_policy", "Retain"),
+                                 "nfs": {"server": nfs["server"], "path": nfs["path"]}}})
+            spec.update(storageClassName="", volumeName=pv_name)
+        elif self.pvc.get("storage_class"):
+            spec["storageClassName"] = self.pvc["storage_class"]
+        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": self.pvc["name"], "namespace": self.ns},
+                    "spec": spec})
+        return out
+
+    def wait_bound(self, timeout: float) -> dict:
+        found = {}
+
+        def _check() -> WaitStatus:
+            pvc = self.client.get("v1", "PersistentVolumeClaim", self.pvc["name"], self.ns)
+            phase = ((pvc or {}).get("status") or {}).get("phase", "")
+            found["pvc"] = pvc
+            return WaitStatus(done=phase == "Bound", missing=() if phase == "Bound" else (
+                f"PVC {self.pvc['name']} Bound (phase {phase or 'none'})",))
+
+        wait_for(_check, timeout=timeout, what="the model volume", interval=1.0)
+        return found["pvc"]
+
+    def retain(self, pvc: dict, check_mode: bool) -> bool:
+        pv = (pvc.get("spec") or {}).get("volumeName")
+        policy = self.pvc.get("reclaim_policy", "Retain")
+        if not pv:
+            return False
+        return self.client.apply({"apiVersion": "v1", "kind": "PersistentVolume",
+                                  "metadata": {"name": pv},
+                                  "spec": {"persistentVolumeReclaimPolicy": policy}},
+                                 check_mode=check_mode, force_conflicts=True,
+                                 manager_suffix="reclaim").changed
+
+    def staged_identity(self, pvc: dict | None) -> str | None:
+        notes = ((pvc or {}).get("metadata") or {}).get("annotations") or {}
+        try:
+            return json.loads(notes.get(ANNOTATION, "{}")).get(self.model_dir)
+        except ValueError:
+            return None
+
+    def record(self, pvc: dict, identity: str) -> None:
+        notes = (pvc.get("metadata") or {}).get("annotations") or {}
+        try:
+            staged = json.loads(notes.get(ANNOTATION, "{}"))
+        except ValueError:
+            staged = {}
+        staged[self.model_dir] = identity
+        self.client.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": self.pvc["name"], "namespace": self.ns,
+                                        "annotations": {ANNOTATION: json.dumps(
+                                            staged, sort_keys=True)}}},
+                          check_mode=False, manager_suffix="staged")
+
+    # --- the Job ----------------------------------------------------------------------
+    def job_name(self) -> str:
+        slug = "".join(c if c.isalnum() else "-" for c in self.model_dir.lower()).strip("-")
+        return f"stage-{slug}"[:52].rstrip("-")
+
+    def job_manifests(self, source: dict, image: str, manifest: dict | None,
+                      credentials: bool, job_options: dict) -> list:
+        name = self.job_name()
+        env = [{"name": "STAGE_SOURCE", "value": source["type"]},
+               {"name": "STAGE_DEST", "value": f"{MOUNT}/{self.model_dir}"},
+               {"name": "STAGE_PROGRESS_INTERVAL",
+                "value": str(job_options.get("progress_interval", 10))},
+               {"name": "STAGE_JOBS", "value": str(job_options.get("parallel", 4))}]
+        for key, var in _ENV.items():
+            if key in source:
+                value = source[key]
+                value = ",".join(value) if isinstance(value, list) else str(value)
+                env.append({"name": f"STAGE_{var}", "value": value})
+        mounts = [{"name": "models", "mountPath": MOUNT}]
+        volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": self.pvc["name"]}}]
+        out = []
+        if credentials:
+            mounts.append({"name": "credentials", "mountPath": SECRET_MOUNT, "readOnly": True})
+            volumes.append({"name": "credentials", "secret": {"secretName": f"{name}-credentials"}})
+            env.append({"name": "STAGE_TOKEN_FILE", "value": f"{SECRET_MOUNT}/token"})
+            env.append({"name": "STAGE_S3_CREDENTIALS_DIR", "value": SECRET_MOUNT})
+        if manifest is not None:
+            out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": f"{name}-manifest", "namespace": self.ns},
+                        "data": {"manifest.json": json.dumps(manifest, sort_keys=True)}})
+            mounts.append({"name": "manifest", "mountPath": MANIFEST_MOUNT, "readOnly": True})
+            volumes.append({"name": "manifest", "configMap": {"name": f"{name}-manifest"}})
+            env.append({"name": "STAGE_MANIFEST", "value": f"{MANIFEST_MOUNT}/manifest.json"})
+        container = {
+            "name": "stager", "image": image, "command": ["gpu-stack-stage"], "env": env,
+            "volumeMounts": mounts,
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
+                          "limits": {"memory": "2Gi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"}}}
+        out.append({"apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": name, "namespace": self.ns,
+                                 "labels": {"app.kubernetes.io/part-of": "llmops-gpu-stack",
+                                            "app.kubernetes.io/component": "model-stager"}},
+                    "spec": {"backoffLimit": job_options.get("backoff_limit", 2),
+                             "ttlSecondsAfterFinished": 86400,
+                             "template": {"metadata": {"labels": {
+                                 "app.kubernetes.io/component": "model-stager"}},
+                                 "spec": {"restartPolicy": "Never", "containers": [container],
+                                          "volumes": volumes}}}})
+        return out
+
+    def run_job(self, manifests: list, timeout: float, progress=None) -> dict:
+        """(Re)create the Job, wait for it, return the stager's result (last stdout line)."""
+        name = self.job_name()
+        self.client.delete("batch/v1", "Job", name, self.ns, check_mode=False,
+                           propagation="Background")
+        for pod in self.client.list("v1", "Pod", self.ns, label_selector=f"job-name={name}"):
+            self.client.delete("v1", "Pod", pod["metadata"]["name"], self.ns, check_mode=False)
+        wait_for(lambda: WaitStatus(
+            done=self.client.get("batch/v1", "Job", name, self.ns) is None,
+            missing=(f"previous Job {name} deleted",)), timeout=120, what="the previous Job",
+            interval=0.5)
+        for manifest in manifests:
+            self.client.apply(manifest, check_mode=False)
+
+        def _check() -> WaitStatus:
+            job = self.client.get("batch/v1", "Job", name, self.ns) or {}
+            status = job.get("status") or {}
+            for cond in status.get("conditions") or []:
+                if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+                    return WaitStatus(done=True, present=(cond["type"],))
+            return WaitStatus(done=False, missing=(f"Job {name} finished",),
+                              progress=f"Job {name}: {status.get('active', 0)} running, "
+                                       f"{status.get('failed', 0)} failed")
+
+        wait_for(_check, timeout=timeout, what=f"the stager Job {self.ns}/{name}",
+                 interval=1.0, max_interval=5.0, progress=progress)
+        logs = self.job_logs(name)
+        result = _last_json(logs)
+        job = self.client.get("batch/v1", "Job", name, self.ns) or {}
+        failed = any(c.get("type") == "Failed" and c.get("status") == "True"
+                     for c in (job.get("status") or {}).get("conditions") or [])
+        if failed or result is None or result.get("failed"):
+            detail = (result or {}).get("message") or logs.strip().splitlines()[-1:] or "no output"
+            raise OperationFailedError(
+                f"the stager Job {self.ns}/{name} failed: {detail}",
+                reason=(result or {}).get("error"), log_tail=logs[-2000:])
+        return result
+
+    def job_logs(self, name: str) -> str:
+        pods = self.client.list("v1", "Pod", self.ns, label_selector=f"job-name={name}")
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        return self.client.logs(newest["metadata"]["name"], self.ns)
+
+
+def _last_json(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None

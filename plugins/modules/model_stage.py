@@ -1,0 +1,225 @@
+#!/usr/bin/python
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Stage model weights onto a ReadWriteMany volume with the in-cluster stager Job."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: model_stage
+short_description: Stage model weights onto a ReadWriteMany volume
+description:
+  - Creates or adopts the model PVC and refuses, before any write, a PVC or StorageClass
+    that is not ReadWriteMany (every Ray pod mounts the volume). With O(pvc.nfs) it
+    creates a static NFS PersistentVolume as in the seed. The bound volume's reclaim
+    policy is set to O(pvc.reclaim_policy) (V(Retain) by default).
+  - Runs the runtime image's C(gpu-stack-stage) as a Job (restricted-v2 friendly
+    security context) for a Hugging Face Hub, S3, HTTP(S) or archive source, or for files
+    the controller uploaded (O(source.type=local), see the C(model_storage) role, which
+    uploads with kubernetes.core.k8s_cp). The stager resumes partial files, verifies
+    digests, publishes atomically and writes a completion marker; a rerun whose marker
+    matches does nothing.
+  - Waits for the Job with progress and returns the stager's result with the marker.
+  - Credentials become a Secret mounted as files (C(token), C(AWS_ACCESS_KEY_ID),
+    C(AWS_SECRET_ACCESS_KEY)); they never reach arguments or logs.
+  - With O(state=volume) only the volume is ensured and the module reports whether the
+    source is already staged there (used before an upload).
+version_added: 0.1.0
+author:
+  - llmops.gpu_stack maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - kubernetes.core.k8s_auth_options
+options:
+  namespace:
+    description: Namespace of the PVC and the Job (created if missing).
+    type: str
+    required: true
+  pvc:
+    description: The model volume.
+    type: dict
+    required: true
+    suboptions:
+      name:
+        description: PVC name.
+        type: str
+        required: true
+      storage_class:
+        description: StorageClass of a new PVC (the cluster default when omitted).
+        type: str
+      size:
+        description: Requested size of a new PVC.
+        type: str
+        default: 100Gi
+      reclaim_policy:
+        description: Reclaim policy of the bound PersistentVolume.
+        type: str
+        choices: [Retain, Delete]
+        default: Retain
+      nfs:
+        description: C(server) and C(path) of an NFS export for a static PV.
+        type: dict
+  model_dir:
+    description: Directory of the model on the volume (relative), for example V(llama-3-8b).
+    type: str
+    required: true
+  source:
+    description:
+      - Where the weights come from. C(type) is one of V(hub), V(s3), V(http), V(archive),
+        V(local). C(hub) needs C(repo_id) (C(revision), C(endpoint), C(allow_patterns),
+        C(ignore_patterns) optional); C(s3) needs C(bucket) (C(prefix), C(endpoint_url),
+        C(region)); C(http) needs C(url) and C(manifest); C(archive) needs C(url)
+        (C(archive_sha256), C(strip_components)); C(local) needs C(local_path), a directory
+        on the controller.
+    type: dict
+    required: true
+  credentials:
+    description:
+      - Secret values for the source, C(token), or C(AWS_ACCESS_KEY_ID) and
+        C(AWS_SECRET_ACCESS_KEY). Never logged.
+    type: dict
+  image:
+    description: The runtime image holding C(gpu-stack-stage).
+    type: str
+    default: quay.io/llmops/gpu-stack-runtime:0.1.0
+  state:
+    description: V(staged) runs the stager; V(volume) only ensures the volume and reports.
+    type: str
+    choices: [staged, volume]
+    default: staged
+  parallel:
+    description: Parallel transfers of the stager.
+    type: int
+    default: 4
+  timeout:
+    description: Seconds to wait for the volume and for the Job.
+    type: int
+    default: 3600
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Writes are server-side dry runs; no Job runs. C(transfer_expected) says whether a
+        transfer would happen, from what the volume records as staged.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Llama 3 8B from the Hub onto an NFS-backed volume
+  llmops.gpu_stack.model_stage:
+    namespace: llm
+    pvc: {name: models, storage_class: nfs-csi, size: 200Gi}
+    model_dir: llama-3-8b
+    source:
+      type: hub
+      repo_id: meta-llama/Meta-Llama-3-8B-Instruct
+      revision: 5f0b02c75b57c5855da9ae460ce51323ea669d8a
+      allow_patterns: ["*.json", "*.safetensors", "tokenizer*"]
+    credentials:
+      token: "{{ vault_hf_token }}"
+  register: staged
+"""
+
+RETURN = r"""
+transfer_expected:
+  description: Whether staging moves data (in check mode, the prediction).
+  returned: always
+  type: bool
+result:
+  description: The stager's result (C(changed), C(dest), C(reason), C(transfer_bytes), C(marker)).
+  returned: when O(state=staged) and not in check mode
+  type: dict
+pvc:
+  description: The PVC name, its volume and the reclaim policy.
+  returned: always
+  type: dict
+upload_dir:
+  description: Where a local source's files must be uploaded (in the PVC's mount at /models).
+  returned: when O(source.type=local)
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    K8sClient,
+    k8s_argument_spec,
+)
+
+
+def _run(module, p):
+    source = staging.validate_source(p["source"])
+    manifest = staging.local_manifest(source["local_path"]) if source["type"] == "local" else None
+    client = K8sClient.from_params(p)
+    svc = staging.ModelStaging(client, p["namespace"], p["pvc"], p["model_dir"])
+    existing = svc.check_volume()
+    identity = staging.source_identity(source, manifest)
+    out = {"changed": False, "transfer_expected": svc.staged_identity(existing) != identity,
+           "pvc": {"name": p["pvc"]["name"]}}
+    if source["type"] == "local":
+        out["upload_dir"] = staging.upload_dir(p["model_dir"])
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": p["namespace"]}}
+    for manifest_obj in [ns, *svc.volume_manifests()]:
+        if existing is not None and manifest_obj["kind"] in ("PersistentVolumeClaim",
+                                                             "PersistentVolume"):
+            continue  # adopted as it is
+        out["changed"] |= client.apply(manifest_obj, check_mode=module.check_mode).changed
+    if module.check_mode:
+        out["changed"] |= out["transfer_expected"] and p["state"] == "staged"
+        return out
+    pvc = svc.wait_bound(p["timeout"])
+    out["changed"] |= svc.retain(pvc, check_mode=False)
+    out["pvc"].update(volume=pvc["spec"].get("volumeName"),
+                      reclaim_policy=p["pvc"]["reclaim_policy"])
+    if p["state"] == "volume":
+        return out
+    creds = bool(p["credentials"])
+    if creds:
+        client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": f"{svc.job_name()}-credentials",
+                                   "namespace": p["namespace"]},
+                      "stringData": {k: str(v) for k, v in p["credentials"].items()}},
+                     check_mode=False)
+    jobs = svc.job_manifests(source, p["image"], manifest, creds,
+                             {"parallel": p["parallel"]})
+    result = svc.run_job(jobs, timeout=p["timeout"])
+    svc.record(pvc, identity)
+    out["result"] = result
+    out["transfer_expected"] = bool(result.get("changed"))
+    out["changed"] |= bool(result.get("changed"))
+    return out
+
+
+def main():
+    spec = k8s_argument_spec()
+    spec.update(
+        namespace={"type": "str", "required": True},
+        pvc={"type": "dict", "required": True, "options": {
+            "name": {"type": "str", "required": True},
+            "storage_class": {"type": "str"},
+            "size": {"type": "str", "default": "100Gi"},
+            "reclaim_policy": {"type": "str", "choices": ["Retain", "Delete"],
+                               "default": "Retain"},
+            "nfs": {"type": "dict"}}},
+        model_dir={"type": "str", "required": True},
+        source={"type": "dict", "required": True},
+        credentials={"type": "dict", "no_log": True},
+        image={"type": "str", "default": "quay.io/llmops/gpu-stack-runtime:0.1.0"},
+        state={"type": "str", "choices": ["staged", "volume"], "default": "staged"},
+        parallel={"type": "int", "default": 4},
+        timeout={"type": "int", "default": 3600},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    try:
+        result = _run(module, module.params)
+    except GpuStackError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
