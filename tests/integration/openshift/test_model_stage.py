@@ -1,0 +1,157 @@
+"""model_stage and the model_storage role against the lab: the stager really runs as the
+Job's process, the files are read back from the volume's directory, the API is listed."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from .k8s_helpers import REPO, api, namespaces, run_module, run_play
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _model(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (root / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 2000)
+    return root
+
+
+def _volume_dir(lab, claim: str, ns: str) -> Path:
+    core = client.CoreV1Api(api(lab))
+    pv = core.read_namespaced_persistent_volume_claim(claim, ns).spec.volume_name
+    path = core.read_persistent_volume(pv).metadata.annotations["gpu-lab.llmops.io/local-path"]
+    return Path(path)
+
+
+def _digests(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".gpu")}
+
+
+def _storage(lab, tmp_path, model: Path, *extra):
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text(json.dumps({
+        "gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
+        "model_storage_namespace": "llm", "model_storage_model_dir": "tiny",
+        "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+        "model_storage_source": {"type": "local", "local_path": str(model)},
+        "model_storage_image": "quay.io/llmops/gpu-stack-runtime:0.1.0"}))
+    return run_play(lab, tmp_path, playbook=REPO / "playbooks" / "storage.yml",
+                    extra=("-e", f"@{vars_file}", *extra), json_out=False,
+                    env_extra={"ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false"})
+
+
+def test_local_model_staged_then_noop(k8s_lab_factory, tmp_path):
+    lab = k8s_lab_factory()
+    model = _model(tmp_path / "model")
+    spaces = namespaces(lab)
+    rc, _tasks, out = _storage(lab, tmp_path, model, "--check")
+    assert rc == 0, out[-3000:]
+    assert namespaces(lab) == spaces  # check mode created nothing
+
+    rc, _tasks, out = _storage(lab, tmp_path, model)
+    assert rc == 0, out[-3000:]
+    assert "Upload the model files" in out
+    published = _volume_dir(lab, "models", "llm") / "tiny"
+    assert _digests(published) == _digests(model)
+    marker = json.loads((published / ".gpu-stack-stage.json").read_text())
+    assert marker["file_count"] == 2 and marker["source"]["type"] == "local"
+    pv = client.CoreV1Api(api(lab)).read_persistent_volume(
+        client.CoreV1Api(api(lab)).read_namespaced_persistent_volume_claim(
+            "models", "llm").spec.volume_name)
+    assert pv.spec.persistent_volume_reclaim_policy == "Retain"
+
+    rc, _tasks, out = _storage(lab, tmp_path, model)
+    assert rc == 0, out[-3000:]
+    assert "changed=0" in out and "marker matches" in out
+    assert "Upload the model files" not in out  # the volume already holds this model
+
+
+@pytest.fixture
+def web_root(tmp_path):
+    root = _model(tmp_path / "www")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_http_source_through_the_job_and_secret_never_logged(k8s_lab_factory, tmp_path,
+                                                             web_root):
+    lab = k8s_lab_factory()
+    root, url = web_root
+    manifest = {"files": [{"path": p, "size": (root / p).stat().st_size, "sha256": d}
+                          for p, d in _digests(root).items()]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    args = {"namespace": "web", "model_dir": "from-http",
+            "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+            "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"},
+            "credentials": {"token": "s3cr3t-token-value"}}
+    rc, _first, out = run_module(lab, tmp_path, "model_stage", args, extra=("-vvv",),
+                                 json_out=False)
+    assert rc == 0, out[-3000:]
+    assert "s3cr3t-token-value" not in out
+    published = _volume_dir(lab, "models", "web") / "from-http"
+    assert _digests(published) == {k: v for k, v in _digests(root).items()
+                                   if k != "manifest.json"}
+    secret = client.CoreV1Api(api(lab)).read_namespaced_secret("stage-from-http-credentials",
+                                                               "web")
+    assert set(secret.data) == {"token"}
+
+    rc, again, out = run_module(lab, tmp_path, "model_stage", args)
+    assert rc == 0, out[-3000:]
+    assert again["changed"] is False and again["result"]["changed"] is False
+
+
+def test_missing_file_fails_cleanly(k8s_lab_factory, tmp_path, web_root):
+    lab = k8s_lab_factory()
+    _root, url = web_root
+    (tmp_path / "www" / "manifest.json").write_text(json.dumps(
+        {"files": [{"path": "gone.bin", "size": 10, "sha256": "0" * 64}]}))
+    rc, result, out = run_module(lab, tmp_path, "model_stage", {
+        "namespace": "web", "model_dir": "broken", "timeout": 120,
+        "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+        "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"}})
+    assert rc != 0, out
+    assert result["msg"].startswith("the stager Job web/stage-broken failed"), result
+    assert not (_volume_dir(lab, "models", "web") / "broken").exists()
+
+
+@pytest.mark.parametrize(("pvc", "message"), [
+    ({"name": "models", "storage_class": "thin-csi"},
+     "StorageClass thin-csi (csi.vsphere.vmware.com) provides block volumes"),
+    ({"name": "models", "storage_class": "no-such-class"}, "StorageClass no-such-class does not"),
+])
+def test_non_rwx_storage_is_refused_before_any_write(k8s_lab, tmp_path, pvc, message):
+    rc, result, out = run_module(k8s_lab, tmp_path, "model_stage", {
+        "namespace": "refused", "model_dir": "m", "pvc": pvc,
+        "source": {"type": "hub", "repo_id": "org/model"}})
+    assert rc != 0, out
+    assert message in result["msg"]
+    assert "refused" not in namespaces(k8s_lab)
+
+
+def test_existing_rwo_claim_is_refused(k8s_lab, tmp_path):
+    core = client.CoreV1Api(api(k8s_lab))
+    core.create_namespace({"metadata": {"name": "rwo"}})
+    core.create_namespaced_persistent_volume_claim("rwo", {
+        "metadata": {"name": "models"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "thin-csi",
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    rc, result, out = run_module(k8s_lab, tmp_path, "model_stage", {
+        "namespace": "rwo", "model_dir": "m", "pvc": {"name": "models"},
+        "source": {"type": "hub", "repo_id": "org/model"}})
+    assert rc != 0, out
+    assert "must be ReadWriteMany" in result["msg"]
+    assert client.BatchV1Api(api(k8s_lab)).list_namespaced_job("rwo").items == []
