@@ -1,9 +1,9 @@
 """A kubelet runtime that runs a pod's containers as real local processes.
 
-Which pods: those whose container image names one of the collection's images
+Which pods: those whose containers all use one of the collection's images
 (``PROCESS_IMAGES``: the runtime image with the stager and launcher, the Ray/vLLM image;
-override with ``GPU_LAB_PROCESS_IMAGES``, comma separated). Nothing in the pod needs to
-know about the lab: the same manifests run on a real cluster.
+override with ``GPU_LAB_PROCESS_IMAGES``, comma separated) and give a ``command``.
+Nothing in the pod needs to know about the lab: the same manifests run on a real cluster.
 
 How a container becomes a process:
 - the command (``command`` + ``args``) runs with the lab's Python environment first on
@@ -45,9 +45,13 @@ def process_images() -> tuple[str, ...]:
 
 
 def wants_process(pod: dict[str, Any]) -> bool:
+    """A pod of the collection's images whose containers say what to run (the lab cannot
+    know an image's entrypoint: a container without ``command`` stays simulated)."""
     images = process_images()
-    return any(any(i in (c.get("image") or "") for i in images)
-               for c in pod["spec"].get("containers") or [])
+    containers = pod["spec"].get("containers") or []
+    return bool(containers) and all(
+        any(i in (c.get("image") or "") for i in images) and c.get("command")
+        for c in containers)
 
 
 def map_path(value: str, mounts: dict[str, Path]) -> str:
