@@ -15,7 +15,7 @@ description:
     policy is set to O(pvc.reclaim_policy) (V(Retain) by default).
   - Runs the runtime image's C(gpu-stack-stage) as a Job (restricted-v2 friendly
     security context) for a Hugging Face Hub, S3, HTTP(S) or archive source, or for files
-    the controller uploaded (O(source.type=local), see the C(model_storage) role, which
+    the controller uploaded (C(source.type=local), see the C(model_storage) role, which
     uploads with kubernetes.core.k8s_cp). The stager resumes partial files, verifies
     digests, publishes atomically and writes a completion marker; a rerun whose marker
     matches does nothing.
@@ -138,7 +138,7 @@ pvc:
   type: dict
 upload_dir:
   description: Where a local source's files must be uploaded (in the PVC's mount at /models).
-  returned: when O(source.type=local)
+  returned: when C(source.type=local)
   type: str
 """
 
