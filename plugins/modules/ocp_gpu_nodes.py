@@ -141,6 +141,7 @@ changed_nodes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
@@ -184,8 +185,7 @@ def main():
         module.fail_json(**exc.fail_kwargs())
     result = {"changed": bool(changed), "changed_nodes": changed, "nodes": nodes}
     if module._diff and diffs:
-        result["diff"] = {"before": {n: d.get("before") for n, d in diffs.items()},
-                          "after": {n: d.get("after") for n, d in diffs.items()}}
+        result["diff"] = merge_diffs(diffs)
     module.exit_json(**result)
 
 

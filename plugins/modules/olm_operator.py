@@ -139,6 +139,7 @@ changed_objects:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
@@ -187,8 +188,7 @@ def main():
         module.fail_json(**exc.fail_kwargs())
     result.update(changed=bool(changed), changed_objects=changed, channel=resolved.channel)
     if module._diff and diffs:
-        result["diff"] = {"before": {k: d.get("before") for k, d in diffs.items()},
-                          "after": {k: d.get("after") for k, d in diffs.items()}}
+        result["diff"] = merge_diffs(diffs)
     module.exit_json(**result)
 
 

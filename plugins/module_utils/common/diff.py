@@ -135,3 +135,10 @@ def make_diff(before, after, ignore=VOLATILE_FIELDS) -> dict:
 def has_changed(before, after, ignore=VOLATILE_FIELDS) -> bool:
     """True when ``before`` and ``after`` differ outside the volatile fields."""
     return strip_volatile(before, ignore) != strip_volatile(after, ignore)
+
+
+def merge_diffs(diffs: dict) -> dict:
+    """One ``diff`` for a result from several keyed ``make_diff`` results
+    (``{"Node/a": {"before": .., "after": ..}}`` -> ``{"before": {"Node/a": ..}, ...}``)."""
+    return {"before": {key: d.get("before") for key, d in diffs.items()},
+            "after": {key: d.get("after") for key, d in diffs.items()}}

@@ -6,6 +6,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff impor
     has_changed,
     is_subset,
     make_diff,
+    merge_diffs,
     strip_volatile,
     subset_differences,
 )
@@ -97,3 +98,10 @@ def test_make_diff_and_has_changed_ignore_resource_version_only_changes():
 def test_make_diff_for_creation_and_deletion():
     assert make_diff(None, {"a": 1}) == {"before": {}, "after": {"a": 1}}
     assert make_diff({"a": 1}, None) == {"before": {"a": 1}, "after": {}}
+
+
+def test_merge_diffs_keys_each_side():
+    merged = merge_diffs({"Node/a": make_diff({"x": 1}, {"x": 2}),
+                          "Node/b": make_diff(None, {"y": 1})})
+    assert merged == {"before": {"Node/a": {"x": 1}, "Node/b": {}},
+                      "after": {"Node/a": {"x": 2}, "Node/b": {"y": 1}}}
