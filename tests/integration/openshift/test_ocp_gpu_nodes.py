@@ -95,3 +95,22 @@ def test_wait_for_allocatable_names_the_nodes_short(lab, tmp_path):
     assert "timed out after" in result["msg"]
     assert "0 of 3 GPU nodes allocatable" in result["msg"]
     assert "ocp-worker-0 (0/2 nvidia.com/gpu)" in result["msg"]
+
+
+def test_taints_applied_once(lab, tmp_path):
+    from kubernetes import client
+
+    from .k8s_helpers import api
+
+    args = {"vms": ["ocp-worker-0", "ocp-worker-1"], "gpus_per_vm": 2,
+            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}
+    rc, first, out = run_module(lab, tmp_path, "ocp_gpu_nodes", args)
+    assert rc == 0 and first["changed"], out
+    rc, again, out = run_module(lab, tmp_path, "ocp_gpu_nodes", args)
+    assert rc == 0 and again["changed"] is False, out
+    core = client.CoreV1Api(api(lab))
+    taints = {n: [(t.key, t.value, t.effect) for t in core.read_node(n).spec.taints or []]
+              for n in ("ocp-worker-0", "ocp-worker-2", "ocp-master-0")}
+    assert taints["ocp-worker-0"] == [("nvidia.com/gpu", "present", "NoSchedule")]
+    assert taints["ocp-worker-2"] == []
+    assert taints["ocp-master-0"] == [("node-role.kubernetes.io/master", None, "NoSchedule")]
