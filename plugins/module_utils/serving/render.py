@@ -1,0 +1,184 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Render the serving objects of a plan: RayClusters, Service, Route, NetworkPolicy, SA.
+
+One RayCluster per replica of the plan (``<name>-<i>``): replicas are independent vLLM
+servers, so a failing replica never takes the others down; one Service (API port only)
+selects every replica's head and the Route in front of it spreads requests over them.
+
+Every pod runs ``gpu-stack-launch`` (the runtime image) with KubeRay's
+``ray.io/overwrite-container-cmd`` annotation, so the launcher starts Ray from KubeRay's
+generated command, waits for the planned GPUs and then runs vLLM (head) or keeps the Ray
+worker alive (workers). Pods run as non-root without privilege escalation, get
+``/dev/shm`` as a memory emptyDir, the interface variables vLLM and NCCL/GLOO need, and
+the model volume read-only. Ray's ports are reachable only from pods of the namespace
+(NetworkPolicy); the Service and the Route carry the API port alone.
+
+The manifests are plain data: every write goes through the k8s adapter (server-side
+apply, strict validation), which is also how they are checked against the real CRDs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+
+API_PORT = 8000
+MODEL_MOUNT = "/models"
+API_KEY_MOUNT = "/var/run/secrets/gpu-stack/api-key"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+_SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+_IMAGE = re.compile(r"^[^\s@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
+_LAUNCHER_FLAGS = {"--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len",
+                   "--gpu-memory-utilization"}
+SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def validate(name: str, image: str, served_model_name: str) -> None:
+    if not _NAME.match(name or ""):
+        raise InvalidInputError(f"name {name!r} must be a DNS label of at most 40 characters "
+                                "(lower case letters, digits, '-')")
+    last = (image or "").rsplit("/", 1)[-1]
+    if not _IMAGE.match(image or "") or (":" not in last and "@" not in last):
+        raise InvalidInputError(f"image {image!r} needs a tag or a digest (never an implicit "
+                                "'latest': every pod of a cluster must run the same build)")
+    if not _SERVED.match(served_model_name or ""):
+        raise InvalidInputError(f"served_model_name {served_model_name!r} may only hold "
+                                "letters, digits and . _ / - (it is part of the API's URLs)")
+
+
+def _launcher_args(plan: dict) -> tuple[list[str], list[str]]:
+    """Split the plan's vLLM arguments into the launcher's own options and the rest."""
+    own, rest, args = [], [], list(plan["vllm_args"])
+    while args:
+        flag = args.pop(0)
+        value = args.pop(0) if args and not args[0].startswith("--") else None
+        target = own if flag in _LAUNCHER_FLAGS else rest
+        target += [flag] if value is None else [flag, value]
+    return own, rest
+
+
+def _env(head_gpus: int | None) -> list[dict]:
+    env = [{"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+           {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+           {"name": "GLOO_SOCKET_IFNAME", "value": "eth0"}]
+    if head_gpus == 0:
+        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    return env
+
+
+def _volumes(pvc: str, shm: str, api_key_secret: str | None) -> list[dict]:
+    volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": pvc, "readOnly": True}},
+               {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}]
+    if api_key_secret:
+        volumes.append({"name": "api-key", "secret": {"secretName": api_key_secret}})
+    return volumes
+
+
+def _mounts(api_key: bool) -> list[dict]:
+    mounts = [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True},
+              {"name": "dshm", "mountPath": "/dev/shm"}]
+    if api_key:
+        mounts.append({"name": "api-key", "mountPath": API_KEY_MOUNT, "readOnly": True})
+    return mounts
+
+
+def _template(labels: dict, container: dict, volumes: list, sa: str,
+              node_selector: dict | None) -> dict:
+    spec = {"serviceAccountName": sa, "containers": [container], "volumes": volumes,
+            "securityContext": {"runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"}}}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {"metadata": {"labels": labels,
+                         "annotations": {"ray.io/overwrite-container-cmd": "true"}},
+            "spec": spec}
+
+
+def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
+    """The RayCluster of replica ``index``."""
+    shape = plan["ray_cluster"]
+    name = f"{cfg['name']}-{index}"
+    labels = {"app.kubernetes.io/name": "ray-vllm", "app.kubernetes.io/instance": cfg["name"],
+              "app.kubernetes.io/part-of": "llmops-gpu-stack"}
+    own, rest = _launcher_args(plan)
+    head_args = ["head", "--model-dir", f"{MODEL_MOUNT}/{cfg['model_dir']}",
+                 "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
+                 "--port", str(API_PORT), *own]
+    if cfg.get("api_key_secret"):
+        head_args += ["--api-key-file", f"{API_KEY_MOUNT}/api-key"]
+    if rest:
+        head_args += ["--", *rest]
+    head_gpus = shape["head_gpus"]
+    head_resources = {"requests": dict(cfg["head_resources"]),
+                      "limits": {"memory": cfg["head_resources"]["memory"]}}
+    if head_gpus:
+        head_resources["limits"]["nvidia.com/gpu"] = head_gpus
+    head = {"name": "ray-head", "image": cfg["image"], "command": ["gpu-stack-launch"],
+            "args": head_args, "env": _env(head_gpus), "resources": head_resources,
+            "ports": [{"name": "gcs", "containerPort": 6379},
+                      {"name": "dashboard", "containerPort": 8265},
+                      {"name": "api", "containerPort": API_PORT}],
+            "volumeMounts": _mounts(bool(cfg.get("api_key_secret"))),
+            "securityContext": SECURITY,
+            "readinessProbe": {"httpGet": {"path": "/health", "port": API_PORT},
+                               "periodSeconds": 10, "failureThreshold": 3},
+            "startupProbe": {"httpGet": {"path": "/health", "port": API_PORT},
+                             "periodSeconds": 10, "failureThreshold": cfg["startup_checks"]}}
+    volumes = _volumes(cfg["pvc"], cfg["shm_size"], cfg.get("api_key_secret"))
+    groups = []
+    for group in shape["worker_groups"]:
+        worker = {"name": "ray-worker", "image": cfg["image"], "command": ["gpu-stack-launch"],
+                  "args": ["worker"], "env": _env(None), "securityContext": SECURITY,
+                  "resources": {"requests": dict(cfg["worker_resources"]),
+                                "limits": {"memory": cfg["worker_resources"]["memory"],
+                                           "nvidia.com/gpu": group["gpus_per_worker"]}},
+                  "volumeMounts": _mounts(False)}
+        groups.append({"groupName": group["name"], "replicas": group["replicas"],
+                       "minReplicas": group["replicas"], "maxReplicas": group["replicas"],
+                       "rayStartParams": {},
+                       "template": _template(labels, worker, _volumes(cfg["pvc"],
+                                                                      cfg["shm_size"], None),
+                                             cfg["service_account"], cfg["node_selector"])})
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": {"name": name, "namespace": cfg["namespace"], "labels": labels},
+            "spec": {"rayVersion": cfg["ray_version"], "enableInTreeAutoscaling": False,
+                     "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0",
+                                                          "num-gpus": str(head_gpus)},
+                                       "template": _template(
+                                           labels, head, volumes, cfg["service_account"],
+                                           cfg["node_selector"] if head_gpus else None)},
+                     "workerGroupSpecs": groups}}
+
+
+def manifests(plan: dict, cfg: dict) -> list[dict]:
+    """Everything the serving stage applies, in order."""
+    validate(cfg["name"], cfg["image"], cfg["served_model_name"])
+    ns, name = cfg["namespace"], cfg["name"]
+    selector = {"app.kubernetes.io/instance": name, "ray.io/node-type": "head"}
+    out = [{"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": cfg["service_account"], "namespace": ns}}]
+    out += [ray_cluster(plan, cfg, i) for i in range(plan["ray_cluster"]["clusters"])]
+    out.append({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"selector": selector,
+                         "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT}]}})
+    route = {"to": {"kind": "Service", "name": name}, "port": {"targetPort": "api"},
+             "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}
+    if cfg.get("route_host"):
+        route["host"] = cfg["route_host"]
+    out.append({"apiVersion": "route.openshift.io/v1", "kind": "Route",
+                "metadata": {"name": name, "namespace": ns, "annotations": {
+                    "haproxy.router.openshift.io/timeout": cfg["route_timeout"]}},
+                "spec": route})
+    out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": f"{name}-ray", "namespace": ns},
+                "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+                         "policyTypes": ["Ingress"],
+                         "ingress": [{"from": [{"podSelector": {}}]},
+                                     {"ports": [{"protocol": "TCP", "port": API_PORT}]}]}})
+    return out

@@ -1,0 +1,85 @@
+"""Rendering the serving objects from real plans."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render import (
+    manifests,
+)
+
+SITE = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40, "nvlink": False, "rdma": False}
+CFG = {"name": "llm", "namespace": "serving", "image": "quay.io/llmops/ray-vllm:0.1.0",
+       "served_model_name": "llama-3-70b", "model_dir": "llama-3-70b", "pvc": "models",
+       "api_key_secret": "llm-api-key", "service_account": "ray-vllm", "ray_version": "2.60.0",
+       "shm_size": "16Gi", "startup_checks": 180, "route_timeout": "600s",
+       "node_selector": {"nvidia.com/gpu.present": "true"},
+       "head_resources": {"cpu": "4", "memory": "16Gi"},
+       "worker_resources": {"cpu": "8", "memory": "64Gi"}}
+
+
+def _by_kind(objs):
+    out = {}
+    for obj in objs:
+        out.setdefault(obj["kind"], []).append(obj)
+    return out
+
+
+def test_70b_on_the_reference_site():
+    plan = build_plan({"preset": "llama-3-70b"}, SITE)
+    objs = _by_kind(manifests(plan, CFG))
+    clusters = objs["RayCluster"]
+    assert len(clusters) == plan["replicas"]
+    rc = clusters[0]["spec"]
+    head = rc["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert rc["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    assert "nvidia.com/gpu" not in head["resources"]["limits"]
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in head["env"]
+    args = head["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == str(plan["tensor_parallel_size"])
+    assert args[args.index("--pipeline-parallel-size") + 1] == str(
+        plan["pipeline_parallel_size"])
+    assert args[args.index("--") + 1:][:2] == ["--distributed-executor-backend", "ray"]
+    workers = rc["workerGroupSpecs"][0]
+    assert workers["replicas"] == plan["nodes_per_replica"]
+    worker = workers["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == plan["tensor_parallel_size"]
+    assert workers["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    for container in (head, worker):
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert objs["Service"][0]["spec"]["ports"] == [{"name": "api", "port": 8000,
+                                                    "targetPort": 8000}]
+    assert objs["Route"][0]["spec"]["port"] == {"targetPort": "api"}
+    assert objs["Route"][0]["spec"]["tls"]["termination"] == "edge"
+
+
+def test_replicas_become_separate_clusters():
+    plan = build_plan({"preset": "llama-3-8b"}, SITE)
+    clusters = _by_kind(manifests(plan, CFG))["RayCluster"]
+    names = [c["metadata"]["name"] for c in clusters]
+    assert names == [f"llm-{i}" for i in range(plan["replicas"])]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"image": "quay.io/llmops/ray-vllm"}, "needs a tag or a digest"),
+    ({"image": "registry:5000/ray-vllm"}, "needs a tag or a digest"),
+    ({"served_model_name": "bad name!"}, "may only hold"),
+    ({"name": "Bad_Name"}, "must be a DNS label"),
+])
+def test_bad_inputs(change, message):
+    plan = build_plan({"preset": "llama-3-8b"}, SITE)
+    with pytest.raises(InvalidInputError, match=message):
+        manifests(plan, {**copy.deepcopy(CFG), **change})
+
+
+def test_digest_pinned_image_is_accepted():
+    plan = build_plan({"preset": "llama-3-8b"}, SITE)
+    cfg = {**CFG, "image": "quay.io/llmops/ray-vllm@sha256:" + "a" * 64}
+    assert _by_kind(manifests(plan, cfg))["RayCluster"]
