@@ -155,16 +155,22 @@ def check_error_rate(report: dict, max_error_rate: float) -> None:
 
 
 def check_output_path(path: str | None, what: str) -> None:
-    """Refuse, before any load is sent, an output file whose directory is missing."""
+    """Refuse, before any load is sent, an output file that cannot be written.
+
+    Missing directories are created when the file is written; the nearest existing one
+    must be a writable directory.
+    """
     if not path:
         return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InvalidInputError(f"{what} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InvalidInputError(f"{what} {path}: directory {parent} is not writable")
     if os.path.isdir(path):
         raise InvalidInputError(f"{what} {path} is a directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InvalidInputError(f"{what} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise InvalidInputError(f"{what} {path}: directory {parent} is not writable")
 
 
 def require_chart_support() -> None:
@@ -177,6 +183,7 @@ def require_chart_support() -> None:
 
 def _atomic_write(path: str, data: bytes) -> None:
     parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o755, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -191,6 +198,16 @@ def _atomic_write(path: str, data: bytes) -> None:
 
 def write_report(report: dict, path: str) -> None:
     _atomic_write(path, (json.dumps(report, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _shared_bins(values: list[float], most: int = 40) -> list[float]:
+    """Bin edges covering every value, the same for latency and TTFT."""
+    if not values:
+        return [0.0, 1.0]
+    low, high = min(values), max(values)
+    count = min(most, max(5, len(values) // 2))
+    width = (high - low) / count or 1.0
+    return [low + width * i for i in range(count + 1)]
 
 
 def write_chart(report: dict, path: str) -> None:
@@ -218,12 +235,13 @@ def write_chart(report: dict, path: str) -> None:
         timeline.set_xlabel("request start (s after the run began)")
         timeline.set_ylabel("ms")
         timeline.set_title("per request")
-        timeline.legend(loc="upper left")
+        timeline.legend(loc="best")
         series = [("latency", [r["latency_ms"] for r in ok])]
         if with_ttft:
             series.append(("TTFT", [r["ttft_ms"] for r in with_ttft]))
+        edges = _shared_bins([v for _label, values in series for v in values])
         for label, values in series:
-            hist.hist(values, bins=min(30, max(5, len(values) // 2)), alpha=0.6, label=label)
+            hist.hist(values, bins=edges, alpha=0.6, label=label)
         for q, style in ((50, "--"), (95, ":")):
             value = report["latency_ms"].get(f"p{q}")
             if value is not None:
@@ -232,7 +250,7 @@ def write_chart(report: dict, path: str) -> None:
         hist.set_xlabel("ms")
         hist.set_ylabel("requests")
         hist.set_title("distribution")
-        hist.legend(loc="upper right")
+        hist.legend(loc="best")
         settings = report["settings"]
         fig.suptitle(f"{settings.get('model', '')} at {settings.get('endpoint', '')}\n"
                      f"{summary_line(report)}", fontsize=9)

@@ -117,19 +117,22 @@ def test_summary_line_and_summary():
 
 def test_output_paths_are_checked(tmp_path):
     loadtest.check_output_path(str(tmp_path / "r.json"), "report_path")
+    loadtest.check_output_path(str(tmp_path / "new" / "dir" / "r.json"), "report_path")
     loadtest.check_output_path(None, "report_path")
-    with pytest.raises(InvalidInputError, match="does not exist"):
-        loadtest.check_output_path(str(tmp_path / "missing" / "r.json"), "report_path")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidInputError, match="is not a directory"):
+        loadtest.check_output_path(str(tmp_path / "file" / "r.json"), "report_path")
     with pytest.raises(InvalidInputError, match="is a directory"):
         loadtest.check_output_path(str(tmp_path), "chart_path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created
 
 
 def test_write_report_is_readable_json(tmp_path):
     report = _report([_record(i, 10.0 * (i + 1), 1.0) for i in range(3)])
-    path = tmp_path / "load.json"
-    loadtest.write_report(report, str(path))
+    path = tmp_path / "reports" / "load.json"
+    loadtest.write_report(report, str(path))  # the missing directory is created
     assert json.loads(path.read_text()) == report
-    assert [p.name for p in tmp_path.iterdir()] == ["load.json"]  # no temp file left
+    assert [p.name for p in path.parent.iterdir()] == ["load.json"]  # no temp file left
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib")
