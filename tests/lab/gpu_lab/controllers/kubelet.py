@@ -6,6 +6,11 @@ holding a ReadWriteOnce claim, configMaps and secrets present), pretends to pull
 ``PodRuntime`` (see runtime.py), and reports Ready once readiness and startup probes'
 ``initialDelaySeconds`` have passed. Deleted pods are stopped, then removed. Delays are
 scaled by GPU_LAB_TIME_SCALE. ``pods/log`` and ``pods/exec`` are served by the runtime.
+
+Process pods (process_runtime.py) are networked for real (pod_network.py): each gets a
+loopback pod IP of its own before its containers start (other pods get a made-up
+10.128.x.y), waits in ContainerCreating while a Service name it uses has no running pod,
+and its readiness comes from real probes (probes.py) instead of the probe delays.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from aiohttp import web
 from ..apiserver import clock
 from ..apiserver.errors import ApiError, bad_request
 from .base import Controller, condition
+from .pod_network import LoopbackPool
 from .process_runtime import ProcessRuntime, wants_process
 from .runtime import (
     ANNOTATION_RUNTIME,
@@ -45,17 +51,21 @@ class _PodRecord:
     restarts: int = 0
     backoff_until: float | None = None
     last_state: dict[str, Any] | None = None
+    ip: str | None = None
 
 
 class Kubelet(Controller):
     name = "kubelet"
     watches = (("", "pods"), ("", "persistentvolumeclaims"), ("", "configmaps"),
-               ("", "secrets"))
+               ("", "secrets"), ("", "services"))
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         self.runtimes: dict[str, PodRuntime] = {"fake": FakeRuntime(self.settings.time_scale)}
-        self.runtimes["process"] = ProcessRuntime(self.settings.home, self.get)
+        self.runtimes["process"] = ProcessRuntime(
+            self.settings.home, self.get, self.list, self.settings.time_scale,
+            on_change=self._probed, on_event=self._runtime_event)
+        self.pod_ips = LoopbackPool()
         # Pods of the collection's images run as local processes (process_runtime.py).
         self.runtime_selector: Callable[[dict[str, Any]], str | None] | None = _by_image
         self._pods: dict[str, _PodRecord] = {}
@@ -66,6 +76,21 @@ class Kubelet(Controller):
     # --- runtimes ------------------------------------------------------------------------
     def register_runtime(self, name: str, runtime: PodRuntime) -> None:
         self.runtimes[name] = runtime
+
+    def _probed(self) -> None:
+        if self.server.controllers is not None:
+            self.server.controllers.poke(self.name)
+
+    def _runtime_event(self, ref: dict[str, Any], reason: str, message: str,
+                       kind: str) -> None:
+        self.event(ref, reason, message, kind)
+
+    def close(self) -> None:
+        """The lab stops: so do the pods' processes (a restarted lab restarts them)."""
+        for runtime in self.runtimes.values():
+            closer = getattr(runtime, "close", None)
+            if closer is not None:
+                closer()
 
     def runtime_for(self, pod: dict[str, Any]) -> str:
         chosen = self.runtime_selector(pod) if self.runtime_selector is not None else None
@@ -85,6 +110,7 @@ class Kubelet(Controller):
                 waits.append(wait)
         for uid in [u for u in self._pods if u not in live]:
             del self._pods[uid]
+            self.pod_ips.release(uid)
         return min(waits) if waits else None
 
     def _sync(self, pod: dict[str, Any]) -> float | None:
@@ -102,6 +128,10 @@ class Kubelet(Controller):
             record = _PodRecord(seen=now, runtime=self.runtime_for(pod))
             if status.get("phase") == "Running":  # restored from disk: it was running
                 record.started, record.started_at = now - 3600, status.get("startTime", "")
+            if status.get("podIP"):  # restored: the pod keeps its address
+                record.ip = status["podIP"]
+                if self._loopback(record) and not self.pod_ips.reserve(meta["uid"], record.ip):
+                    record.ip = None
             self._pods[meta["uid"]] = record
         if record.backoff_until is not None:
             if now < record.backoff_until:
@@ -122,14 +152,40 @@ class Kubelet(Controller):
         if now - record.seen < delay:
             self._waiting(pod, "ContainerCreating")
             return delay - (now - record.seen)
+        runtime = self.runtimes[record.runtime]
+        unresolved = getattr(runtime, "unresolved", None)
+        missing = unresolved(pod) if unresolved is not None else []
+        if missing:
+            self._waiting(pod, "ContainerCreating")
+            self.event(pod, "ServiceNotResolvable", "gpu-lab: waiting for service name(s) "
+                       f"{', '.join(missing)}; the lab has no DNS or ClusterIP and puts a "
+                       "running endpoint pod's IP in their place", "Warning")
+            return 1.0
         sources = {(k, o["metadata"]["name"]): o for k in ("configmaps", "secrets")
                    for o in self.list("", k, pod["metadata"]["namespace"])}
         volumes = volume_dirs(self.settings.home, pod, claims, sources)
-        self.runtimes[record.runtime].start(pod, pod_mounts(pod, volumes))
+        status = pod.setdefault("status", {})
+        status["podIP"] = self._pod_ip(pod, record)
+        status["podIPs"] = [{"ip": status["podIP"]}]
+        status["hostIP"] = self._node_ip(pod["spec"]["nodeName"])
+        runtime.start(pod, pod_mounts(pod, volumes))
         record.started, record.started_at = now, clock.now()
         for c in pod["spec"].get("containers") or []:
             self.event(pod, "Started", f"Started container {c['name']}")
         return self._report(pod, record, now)
+
+    def _loopback(self, record: _PodRecord) -> bool:
+        return bool(getattr(self.runtimes.get(record.runtime), "loopback_network", False))
+
+    def _pod_ip(self, pod: dict[str, Any], record: _PodRecord) -> str:
+        """The pod's address, kept across container restarts: loopback for process pods
+        (pod_network.py), a made-up 10.128.x.y for simulated ones."""
+        if record.ip is None and self._loopback(record):
+            record.ip = self.pod_ips.allocate(pod["metadata"]["uid"])
+        elif record.ip is None:
+            self._ips += 1
+            record.ip = f"10.128.{self._ips // 250 % 250}.{self._ips % 250 + 2}"
+        return record.ip
 
     def _volumes(self, pod: dict[str, Any]) -> tuple[tuple[str, str] | None, dict[str, Path]]:
         ns = pod["metadata"]["namespace"]
@@ -192,9 +248,9 @@ class Kubelet(Controller):
         waits, statuses = [], []
         for c in pod["spec"].get("containers") or []:
             state = states.get(c["name"], ContainerState(running=False, exit_code=1))
-            ready_after = self._ready_after(c)
+            ready_after = 0.0 if state.probed else self._ready_after(c)
             ready = state.running and state.ready and elapsed >= ready_after
-            if state.running and not ready:
+            if state.running and not ready and not state.probed:
                 waits.append(max(ready_after - elapsed, 0.05))
             statuses.append(self._container_status(c, state, ready, record))
         all_done = all(not s.running for s in states.values()) and states
@@ -206,8 +262,9 @@ class Kubelet(Controller):
             phase = "Failed" if failed else "Succeeded"
         else:
             phase = "Running"
-            if pod["spec"].get("restartPolicy", "Always") != "Always":
-                waits.append(0.2)
+            if pod["spec"].get("restartPolicy", "Always") != "Always" or not getattr(
+                    self.runtimes[record.runtime], "exit_notices", True):
+                waits.append(0.2 if policy != "Always" else 1.0)
         ready = phase == "Running" and all(s["ready"] for s in statuses)
         self._write_status(pod, phase, statuses, ready, record)
         return min(waits) if waits else None
@@ -246,7 +303,8 @@ class Kubelet(Controller):
         status = {"name": c["name"], "image": c.get("image", ""),
                   "imageID": f"{c.get('image', '')}@sha256:{'0' * 64}",
                   "containerID": f"cri-o://{abs(hash((c['name'], state.started_at))):x}",
-                  "ready": ready, "restartCount": record.restarts, "started": state.running,
+                  "ready": ready, "restartCount": record.restarts,
+                  "started": state.running and state.started,
                   "state": current}
         if record.last_state and c["name"] in record.last_state:
             status["lastState"] = record.last_state[c["name"]]
@@ -275,10 +333,9 @@ class Kubelet(Controller):
         status.update(phase=phase, conditions=conditions, containerStatuses=statuses,
                       hostIP=self._node_ip(pod["spec"]["nodeName"]),
                       startTime=status.get("startTime") or clock.now())
-        if started and "podIP" not in status:
-            self._ips += 1
-            status["podIP"] = f"10.128.{self._ips // 250 % 250}.{self._ips % 250 + 2}"
-            status["podIPs"] = [{"ip": status["podIP"]}]
+        if started and record is not None and record.ip:
+            status["podIP"] = record.ip
+            status["podIPs"] = [{"ip": record.ip}]
         self.set_status("", "pods", pod, status)
 
     def _node_ip(self, node: str) -> str:

@@ -14,7 +14,15 @@ How a container becomes a process:
   after ``--opt=``) is rewritten to the local directory the kubelet mapped it to
   (``pod_mounts``), longest mount path first. ``workingDir`` likewise;
 - env: ``value``, ``secretKeyRef``, ``configMapKeyRef`` and ``fieldRef``
-  (``metadata.name``, ``metadata.namespace``, ``status.podIP``, ``spec.nodeName``);
+  (``metadata.name``, ``metadata.namespace``, ``status.podIP``, ``status.podIPs``,
+  ``status.hostIP``, ``spec.nodeName``, ``spec.serviceAccountName``);
+- network (pod_network.py): the pod IP is a loopback address of its own, set by the
+  kubelet before start; ``0.0.0.0`` becomes the pod IP and Service DNS names the IP of a
+  pod they select, in arguments and environment values (``unresolved`` names the
+  Services that have no such pod yet: the kubelet waits);
+- probes (probes.py): startup, readiness and liveness probes run for real against the
+  pod IP; ``poll`` reports their readiness, and a probe that gives up kills the
+  container (SIGTERM, SIGKILL after the grace period) so the kubelet restarts it;
 - output goes to a log file per container, served as ``pods/log``; the exit code is the
   container's; stop sends SIGTERM to the process group and SIGKILL after the pod's
   grace period.
@@ -22,6 +30,7 @@ How a container becomes a process:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -34,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from ..apiserver import clock
+from .pod_network import ServiceResolver, Target, rewrite, rewrite_env
+from .probes import PodProber
 from .runtime import ContainerState, pod_dir
 
 PROCESS_IMAGES = ("gpu-stack-runtime", "ray-vllm")
@@ -70,11 +81,24 @@ def lab_path() -> str:
 class ProcessRuntime:
     """PodRuntime running containers as local processes (see the module docstring)."""
 
-    def __init__(self, home: Path, lookup: Callable[..., dict | None]) -> None:
+    loopback_network = True  # the kubelet gives these pods loopback IPs (pod_network.py)
+
+    def __init__(self, home: Path, lookup: Callable[..., dict | None],
+                 list_: Callable[..., list[dict]] | None = None, time_scale: float = 1.0,
+                 on_change: Callable[[], None] | None = None,
+                 on_event: Callable[[dict, str, str, str], None] | None = None) -> None:
         self.home = home
         self.lookup = lookup  # (group, plural, namespace, name) -> object or None
+        self.resolver = ServiceResolver(lookup, list_ or (lambda *a: []))
+        self.time_scale = time_scale
+        self.on_change = on_change or (lambda: None)  # a probe result changed
+        self.on_event = on_event or (lambda pod, reason, message, kind: None)
         self._procs: dict[str, dict[str, tuple[subprocess.Popen, Path, str]]] = {}
         self._exits: dict[str, dict[str, tuple[int, str]]] = {}
+        self._probers: dict[str, PodProber] = {}
+        self._ending: set[subprocess.Popen] = set()  # stopped, not yet exited
+        self.exit_notices = True  # False: the kubelet must poll for exits
+        self._closing = False
         self.mounts: dict[str, dict[str, dict[str, Path]]] = {}
 
     # --- env ------------------------------------------------------------------------------
@@ -92,21 +116,43 @@ class ProcessRuntime:
                     return None
                 return base64.b64decode(raw).decode() if plural == "secrets" else str(raw)
         field = (source.get("fieldRef") or {}).get("fieldPath", "")
+        status = pod.get("status") or {}
+        ip = status.get("podIP", "127.0.0.1")
         values = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": ns,
-                  "status.podIP": (pod.get("status") or {}).get("podIP", "127.0.0.1"),
-                  "spec.nodeName": pod["spec"].get("nodeName", "")}
+                  "metadata.uid": pod["metadata"].get("uid", ""),
+                  "status.podIP": ip, "status.podIPs": ip,
+                  "status.hostIP": status.get("hostIP", "127.0.0.1"),
+                  "spec.nodeName": pod["spec"].get("nodeName", ""),
+                  "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "")}
         return values.get(field)
 
     def environment(self, pod: dict[str, Any], container: dict[str, Any],
-                    mounts: dict[str, Path]) -> dict[str, str]:
+                    mounts: dict[str, Path],
+                    targets: dict[tuple[str, str], Target] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
         env["PATH"] = lab_path()
         env["HOSTNAME"] = pod["metadata"]["name"]
+        ip = (pod.get("status") or {}).get("podIP", "127.0.0.1")
         for item in container.get("env") or []:
             value = self._env_value(pod, item)
             if value is not None:
-                env[item["name"]] = map_path(value, mounts)
+                env[item["name"]] = rewrite_env(map_path(value, mounts), ip, targets or {})
         return env
+
+    # --- network --------------------------------------------------------------------------
+    def _texts(self, pod: dict[str, Any]) -> list[str]:
+        """Every argument and environment value of the pod's containers."""
+        texts: list[str] = []
+        for container in pod["spec"].get("containers") or []:
+            texts += [str(a) for a in (container.get("command") or [])
+                      + (container.get("args") or [])]
+            texts += [v for item in container.get("env") or []
+                      if (v := self._env_value(pod, item)) is not None]
+        return texts
+
+    def unresolved(self, pod: dict[str, Any]) -> list[str]:
+        """The Service names the pod uses that no running pod stands for yet."""
+        return self.resolver.resolve(pod, self._texts(pod))[1]
 
     # --- PodRuntime -----------------------------------------------------------------------
     def start(self, pod: dict[str, Any], mounts: dict[str, dict[str, Path]]) -> None:
@@ -115,11 +161,13 @@ class ProcessRuntime:
         base.mkdir(parents=True, exist_ok=True)
         self.mounts[uid] = mounts
         procs = self._procs.setdefault(uid, {})
+        ip = (pod.get("status") or {}).get("podIP", "127.0.0.1")
+        targets = self.resolver.resolve(pod, self._texts(pod))[0]
         for container in pod["spec"].get("containers") or []:
             name = container["name"]
             own = mounts.get(name, {})
-            argv = [map_path(a, own) for a in (container.get("command") or [])
-                    + (container.get("args") or [])]
+            argv = [rewrite(map_path(a, own), ip, targets) for a in
+                    (container.get("command") or []) + (container.get("args") or [])]
             log_path = base / f"{name}.log"
             if not argv:
                 log_path.write_text("gpu-lab: container without command; nothing to run\n")
@@ -131,13 +179,92 @@ class ProcessRuntime:
                 try:
                     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=cwd,
-                                            env=self.environment(pod, container, own),
+                                            env=self.environment(pod, container, own,
+                                                                 targets),
                                             start_new_session=True)
                 except OSError as exc:
                     log.write(f"gpu-lab: cannot start {argv[0]}: {exc}\n".encode())
                     self._exits.setdefault(uid, {})[name] = (127, clock.now())
                     continue
             procs[name] = (proc, log_path, clock.now())
+            self._notify_exit(proc)
+        self._start_probes(pod, ip)
+
+    def _notify_exit(self, proc: subprocess.Popen) -> None:
+        """Wake the kubelet when the process exits (a pidfd on the server's loop; where
+        there is none, the kubelet polls process pods every second)."""
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(proc.pid)
+        except (RuntimeError, AttributeError, OSError):
+            self.exit_notices = False
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self.on_change()
+
+        loop.add_reader(fd, exited)
+
+    def _start_probes(self, pod: dict[str, Any], ip: str) -> None:
+        uid = pod["metadata"]["uid"]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not on the server's loop (a unit test): no probes
+            return
+        ref = {k: pod[k] for k in ("apiVersion", "kind") if k in pod} | {
+            "metadata": {k: pod["metadata"].get(k) for k in ("name", "namespace", "uid")}}
+
+        def alive(name: str) -> bool:
+            entry = self._procs.get(uid, {}).get(name)
+            return entry is not None and entry[0].poll() is None
+
+        def kill(name: str, message: str) -> None:
+            self.on_event(ref, "Killing", message, "Normal")
+            self._terminate(uid, float(pod["spec"].get("terminationGracePeriodSeconds", 30)))
+
+        self._probers[uid] = PodProber(
+            [c for c in pod["spec"].get("containers") or [] if c["name"] in self._procs[uid]],
+            ip, self.time_scale, alive, self.on_change,
+            lambda reason, message: self.on_event(ref, reason, message, "Warning"), kill)
+
+    def _terminate(self, uid: str, grace: float) -> None:
+        """SIGTERM the pod's processes now, SIGKILL those left after the grace period
+        (without waiting: the kubelet sees them exit through ``poll``)."""
+        self._end([p for p, _log, _started in self._procs.get(uid, {}).values()], grace)
+
+    def _end(self, procs: list[subprocess.Popen], grace: float) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` (at most 10 s). On the server's loop the
+        waiting happens in the background; elsewhere it blocks."""
+        procs = [p for p in procs if p.poll() is None]
+        for proc in procs:
+            _signal_group(proc, signal.SIGTERM)
+        if not procs:
+            return
+        deadline = time.monotonic() + min(grace, 10.0)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self._closing:
+            _wait_or_kill(procs, deadline)
+            return
+        self._ending.update(procs)
+
+        def reap() -> None:
+            left = [p for p in procs if p.poll() is None]
+            for proc in procs:
+                if proc not in left and proc in self._ending:
+                    self._ending.discard(proc)
+                    _signal_group(proc, signal.SIGKILL)  # what is left of the container
+            if left and time.monotonic() >= deadline:
+                for proc in left:
+                    _signal_group(proc, signal.SIGKILL)
+            if left:
+                loop.call_later(0.1, reap)
+
+        loop.call_later(0.05, reap)
 
     def poll(self, pod: dict[str, Any]) -> dict[str, ContainerState]:
         uid = pod["metadata"]["uid"]
@@ -156,9 +283,15 @@ class ProcessRuntime:
                 continue
             proc, _log, started = entry
             code = proc.poll()
+            probes = self._probers.get(uid)
+            probed = probes.states.get(name) if probes is not None else None
             if code is None:
-                states[name] = ContainerState(running=True, started_at=started)
+                states[name] = ContainerState(
+                    running=True, started_at=started, probed=probed is not None,
+                    ready=probed.ready if probed else True,
+                    started=probed.started if probed else True)
             else:
+                _signal_group(proc, signal.SIGKILL)  # a container ends with its main process
                 exits[name] = (code if code >= 0 else 128 - code, clock.now())
                 states[name] = ContainerState(running=False, exit_code=exits[name][0],
                                               started_at=started, finished_at=exits[name][1])
@@ -167,19 +300,25 @@ class ProcessRuntime:
     def stop(self, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
         grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        prober = self._probers.pop(uid, None)
+        if prober is not None:
+            prober.stop()
         procs = self._procs.pop(uid, {})
-        for proc, _log, _started in procs.values():
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + min(grace, 10.0)
-        for proc, _log, _started in procs.values():
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
+        self._end([p for p, _log, _started in procs.values()], grace)
         self._exits.pop(uid, None)
         self.mounts.pop(uid, None)
+
+    def close(self) -> None:
+        """Stop every pod's processes and wait for them (the lab is going down)."""
+        self._closing = True
+        for prober in self._probers.values():
+            prober.stop()
+        self._probers.clear()
+        procs = [p for entries in self._procs.values() for p, _log, _started in entries.values()]
+        procs += list(self._ending)
+        self._procs.clear()
+        self._ending.clear()
+        self._end(procs, 10.0)
 
     def logs(self, pod: dict[str, Any], container: str) -> str:
         path = pod_dir(self.home, pod) / f"{container}.log"
@@ -189,6 +328,14 @@ class ProcessRuntime:
         from .exec_ws import serve_exec
 
         return await serve_exec(request, pod, self.mounts.get(pod["metadata"]["uid"], {}))
+
+
+def _wait_or_kill(procs: list[subprocess.Popen], deadline: float) -> None:
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -34,6 +34,8 @@ class ContainerState:
     started_at: str = field(default_factory=clock.now)
     finished_at: str | None = None
     ready: bool = True  # the runtime's own readiness (a process runtime may probe)
+    started: bool = True  # the startup probe passed (or there is none)
+    probed: bool = False  # ready/started come from real probes: no simulated delay
 
 
 class PodRuntime(Protocol):
