@@ -3,7 +3,8 @@
 - ``up``: start the API server daemon (state in ``$GPU_LAB_HOME``, default ``.lab/``) and,
   when ``gpu_lab.vsphere`` is present, the vSphere simulator; wait until both answer.
   Kubeconfig: ``$GPU_LAB_HOME/kubeconfig`` (contexts ``lab-admin``, ``lab-reader``).
-- ``status``: what runs, versions, object counts, where GPUs come from.
+- ``status``: what runs (API server and router URLs), versions, object counts, where
+  GPUs come from. The router's URL and CA are also in ``$GPU_LAB_HOME/router.json``.
 - ``down``: stop both by PID; the state stays on disk for the next ``up``.
 - ``reset``: ``down`` and forget the cluster's state (objects, catalog changes, volumes).
 - ``fault``: make the next N matching API requests fail (409/429/500/503/504).
@@ -88,7 +89,8 @@ def _vsphere_down() -> str:
 # --- commands ---------------------------------------------------------------------------------
 def up(args: argparse.Namespace) -> int:
     settings = LabSettings.load(args.home, ocp_version=args.ocp_version, workers=args.workers,
-                                time_scale=args.time_scale, port=args.port)
+                                time_scale=args.time_scale, port=args.port,
+                                router_port=args.router_port)
     started = time.monotonic()
     if not args.no_vsphere:
         print(_vsphere_up(settings))
@@ -113,6 +115,9 @@ def up(args: argparse.Namespace) -> int:
     settings = LabSettings.load(args.home)
     print(f"API server: {line[6:]} (pid {proc.pid})")
     print(f"kubeconfig: {settings.kubeconfig}  (export KUBECONFIG=...)")
+    with contextlib.suppress(OSError, ValueError):
+        router = json.loads(settings.router_file.read_text())
+        print(f"router: {router['url']} (CA {router['ca']}; Host: <route host>)")
     print(f"ready in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -128,6 +133,9 @@ def status(args: argparse.Namespace) -> int:
         print(f"API server: {info['url']} (pid {pid}), OpenShift {info['openshiftVersion']} "
               f"(Kubernetes {info['kubernetesVersion']})")
         print(f"kubeconfig: {info['kubeconfig']}")
+        if info.get("router"):
+            print(f"router: {info['router']} (CA {info['routerCA']}; send the route's host "
+                  "in the Host header)")
         print(f"upstream CRDs: {info['crds']}")
         print(f"GPUs: {info['gpuInventory']}")
         print(f"objects: {json.dumps(info['objects'])}")
@@ -197,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker nodes (and vSphere hosts)")
     p.add_argument("--time-scale", type=float, help="factor on simulated delays")
     p.add_argument("--port", type=int, help="API server port (default: a free one, kept)")
+    p.add_argument("--router-port", type=int,
+                   help="router (HTTPS) port (default: a free one, kept)")
     p.add_argument("--no-vsphere", action="store_true", help="do not start the simulator")
     p.set_defaults(func=up)
     sub.add_parser("status", help="show what runs").set_defaults(func=status)

@@ -7,6 +7,7 @@
 - ``GPU_LAB_CACHE``: where parsed CRDs are cached (default ``$GPU_LAB_HOME/k8s/crd-cache``).
 - ``GPU_LAB_TIME_SCALE``: factor on simulated delays (probes, pulls, installs); 1.0 is
   real seconds, tests use less.
+- ``GPU_LAB_ROUTER_PORT``: the router's HTTPS port (default: a free one, then kept).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _KUBE_FOR_OCP = {14: "1.27.16", 15: "1.28.15", 16: "1.29.14", 17: "1.30.13", 18:
 
 
 _ENV = {"ocp_version": "GPU_LAB_OCP_VERSION", "workers": "GPU_LAB_WORKERS",
-        "time_scale": "GPU_LAB_TIME_SCALE"}
+        "time_scale": "GPU_LAB_TIME_SCALE", "router_port": "GPU_LAB_ROUTER_PORT"}
 
 
 def default_home() -> Path:
@@ -55,6 +56,8 @@ class LabSettings:
     time_scale: float = field(
         default_factory=lambda: float(os.environ.get("GPU_LAB_TIME_SCALE", "1.0")))
     port: int = 0
+    router_port: int = field(
+        default_factory=lambda: int(os.environ.get("GPU_LAB_ROUTER_PORT", "0")))
     cache_dir: Path | None = field(
         default_factory=lambda: Path(os.environ["GPU_LAB_CACHE"])
         if os.environ.get("GPU_LAB_CACHE") else None)
@@ -81,6 +84,11 @@ class LabSettings:
     def crd_cache(self) -> Path:
         """Parsed upstream CRDs (shareable between labs: keyed by file size and mtime)."""
         return self.cache_dir or self.k8s_dir / "crd-cache"
+
+    @property
+    def router_file(self) -> Path:
+        """``{"url", "ca", "appsDomain"}`` of the running router (router.py)."""
+        return self.home / "router.json"
 
     @property
     def kubeconfig(self) -> Path:

@@ -1,6 +1,7 @@
 """The lab's own admin API under ``/lab/`` (admin token only).
 
-- ``GET /lab/status``: what runs (versions, object counts, GPU inventory, CRD source).
+- ``GET /lab/status``: what runs (URLs of the API server and the router, versions,
+  object counts, GPU inventory, CRD source).
 - ``GET|POST|DELETE /lab/faults``: list, add (``{"verb", "resource", "code", "count",
   "namespace", "name", "retryAfter"}``) or clear injected faults.
 Controllers add their own routes (``/lab/olm/...``) through ``HttpApi.lab_routes``.
@@ -23,6 +24,8 @@ def status(server: LabServer) -> dict[str, Any]:
     inventory = server.gpu_inventory
     return {
         "url": server.url,
+        "router": server.router_url,
+        "routerCA": server.router_ca if server.router_url else None,
         "pid": os.getpid(),
         "kubeconfig": server.kubeconfig,
         "openshiftVersion": server.settings.ocp_version,

@@ -58,6 +58,7 @@ class LabServer:
         self.http = HttpApi(self.service, self.registry, self.auth, self.faults,
                             settings.kube_version)
         self.controllers: Any = None
+        self.router: Any = None
         labapi.register(self)
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -70,6 +71,16 @@ class LabServer:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def router_url(self) -> str | None:
+        """``https://127.0.0.1:PORT`` of the lab's router (None without controllers)."""
+        return self.router.url if self.router is not None else None
+
+    @property
+    def router_ca(self) -> str:
+        """The CA file that verifies the router's (and the API server's) certificate."""
+        return str(self.settings.k8s_dir / "ca.crt")
 
     @property
     def kubeconfig(self) -> str:
@@ -114,6 +125,11 @@ class LabServer:
         sock = self._bind()
         self.http.server_address = f"127.0.0.1:{self.port}"
         self.settings.port = self.port
+        if self.with_controllers:
+            from ..router import Router
+
+            self.router = Router(self)
+            await self.router.start()
         self.settings.save()
         write_kubeconfig(self.settings.kubeconfig, self.url, ca, self.auth.admin_token,
                          self.auth.reader_token)
@@ -135,6 +151,8 @@ class LabServer:
                 self.store.save()
 
     async def shutdown(self) -> None:
+        if self.router is not None:
+            await self.router.stop()
         if self.controllers is not None:
             await self.controllers.stop()
         for task in self._tasks:
