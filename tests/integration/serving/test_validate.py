@@ -1,0 +1,456 @@
+"""Stage 6 against the real vLLM of the session (``served_model``): llm_endpoint_check,
+llm_load_test and the validate role run through ansible-playbook; results are read back
+independently (vLLM's own answers and Prometheus counters, the report file, a router that
+records what reached it, Ray asked from inside a lab pod)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from serving_procs import free_ports
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+ROUTE_HOST = "llm-llm.apps.lab.test"
+CHECKS = ["health", "models", "completion", "chat", "stream", "auth"]
+
+
+# --- running Ansible ----------------------------------------------------------------------
+def _play(tmp_path: Path, tasks: list, *, extra: tuple = (), json_out: bool = True,
+          vars_file: dict | None = None):
+    """ansible-playbook on localhost with this venv's Python; (rc, task results, output)."""
+    index = len(list(tmp_path.glob("play-*.yml")))
+    playbook = tmp_path / f"play-{index}.yml"
+    playbook.write_text(yaml.safe_dump(
+        [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], sort_keys=False))
+    args = list(extra)
+    if vars_file is not None:
+        path = tmp_path / f"vars-{index}.yml"
+        path.write_text(yaml.safe_dump(vars_file))
+        args += ["-e", f"@{path}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_AUTH_", "ANSIBLE_"))}
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1")
+    if json_out:
+        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", "-e",
+           f"ansible_python_interpreter={sys.executable}", str(playbook), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                          check=False, cwd=REPO)
+    results = []
+    if json_out:
+        try:
+            data = json.loads(proc.stdout)
+            results = [t["hosts"]["localhost"] for p in data["plays"] for t in p["tasks"]
+                       if "localhost" in t["hosts"]]
+        except (ValueError, KeyError):
+            results = []
+    return proc.returncode, results, proc.stdout + proc.stderr
+
+
+def _module(tmp_path: Path, name: str, args: dict, **kwargs):
+    rc, results, out = _play(tmp_path, [{"name": name, f"llmops.gpu_stack.{name}": args}],
+                             **kwargs)
+    return rc, (results[0] if results else {}), out
+
+
+def _role(tmp_path: Path, role_vars: dict, *extra: str, json_out: bool = False):
+    # imported (static), so --tags select the role's tasks
+    task = {"name": "validate",
+            "ansible.builtin.import_role": {"name": "llmops.gpu_stack.validate"}}
+    return _play(tmp_path, [task], extra=extra, json_out=json_out, vars_file=role_vars)
+
+
+# --- independent reads of vLLM ------------------------------------------------------------
+def _http(url: str, api_key: str | None = None, body: dict | None = None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _counter(root: str, name: str) -> float:
+    """Sum of a vLLM Prometheus counter over its labels (``/metrics`` needs no key)."""
+    _status, text = _http(f"{root}/metrics")
+    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
+    return sum(float(m.group(2)) for m in pattern.finditer(text))
+
+
+@pytest.fixture(scope="module")
+def endpoint(served_model) -> dict:
+    root = served_model.base_url.removesuffix("/v1")
+    return {"base_url": root, "api_key": served_model.api_key, "model": "tiny",
+            "wait_timeout": 30}
+
+
+# --- llm_endpoint_check ---------------------------------------------------------------------
+def test_every_smoke_check_passes_with_the_api_key(endpoint, tmp_path):
+    rc, result, out = _module(tmp_path, "llm_endpoint_check", {**endpoint, "max_tokens": 12})
+    assert rc == 0, out[-3000:]
+    assert result["changed"] is False
+    assert [c["name"] for c in result["checks"]] == CHECKS
+    assert all(c["ok"] for c in result["checks"]), result["checks"]
+    by_name = {c["name"]: c for c in result["checks"]}
+    assert by_name["auth"]["status"] == 401 and not by_name["auth"].get("skipped")
+    assert 0 < by_name["completion"]["completion_tokens"] <= 12
+    assert by_name["stream"]["chunks"] >= 2 and by_name["stream"]["done"] is True
+    assert result["api_url"] == endpoint["base_url"] + "/v1"
+    # vLLM itself: the same greedy completion, and the model list
+    status, body = _http(f"{endpoint['base_url']}/v1/completions", endpoint["api_key"],
+                         {"model": "tiny", "prompt": "The capital of France is",
+                          "max_tokens": 12, "temperature": 0})
+    assert status == 200
+    assert result["sample_completion"] == json.loads(body)["choices"][0]["text"]
+    assert by_name["stream"]["text"] == result["sample_completion"]
+    _status, models = _http(f"{endpoint['base_url']}/v1/models", endpoint["api_key"])
+    assert result["served_models"] == [m["id"] for m in json.loads(models)["data"]]
+
+
+def test_a_wrong_api_key_is_refused_with_401(endpoint, tmp_path):
+    rc, result, out = _module(tmp_path, "llm_endpoint_check",
+                              {**endpoint, "api_key": "not-the-key"})
+    assert rc != 0, out[-3000:]
+    assert "endpoint check 'models' failed" in result["msg"]
+    assert "HTTP 401" in result["msg"] and result["status"] == 401
+    assert [(c["name"], c["ok"]) for c in result["checks"]] == [("health", True),
+                                                                ("models", False)]
+    # and vLLM does refuse that key
+    assert _http(f"{endpoint['base_url']}/v1/models", "not-the-key")[0] == 401
+
+
+def test_a_wrong_model_name_fails_naming_v1_models(endpoint, tmp_path):
+    rc, result, out = _module(tmp_path, "llm_endpoint_check",
+                              {**endpoint, "model": "no-such-model"})
+    assert rc != 0, out[-3000:]
+    assert "GET /v1/models does not list model 'no-such-model' (served: tiny)" in result["msg"]
+    assert result["check"] == "models" and result["served"] == ["tiny"]
+
+
+def test_an_unreachable_endpoint_is_retried_until_wait_timeout(tmp_path):
+    (port,) = free_ports(1)
+    start = time.monotonic()
+    rc, result, out = _module(tmp_path, "llm_endpoint_check", {
+        "base_url": f"http://127.0.0.1:{port}", "model": "tiny", "wait_timeout": 4})
+    elapsed = time.monotonic() - start
+    assert rc != 0, out[-3000:]
+    assert result["msg"].startswith("endpoint check 'health' failed: timed out after 4s")
+    assert "cannot connect" in result["msg"]
+    assert 4 <= elapsed < 60
+
+
+# --- through a TLS router that routes by Host -----------------------------------------------
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for ROUTE_HOST only (not for 127.0.0.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("validate-test-ca"))
+          .issuer_name(name("validate-test-ca")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(name(ROUTE_HOST)).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(ROUTE_HOST)]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.crt", directory / "router.crt", directory / "router.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class HostRouter:
+    """An edge-TLS reverse proxy like an OpenShift router: serves ROUTE_HOST only, answers
+    503 "Application is not available" to any other host and to the next ``unready``
+    requests (a Route without ready endpoints yet), and streams responses through.
+    Records the Host headers and TLS server names it saw, and the 503s it sent."""
+
+    def __init__(self, backend: str, directory: Path):
+        self.backend = backend
+        self.ca, crt, key = _certificates(directory)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(crt, key)
+        self.context.sni_callback = lambda _sock, server_name, _ctx: self.sni.append(server_name)
+        self.hosts: list[str] = []
+        self.sni: list[str | None] = []
+        self.unready = 0
+        self.refused = 0
+        (self.port,) = free_ports(1)
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        self.hosts.append(request.headers.get("Host", ""))
+        if request.headers.get("Host") != ROUTE_HOST or self.unready > 0:
+            self.unready = max(0, self.unready - 1)
+            self.refused += 1
+            return web.Response(status=503, text="Application is not available")
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with self._session.request(request.method, self.backend + request.path_qs,
+                                         headers=headers, data=await request.read()) as up:
+            response = web.StreamResponse(status=up.status, headers={
+                k: v for k, v in up.headers.items() if k.lower() == "content-type"})
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def _start(self):
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.context).start()
+
+    async def _stop(self):
+        await self._runner.cleanup()
+        await self._session.close()
+
+    def start(self):
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self
+
+    def stop(self):
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def router(endpoint, tmp_path_factory):
+    proxy = HostRouter(endpoint["base_url"], tmp_path_factory.mktemp("router")).start()
+    yield proxy
+    proxy.stop()
+
+
+def test_through_a_router_with_host_header_and_ca(endpoint, router, tmp_path):
+    args = {**endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
+            "ca_path": str(router.ca), "wait_timeout": 60, "max_tokens": 4}
+    router.hosts.clear()
+    router.sni.clear()
+    router.refused, router.unready = 0, 3  # the Route serves after three 503s
+    rc, result, out = _module(tmp_path, "llm_endpoint_check", args)
+    assert rc == 0, out[-3000:]
+    assert all(c["ok"] for c in result["checks"]) and len(result["checks"]) == 6
+    health = result["checks"][0]
+    assert router.refused == 3 and health["waited_s"] >= 2  # 1 s + 1.5 s between tries
+    assert router.hosts.count(ROUTE_HOST) >= 9 and set(router.hosts) == {ROUTE_HOST}
+    assert router.sni and set(router.sni) == {ROUTE_HOST}
+
+
+@pytest.mark.parametrize(("drop", "why"), [("ca_path", "system trust store"),
+                                           ("host_header", "certificate lacks 127.0.0.1")])
+def test_tls_failures_are_not_retried(endpoint, router, tmp_path, drop, why):
+    args = {**endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
+            "ca_path": str(router.ca), "wait_timeout": 60}
+    args.pop(drop)
+    router.unready = 0
+    start = time.monotonic()
+    rc, result, out = _module(tmp_path, "llm_endpoint_check", args)
+    assert rc != 0, f"{why}: {out[-3000:]}"
+    assert "endpoint check 'health' failed: GET /health: TLS verification failed" in result["msg"]
+    assert result["tls"] is True
+    assert time.monotonic() - start < 40  # failed at once, not after wait_timeout
+
+
+# --- llm_load_test --------------------------------------------------------------------------
+def test_load_test_report_matches_its_requests(endpoint, tmp_path):
+    out_dir = tmp_path / "out" / "new"  # created by the module
+    tokens_before = _counter(endpoint["base_url"], "vllm:generation_tokens_total")
+    requests_before = _counter(endpoint["base_url"], "vllm:request_success_total")
+    rc, result, out = _module(tmp_path, "llm_load_test", {
+        **endpoint, "requests": 12, "concurrency": 3, "max_tokens": 16,
+        "report_path": str(out_dir / "load.json"), "chart_path": str(out_dir / "load.png")})
+    assert rc == 0, out[-3000:]
+    assert result["changed"] is True
+    report = json.loads((out_dir / "load.json").read_text())
+    results = report["results"]
+    assert [r["index"] for r in results] == list(range(12))
+    assert all(r["ok"] and r["status"] == 200 for r in results)
+    assert all(r["completion_tokens"] > 0 and r["tokens_source"] == "usage" for r in results)
+    assert all(0 < r["ttft_ms"] < r["latency_ms"] for r in results)
+    # vLLM's own counters saw exactly these requests and tokens
+    assert _counter(endpoint["base_url"], "vllm:request_success_total") - requests_before == 12
+    assert (_counter(endpoint["base_url"], "vllm:generation_tokens_total") - tokens_before
+            == report["output_tokens"] == sum(r["completion_tokens"] for r in results))
+    # percentiles recomputed independently (inclusive quantiles = linear interpolation)
+    for key, field in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms")):
+        values = [r[field] for r in results]
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        for q in (50, 95, 99):
+            assert report[key][f"p{q}"] == pytest.approx(cuts[q - 1], abs=0.002)
+        assert report[key]["max"] == pytest.approx(max(values), abs=0.002)
+    assert report["counts"] == {"total": 12, "ok": 12, "failed": 0}
+    assert report["requests_per_s"] == pytest.approx(12 / report["duration_s"], rel=0.01)
+    assert report["settings"]["concurrency"] == 3 and "api_key" not in json.dumps(report)
+    assert dt.datetime.fromisoformat(report["finished"]) > dt.datetime.fromisoformat(
+        report["started"])
+    summary = {k: v for k, v in report.items() if k != "results"}
+    assert {k: v for k, v in result["summary"].items() if k != "line"} == summary
+    png = (out_dir / "load.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert len(png) > 20_000
+
+
+def test_load_test_fails_above_the_error_rate(endpoint, tmp_path):
+    rc, result, out = _module(tmp_path, "llm_load_test", {
+        **endpoint, "api_key": "not-the-key", "requests": 3, "concurrency": 3,
+        "report_path": str(tmp_path / "load.json"), "wait_timeout": 5})
+    assert rc != 0, out[-3000:]
+    assert "3 of 3 requests failed" in result["msg"] and "HTTP 401" in result["msg"]
+    report = json.loads((tmp_path / "load.json").read_text())  # written before failing
+    assert [r["status"] for r in report["results"]] == [401, 401, 401]
+
+
+def test_check_mode_sends_no_load_and_writes_nothing(endpoint, tmp_path):
+    before = _counter(endpoint["base_url"], "vllm:request_success_total")
+    out_dir = tmp_path / "reports"
+    rc, result, out = _module(tmp_path, "llm_load_test", {
+        **endpoint, "requests": 5, "report_path": str(out_dir / "load.json"),
+        "chart_path": str(out_dir / "load.png")}, extra=("--check",))
+    assert rc == 0, out[-3000:]
+    assert result["summary"] == {} and result["changed"] is True
+    assert "check mode" in result["msg"]
+    assert not out_dir.exists()
+    # the role in check mode: the smoke test's three generations, no load
+    rc, _results, out = _role(tmp_path, {
+        "validate_base_url": endpoint["base_url"], "validate_api_key": endpoint["api_key"],
+        "validate_model": "tiny", "validate_gpu_check": False,
+        "validate_report_dir": str(out_dir)}, "--check")
+    assert rc == 0, out[-3000:]
+    assert "load test: not run" in out and "smoke: health, models, completion" in out
+    assert not out_dir.exists()
+    assert _counter(endpoint["base_url"], "vllm:request_success_total") - before == 3
+
+
+def test_the_role_and_no_api_key_in_verbose_output(endpoint, router, tmp_path):
+    key = endpoint["api_key"]
+    router.unready = 0
+    report_dir = tmp_path / "report"
+    role_vars = {"validate_base_url": router.url, "validate_host_header": ROUTE_HOST,
+                 "validate_ca_path": str(router.ca), "validate_api_key": key,
+                 "validate_model": "tiny", "validate_gpu_check": False,
+                 "validate_requests": 4, "validate_concurrency": 2, "validate_max_tokens": 8,
+                 "validate_report_dir": str(report_dir)}
+    rc, _results, out = _role(tmp_path, role_vars, "-vvv")
+    assert rc == 0, out[-3000:]
+    assert "4/4 ok at concurrency 2" in out and "load-test.png" in out
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in out  # -vvv did print the arguments
+    assert key not in out
+    assert key not in (report_dir / "load-test.json").read_text()
+    # a failing run (wrong model) prints its arguments and errors too: still no key
+    rc, _results, out = _role(tmp_path, {**role_vars, "validate_model": "other"}, "-vvv")
+    assert rc != 0 and "does not list model 'other'" in out
+    assert key not in out
+    # only the smoke test under its tag: no new report
+    (report_dir / "load-test.json").unlink()
+    rc, _results, out = _role(tmp_path, role_vars, "--tags", "smoke")
+    assert rc == 0, out[-3000:]
+    assert not (report_dir / "load-test.json").exists()
+
+
+# --- the GPU check: Ray asked from inside a lab pod -----------------------------------------
+def _pod(name: str, node_type: str, gpus: int, command: list | None = None) -> dict:
+    container = {"name": f"ray-{node_type}", "image": "quay.io/llmops/ray-vllm:0.1.0"}
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    if command:
+        container["command"] = command  # a process pod: pods/exec runs commands locally
+    return {"metadata": {"name": name, "labels": {
+                "app.kubernetes.io/instance": "llm", "ray.io/cluster": "llm-0",
+                "ray.io/node-type": node_type}},
+            "spec": {"nodeName": "ocp-worker-0", "containers": [container]}}
+
+
+def _wait_running(core, namespace: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = core.list_namespaced_pod(namespace).items
+        if len(pods) == count and all(p.status.phase == "Running" for p in pods):
+            return
+        time.sleep(0.5)
+    raise AssertionError([(p.metadata.name, p.status.phase) for p in pods])
+
+
+def test_gpu_check_asks_ray_inside_the_head_pod(served_model, endpoint, k8s_lab_factory,
+                                                 tmp_path):
+    from kubernetes import client, config
+
+    lab = k8s_lab_factory(workers=2)
+    core = client.CoreV1Api(config.new_client_from_config(lab.kubeconfig, context="lab-admin"))
+    core.create_namespace({"metadata": {"name": "llm"}})
+    # the session's Ray cluster: head with 1 GPU, worker with 1 GPU (serving conftest)
+    core.create_namespaced_pod("llm", _pod("llm-0-head", "head", 1, ["sleep", "900"]))
+    core.create_namespaced_pod("llm", _pod("llm-0-worker-0", "worker", 1, ["sleep", "900"]))
+    _wait_running(core, "llm", 2)
+    defaults = yaml.safe_load((REPO / "roles/validate/defaults/main.yml").read_text())
+    # pods/exec in the lab passes no pod environment; a KubeRay head has RAY_ADDRESS set
+    command = f"env RAY_ADDRESS={served_model.ray_address} {defaults['validate_gpu_command']}"
+    role_vars = {"validate_base_url": endpoint["base_url"], "validate_model": "tiny",
+                 "validate_k8s_auth": {"kubeconfig": lab.kubeconfig, "context": "lab-admin"},
+                 "validate_gpu_command": command}
+    rc, _results, out = _role(tmp_path, role_vars, "--tags", "gpu")
+    assert rc == 0, out[-4000:]
+    assert "Ray cluster llm-0: 2 GPUs, as given" in out
+    assert "GPUs: Ray cluster llm-0: 2 GPUs, as given" in out
+
+    # one more worker pod with a GPU Ray does not have: 3 given, Ray reports 2
+    core.create_namespaced_pod("llm", _pod("llm-0-worker-1", "worker", 1))
+    _wait_running(core, "llm", 3)
+    rc, _results, out = _role(tmp_path, role_vars, "--tags", "gpu")
+    assert rc != 0
+    assert 'Ray cluster llm-0: the pods are given 3 nvidia.com/gpu but llm-0-head reports "2"' \
+        in out
+
+    # per pod (as with nvidia-smi): every pod with GPUs is asked for its own count
+    rc, _results, out = _role(tmp_path, {**role_vars, "validate_gpu_scope": "pod",
+                                         "validate_gpu_command": "sh -c 'echo 1'"},
+                              "--tags", "gpu")
+    assert rc != 0  # llm-0-worker-1 is not a process pod: exec fails there
+    assert "pod llm-0-head: 1 GPUs, as given" in out
+    assert "pod llm-0-worker-0: 1 GPUs, as given" in out
+    assert "pod llm-0-worker-1: the pods are given 1 nvidia.com/gpu but llm-0-worker-1" in out
