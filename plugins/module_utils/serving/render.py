@@ -34,6 +34,8 @@ _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _IMAGE = re.compile(r"^[^\s@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 _LAUNCHER_FLAGS = {"--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len",
                    "--gpu-memory-utilization"}
+# Chosen by the launcher itself (Ray in production, mp under the lab override).
+_LAUNCHER_OWNS = {"--distributed-executor-backend"}
 SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -51,23 +53,52 @@ def validate(name: str, image: str, served_model_name: str) -> None:
                                 "letters, digits and . _ / - (it is part of the API's URLs)")
 
 
-def _launcher_args(plan: dict) -> tuple[list[str], list[str]]:
-    """Split the plan's vLLM arguments into the launcher's own options and the rest."""
-    own, rest, args = [], [], list(plan["vllm_args"])
+_PLAN_KEYS = ("tensor_parallel_size", "pipeline_parallel_size", "vllm_args", "ray_cluster")
+_SHAPE_KEYS = ("clusters", "head_gpus", "worker_groups")
+_TIMEOUT = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")
+
+
+def check_plan(plan: dict) -> dict:
+    """The plan if it has what rendering reads (the serving_plan module's output)."""
+    missing = [k for k in _PLAN_KEYS if k not in (plan or {})]
+    missing += [f"ray_cluster.{k}" for k in _SHAPE_KEYS
+                if k not in ((plan or {}).get("ray_cluster") or {})]
+    if missing:
+        raise InvalidInputError("plan is not a serving_plan result (missing "
+                                f"{', '.join(missing)}): pass the module's 'plan' value")
+    return plan
+
+
+def _check_settings(cfg: dict) -> None:
+    if not _TIMEOUT.match(str(cfg.get("route_timeout", ""))):
+        raise InvalidInputError(f"route_timeout {cfg.get('route_timeout')!r} must be a number "
+                                "with an optional unit (us, ms, s, m, h, d), e.g. 600s")
+    for key in ("head_resources", "worker_resources"):
+        if not (cfg.get(key) or {}).get("memory"):
+            raise InvalidInputError(f"{key} needs a memory request (it is also the limit)")
+
+
+def _launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
+    """Split the plan's vLLM arguments (then ``extra``) into the launcher's own options
+    and the rest; the executor backend is the launcher's call."""
+    own, rest, args = [], [], [*plan["vllm_args"], *extra]
     while args:
         flag = args.pop(0)
         value = args.pop(0) if args and not args[0].startswith("--") else None
+        if flag in _LAUNCHER_OWNS:
+            continue
         target = own if flag in _LAUNCHER_FLAGS else rest
         target += [flag] if value is None else [flag, value]
     return own, rest
 
 
-def _env(head_gpus: int | None) -> list[dict]:
-    env = [{"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-           {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
-           {"name": "GLOO_SOCKET_IFNAME", "value": "eth0"}]
+def _env(head_gpus: int | None, extra: dict) -> list[dict]:
+    """POD_IP from the downward API: the launcher derives VLLM_HOST_IP and the NCCL/Gloo
+    interface from it (the interface holding that address, never a guessed name)."""
+    env = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
     if head_gpus == 0:
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    env += [{"name": k, "value": str(v)} for k, v in sorted(extra.items())]
     return env
 
 
@@ -87,13 +118,20 @@ def _mounts(api_key: bool) -> list[dict]:
     return mounts
 
 
-def _template(labels: dict, container: dict, volumes: list, sa: str,
-              node_selector: dict | None) -> dict:
-    spec = {"serviceAccountName": sa, "containers": [container], "volumes": volumes,
+def _params(params: dict | None) -> dict:
+    """rayStartParams are strings in the CRD."""
+    return {str(k): str(v) for k, v in (params or {}).items()}
+
+
+def _template(labels: dict, container: dict, volumes: list, cfg: dict, gpu_pod: bool) -> dict:
+    spec = {"serviceAccountName": cfg["service_account"], "containers": [container],
+            "volumes": volumes,
             "securityContext": {"runAsNonRoot": True,
                                 "seccompProfile": {"type": "RuntimeDefault"}}}
-    if node_selector:
-        spec["nodeSelector"] = node_selector
+    if gpu_pod and cfg.get("node_selector"):
+        spec["nodeSelector"] = dict(cfg["node_selector"])
+    if gpu_pod and cfg.get("tolerations"):
+        spec["tolerations"] = list(cfg["tolerations"])
     return {"metadata": {"labels": labels,
                          "annotations": {"ray.io/overwrite-container-cmd": "true"}},
             "spec": spec}
@@ -105,7 +143,7 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
     name = f"{cfg['name']}-{index}"
     labels = {"app.kubernetes.io/name": "ray-vllm", "app.kubernetes.io/instance": cfg["name"],
               "app.kubernetes.io/part-of": "llmops-gpu-stack"}
-    own, rest = _launcher_args(plan)
+    own, rest = _launcher_args(plan, list(cfg.get("extra_vllm_args") or []))
     head_args = ["head", "--model-dir", f"{MODEL_MOUNT}/{cfg['model_dir']}",
                  "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
                  "--port", str(API_PORT), *own]
@@ -114,15 +152,21 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
     if rest:
         head_args += ["--", *rest]
     head_gpus = shape["head_gpus"]
+    head_env = dict(cfg.get("env") or {})
+    if cfg.get("lab_override"):
+        head_env["GPU_STACK_LAB_OVERRIDE"] = "1"
     head_resources = {"requests": dict(cfg["head_resources"]),
                       "limits": {"memory": cfg["head_resources"]["memory"]}}
     if head_gpus:
         head_resources["limits"]["nvidia.com/gpu"] = head_gpus
     head = {"name": "ray-head", "image": cfg["image"], "command": ["gpu-stack-launch"],
-            "args": head_args, "env": _env(head_gpus), "resources": head_resources,
-            "ports": [{"name": "gcs", "containerPort": 6379},
-                      {"name": "dashboard", "containerPort": 8265},
-                      {"name": "api", "containerPort": API_PORT}],
+            "args": head_args, "env": _env(head_gpus, head_env), "resources": head_resources,
+            # protocol given: ports are a list map keyed by (containerPort, protocol), and
+            # server-side apply merges before the server defaults it (a rerun would
+            # otherwise add every port a second time)
+            "ports": [{"name": "gcs", "containerPort": 6379, "protocol": "TCP"},
+                      {"name": "dashboard", "containerPort": 8265, "protocol": "TCP"},
+                      {"name": "api", "containerPort": API_PORT, "protocol": "TCP"}],
             "volumeMounts": _mounts(bool(cfg.get("api_key_secret"))),
             "securityContext": SECURITY,
             "readinessProbe": {"httpGet": {"path": "/health", "port": API_PORT},
@@ -133,31 +177,34 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
     groups = []
     for group in shape["worker_groups"]:
         worker = {"name": "ray-worker", "image": cfg["image"], "command": ["gpu-stack-launch"],
-                  "args": ["worker"], "env": _env(None), "securityContext": SECURITY,
+                  "args": ["worker"], "env": _env(None, cfg.get("env") or {}),
+                  "securityContext": SECURITY,
                   "resources": {"requests": dict(cfg["worker_resources"]),
                                 "limits": {"memory": cfg["worker_resources"]["memory"],
                                            "nvidia.com/gpu": group["gpus_per_worker"]}},
                   "volumeMounts": _mounts(False)}
         groups.append({"groupName": group["name"], "replicas": group["replicas"],
                        "minReplicas": group["replicas"], "maxReplicas": group["replicas"],
-                       "rayStartParams": {},
+                       "rayStartParams": _params(cfg.get("worker_ray_params")),
                        "template": _template(labels, worker, _volumes(cfg["pvc"],
                                                                       cfg["shm_size"], None),
-                                             cfg["service_account"], cfg["node_selector"])})
+                                             cfg, gpu_pod=True)})
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": {"name": name, "namespace": cfg["namespace"], "labels": labels},
             "spec": {"rayVersion": cfg["ray_version"], "enableInTreeAutoscaling": False,
-                     "headGroupSpec": {"rayStartParams": {"dashboard-host": "0.0.0.0",
-                                                          "num-gpus": str(head_gpus)},
+                     "headGroupSpec": {"rayStartParams": {
+                         **_params(cfg.get("head_ray_params")), "dashboard-host": "0.0.0.0",
+                         "num-gpus": str(head_gpus)},
                                        "template": _template(
-                                           labels, head, volumes, cfg["service_account"],
-                                           cfg["node_selector"] if head_gpus else None)},
+                                           labels, head, volumes, cfg, gpu_pod=bool(head_gpus))},
                      "workerGroupSpecs": groups}}
 
 
 def manifests(plan: dict, cfg: dict) -> list[dict]:
     """Everything the serving stage applies, in order."""
     validate(cfg["name"], cfg["image"], cfg["served_model_name"])
+    _check_settings(cfg)
+    check_plan(plan)
     ns, name = cfg["namespace"], cfg["name"]
     selector = {"app.kubernetes.io/instance": name, "ray.io/node-type": "head"}
     out = [{"apiVersion": "v1", "kind": "ServiceAccount",
@@ -166,7 +213,8 @@ def manifests(plan: dict, cfg: dict) -> list[dict]:
     out.append({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": ns},
                 "spec": {"selector": selector,
-                         "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT}]}})
+                         "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT,
+                                    "protocol": "TCP"}]}})
     route = {"to": {"kind": "Service", "name": name}, "port": {"targetPort": "api"},
              "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}
     if cfg.get("route_host"):

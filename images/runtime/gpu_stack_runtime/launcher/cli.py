@@ -96,8 +96,12 @@ def run_head(args, environ: Mapping[str, str]) -> int:
         log("warning: no API key (--api-key-file or VLLM_API_KEY): the API is open")
     env = child_env(environ, api_key)
     node_ip = env["VLLM_HOST_IP"]
-    address = args.ray_address or f"{node_ip}:{args.ray_port}"
-    env.setdefault("RAY_ADDRESS", address)  # where vLLM's Ray executor connects
+    # A head this launcher starts listens on the pod address (KubeRay's own
+    # RAY_ADDRESS for a head, 127.0.0.1:port, names the same GCS from inside the pod);
+    # --no-ray-start waits on the cluster at --ray-address.
+    address = (f"{node_ip}:{args.ray_port}" if args.ray_start or not args.ray_address
+               else args.ray_address)
+    env["RAY_ADDRESS"] = address  # where vLLM's Ray executor connects
     ray_cmd = None
     if args.ray_start:
         ray_cmd = ray_start_command("head", environ, port=args.ray_port,

@@ -132,11 +132,13 @@ class RayClusterController(Controller):
         ports = self._ports(rc)
         gcs = ports.get("gcs-server") or ports.get("gcs") or 6379
         start = self._start_command(node_type, group_spec, template, f"{address}:{gcs}")
+        # As KubeRay: a head reaches its own GCS on 127.0.0.1, workers through the service.
+        ray_address = f"127.0.0.1:{gcs}" if node_type == "head" else f"{address}:{gcs}"
         for i, container in enumerate(spec.get("containers") or []):
             env = container.setdefault("env", [])
             known = {e["name"] for e in env}
             extra = [("RAY_CLUSTER_NAME", name), ("RAY_IP", address), ("RAY_PORT", str(gcs)),
-                     ("RAY_ADDRESS", f"{address}:{gcs}"), ("RAY_USAGE_STATS_ENABLED", "0")]
+                     ("RAY_ADDRESS", ray_address), ("RAY_USAGE_STATS_ENABLED", "0")]
             if i == 0:
                 extra.append(("KUBERAY_GEN_RAY_START_CMD", start))
             env.extend({"name": k, "value": v} for k, v in extra if k not in known)

@@ -44,7 +44,11 @@ def test_70b_on_the_reference_site():
     assert args[args.index("--tensor-parallel-size") + 1] == str(plan["tensor_parallel_size"])
     assert args[args.index("--pipeline-parallel-size") + 1] == str(
         plan["pipeline_parallel_size"])
-    assert args[args.index("--") + 1:][:2] == ["--distributed-executor-backend", "ray"]
+    # the executor is the launcher's choice (Ray in production, mp under the lab override)
+    assert "--distributed-executor-backend" not in args
+    assert args[args.index("--") + 1:][:2] == ["--dtype", "bfloat16"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in (
+        head["env"])
     workers = rc["workerGroupSpecs"][0]
     assert workers["replicas"] == plan["nodes_per_replica"]
     worker = workers["template"]["spec"]["containers"][0]
@@ -55,7 +59,7 @@ def test_70b_on_the_reference_site():
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert objs["Service"][0]["spec"]["ports"] == [{"name": "api", "port": 8000,
-                                                    "targetPort": 8000}]
+                                                    "targetPort": 8000, "protocol": "TCP"}]
     assert objs["Route"][0]["spec"]["port"] == {"targetPort": "api"}
     assert objs["Route"][0]["spec"]["tls"]["termination"] == "edge"
 
@@ -83,3 +87,47 @@ def test_digest_pinned_image_is_accepted():
     plan = build_plan({"preset": "llama-3-8b"}, SITE)
     cfg = {**CFG, "image": "quay.io/llmops/ray-vllm@sha256:" + "a" * 64}
     assert _by_kind(manifests(plan, cfg))["RayCluster"]
+
+
+def test_lab_override_extra_args_and_ray_params():
+    plan = build_plan({"preset": "llama-3-70b"}, SITE)
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    cfg = {**CFG, "lab_override": True, "extra_vllm_args": ["--enforce-eager"],
+           "head_ray_params": {"object-store-memory": 100000000},
+           "worker_ray_params": {"object-store-memory": 100000000},
+           "env": {"OMP_NUM_THREADS": 1}, "tolerations": [toleration]}
+    rc = _by_kind(manifests(plan, cfg))["RayCluster"][0]["spec"]
+    head_spec = rc["headGroupSpec"]["template"]["spec"]
+    head = head_spec["containers"][0]
+    assert {"name": "GPU_STACK_LAB_OVERRIDE", "value": "1"} in head["env"]
+    assert {"name": "OMP_NUM_THREADS", "value": "1"} in head["env"]
+    assert head["args"][-1] == "--enforce-eager"
+    assert rc["headGroupSpec"]["rayStartParams"] == {
+        "object-store-memory": "100000000", "dashboard-host": "0.0.0.0", "num-gpus": "0"}
+    worker_group = rc["workerGroupSpecs"][0]
+    worker = worker_group["template"]["spec"]["containers"][0]
+    assert not any(e["name"] == "GPU_STACK_LAB_OVERRIDE" for e in worker["env"])
+    assert worker_group["rayStartParams"] == {"object-store-memory": "100000000"}
+    # the GPU-less head stays off the GPU nodes' selector and tolerations
+    assert "tolerations" not in head_spec and "nodeSelector" not in head_spec
+    assert worker_group["template"]["spec"]["tolerations"] == [toleration]
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    ({}, "missing tensor_parallel_size"),
+    ({"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "vllm_args": [],
+      "ray_cluster": {"clusters": 1}}, "ray_cluster.head_gpus"),
+])
+def test_plans_that_are_not_planner_output_are_refused(plan, message):
+    with pytest.raises(InvalidInputError, match=message):
+        manifests(plan, CFG)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"route_timeout": "ten minutes"}, "route_timeout"),
+    ({"worker_resources": {"cpu": "8"}}, "worker_resources needs a memory"),
+])
+def test_bad_settings(change, message):
+    plan = build_plan({"preset": "llama-3-8b"}, SITE)
+    with pytest.raises(InvalidInputError, match=message):
+        manifests(plan, {**CFG, **change})

@@ -1,0 +1,254 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""The serving stage on a cluster: preflight, apply, wait, endpoint, removal.
+
+API
+---
+``RayVllmDeployment(client, cfg)``, ``cfg`` as ``serving.render`` takes it (name,
+namespace, image, pvc, model_dir, node_selector, ...):
+
+- ``preflight(plan)``: refuses, before any write, a layout needing more GPUs than the
+  selected nodes report allocatable (with the numbers), and a missing model volume.
+- ``ensure_api_key(api_key, check_mode) -> bool``: the API-key Secret; a given key is
+  written, otherwise an existing Secret is kept and a missing one gets a random key.
+  The key never appears in a result or a diff.
+- ``apply(plan, check_mode) -> (changed, diffs)``: every rendered object, server-side
+  apply; RayClusters of replicas the plan no longer has are deleted.
+- ``wait(plan, timeout, progress) -> status``: pods scheduled, workers joined, vLLM
+  healthy (the head's readiness probe on ``/health``), the Route admitted; a head that
+  fails (the launcher's exit codes: bad options, model not ready, GPUs missing) stops
+  the wait at once with the launcher's last log lines.
+- ``endpoint() -> str``: ``https://<route host>``.
+- ``remove(check_mode) -> bool``: everything ``apply`` wrote, and the Secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import has_changed
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+    NotFoundError,
+    OperationFailedError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
+    WaitStatus,
+    wait_for,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import allocatable
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+
+API_KEY_FIELD = "api-key"
+# The launcher's exit codes that no restart can fix (see gpu_stack_runtime.launcher.cli).
+_LAUNCHER_EXITS = {2: "bad options", 3: "model directory not ready", 4: "GPUs missing",
+                   5: "Ray failed"}
+
+
+def _selector(labels: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def _without_status(obj: dict | None) -> dict:
+    return {k: v for k, v in (obj or {}).items() if k != "status"}
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+class RayVllmDeployment:
+    def __init__(self, client, cfg: dict):
+        self.client = client
+        self.cfg = cfg
+        self.ns = cfg["namespace"]
+        self.name = cfg["name"]
+
+    # --- preflight --------------------------------------------------------------------
+    def gpu_slots(self, gpus_per_pod: int) -> tuple[int, list[str]]:
+        """How many pods of ``gpus_per_pod`` GPUs the selected nodes can hold, and a
+        listing of what each node reports."""
+        nodes = self.client.list("v1", "Node",
+                                 label_selector=_selector(self.cfg.get("node_selector")))
+        slots, listing = 0, []
+        for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+            gpus = allocatable(node)
+            listing.append(f"{node['metadata']['name']}={gpus}")
+            slots += gpus // gpus_per_pod if gpus_per_pod else 0
+        return slots, listing
+
+    def preflight(self, plan: dict) -> dict:
+        shape = plan["ray_cluster"]
+        per_pod: dict[int, int] = {}  # GPUs per pod -> pods of that size, all replicas
+        for group in shape["worker_groups"]:
+            per_pod[group["gpus_per_worker"]] = (per_pod.get(group["gpus_per_worker"], 0)
+                                                 + group["replicas"] * shape["clusters"])
+        if shape["head_gpus"]:
+            per_pod[shape["head_gpus"]] = per_pod.get(shape["head_gpus"], 0) + shape["clusters"]
+        needed_gpus = sum(g * n for g, n in per_pod.items())
+        report = {"gpus_needed": needed_gpus, "nodes": []}
+        for gpus_per_pod, want in sorted(per_pod.items()):
+            slots, listing = self.gpu_slots(gpus_per_pod)
+            report["nodes"] = listing
+            if slots < want:
+                raise InvalidInputError(
+                    f"the layout needs {needed_gpus} GPUs ({shape['clusters']} replica(s) of "
+                    f"TP {plan['tensor_parallel_size']} x PP {plan['pipeline_parallel_size']}):"
+                    f" {want} pod(s) with {gpus_per_pod} nvidia.com/gpu each, but the nodes "
+                    f"selected by '{_selector(self.cfg.get('node_selector')) or '(all)'}' can "
+                    f"hold {slots} (allocatable: {', '.join(listing) or 'no nodes'})",
+                    gpus_needed=needed_gpus, pods_needed=want, pods_possible=slots)
+        pvc = self.client.get("v1", "PersistentVolumeClaim", self.cfg["pvc"], self.ns)
+        if pvc is None:
+            raise InvalidInputError(
+                f"the model volume {self.ns}/{self.cfg['pvc']} does not exist: stage the "
+                "model first (role llmops.gpu_stack.model_storage)")
+        modes = (pvc.get("spec") or {}).get("accessModes") or []
+        if "ReadWriteMany" not in modes and "ReadOnlyMany" not in modes:
+            raise InvalidInputError(
+                f"the model volume {self.ns}/{self.cfg['pvc']} is {', '.join(modes)}: every "
+                "Ray pod mounts it, on different nodes, so it must be ReadWriteMany")
+        return report
+
+    # --- the API key -------------------------------------------------------------------
+    def ensure_api_key(self, api_key: str | None, check_mode: bool) -> bool:
+        secret_name = self.cfg.get("api_key_secret")
+        if not secret_name:
+            return False
+        current = self.client.get("v1", "Secret", secret_name, self.ns)
+        stored = ((current or {}).get("data") or {}).get(API_KEY_FIELD)
+        if api_key is None and stored:
+            return False
+        if api_key is not None and stored and base64.b64decode(stored).decode() == api_key:
+            return False
+        if check_mode:
+            return True
+        key = api_key if api_key is not None else secrets.token_urlsafe(32)
+        self.client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": secret_name, "namespace": self.ns,
+                                        "labels": {"app.kubernetes.io/instance": self.name}},
+                           "stringData": {API_KEY_FIELD: key}}, check_mode=False)
+        return True
+
+    # --- apply -------------------------------------------------------------------------
+    def apply(self, plan: dict, check_mode: bool) -> tuple[bool, dict]:
+        changed, diffs = False, {}
+        ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
+        for manifest in [ns_obj, *render.manifests(plan, self.cfg)]:
+            result = self.client.apply(manifest, check_mode=check_mode)
+            if result.before is None or has_changed(_without_status(result.before),
+                                                    _without_status(result.after)):
+                changed = True
+                key = f"{manifest['kind']}/{manifest['metadata']['name']}"
+                diffs[key] = {"before": _without_status(result.before),
+                              "after": _without_status(result.after)}
+        for extra in self._stale_clusters(plan):
+            changed |= self.client.delete("ray.io/v1", "RayCluster", extra, self.ns,
+                                          check_mode=check_mode)
+            diffs[f"RayCluster/{extra}"] = {"before": {"name": extra}, "after": {}}
+        return changed, diffs
+
+    def _clusters(self) -> list[dict]:
+        if self.client.get("v1", "Namespace", self.ns) is None:
+            return []
+        return self.client.list("ray.io/v1", "RayCluster", self.ns,
+                                label_selector=f"app.kubernetes.io/instance={self.name}")
+
+    def _stale_clusters(self, plan: dict) -> list[str]:
+        wanted = {f"{self.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])}
+        return sorted(c["metadata"]["name"] for c in self._clusters()
+                      if c["metadata"]["name"] not in wanted)
+
+    # --- wait --------------------------------------------------------------------------
+    def _head_failure(self, pod: dict) -> str | None:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                code = (state.get("terminated") or {}).get("exitCode")
+                if code in _LAUNCHER_EXITS:
+                    return f"{_LAUNCHER_EXITS[code]} (exit code {code})"
+        return None
+
+    def _cluster_status(self, cluster: str, pods: list[dict], want_workers: int) -> tuple:
+        mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(
+            "ray.io/cluster") == cluster]
+        heads = [p for p in mine if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+        workers = [p for p in mine if p["metadata"]["labels"].get("ray.io/node-type")
+                   == "worker"]
+        scheduled = sum(1 for p in mine if p["spec"].get("nodeName"))
+        joined = sum(1 for p in workers if _ready(p))
+        head = heads[0] if heads else None
+        if head is not None:
+            failure = self._head_failure(head)
+            if failure:
+                log = self.client.logs(head["metadata"]["name"], self.ns)
+                tail = "\n".join(log.strip().splitlines()[-8:])
+                raise OperationFailedError(
+                    f"the head of {self.ns}/{cluster} failed: {failure}: {tail}",
+                    reason=failure, pod=head["metadata"]["name"], log_tail=log[-3000:])
+        healthy = head is not None and _ready(head)
+        line = (f"{cluster}: {scheduled} of {1 + want_workers} pods scheduled, {joined} of "
+                f"{want_workers} workers running, vLLM {'healthy' if healthy else 'not ready'}")
+        return healthy and joined >= want_workers, line
+
+    def wait(self, plan: dict, timeout: float, progress=None) -> dict:
+        shape = plan["ray_cluster"]
+        want_workers = sum(g["replicas"] for g in shape["worker_groups"])
+        names = [f"{self.name}-{i}" for i in range(shape["clusters"])]
+        seen: dict = {}
+
+        def _check() -> WaitStatus:
+            pods = self.client.list("v1", "Pod", self.ns,
+                                    label_selector=f"app.kubernetes.io/instance={self.name}")
+            ready, lines = [], []
+            for cluster in names:
+                done, line = self._cluster_status(cluster, pods, want_workers)
+                lines.append(line)
+                if done:
+                    ready.append(cluster)
+            host = self.route_host()
+            if host:
+                ready.append("route")
+            else:
+                lines.append(f"Route {self.name} not admitted yet")
+            seen["lines"] = lines
+            status = WaitStatus.of([*names, "route"], ready, "serving parts ready")
+            return WaitStatus(done=status.done, present=status.present,
+                              missing=status.missing, progress="; ".join(lines))
+
+        final = wait_for(_check, timeout=timeout, what=f"the serving stack {self.ns}/{self.name}",
+                         interval=2.0, backoff=1.2, max_interval=10.0, progress=progress,
+                         progress_every=15.0)
+        return {"clusters": names, "ready": list(final.present), "state": seen.get("lines", [])}
+
+    # --- endpoint and removal ------------------------------------------------------------
+    def route_host(self) -> str | None:
+        route = self.client.get("route.openshift.io/v1", "Route", self.name, self.ns) or {}
+        for ingress in (route.get("status") or {}).get("ingress") or []:
+            admitted = any(c.get("type") == "Admitted" and c.get("status") == "True"
+                           for c in ingress.get("conditions") or [])
+            if admitted and ingress.get("host"):
+                return ingress["host"]
+        return None
+
+    def endpoint(self) -> str | None:
+        host = self.route_host()
+        return f"https://{host}" if host else None
+
+    def remove(self, check_mode: bool) -> bool:
+        changed = False
+        if self.client.get("v1", "Namespace", self.ns) is None:
+            return False
+        targets = [("ray.io/v1", "RayCluster", c["metadata"]["name"]) for c in self._clusters()]
+        targets += [("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
+                    ("networking.k8s.io/v1", "NetworkPolicy", f"{self.name}-ray")]
+        if self.cfg.get("api_key_secret"):
+            targets.append(("v1", "Secret", self.cfg["api_key_secret"]))
+        for api_version, kind, name in targets:
+            try:
+                changed |= self.client.delete(api_version, kind, name, self.ns,
+                                              check_mode=check_mode)
+            except NotFoundError:
+                continue
+        return changed

@@ -1,0 +1,346 @@
+#!/usr/bin/python
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Bring up (or remove) the Ray + vLLM serving stack of a serving plan on KubeRay."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: ray_vllm_cluster
+short_description: Ray + vLLM on KubeRay from a serving plan, behind a Service and a Route
+description:
+  - From a plan of M(llmops.gpu_stack.serving_plan), applies one RayCluster per replica
+    (C(<name>-0), C(<name>-1), ...; replicas are independent vLLM servers, so one failing
+    replica never stops the others), a Service carrying only the API port and selecting
+    every replica's head, a TLS edge Route with a timeout fit for streaming, a
+    NetworkPolicy that keeps Ray's ports reachable only from pods of the namespace, a
+    ServiceAccount and the API-key Secret.
+  - Every pod runs the image's C(gpu-stack-launch) (KubeRay's
+    C(ray.io/overwrite-container-cmd)): the head starts Ray, waits until the cluster
+    holds TP x PP GPUs (logging how many joined), checks the model directory and runs
+    vLLM's OpenAI server; workers join Ray. Pods run as non-root without privilege
+    escalation, get C(/dev/shm) as a memory emptyDir and the model volume read-only.
+  - Refuses before any write a layout needing more GPUs than the selected nodes report
+    allocatable (with the numbers), a missing or non-shared model volume, an image
+    without a tag or digest and a served model name with invalid characters.
+  - Waits with progress (pods scheduled, workers running, vLLM healthy, Route admitted)
+    and returns the endpoint URL. A head that exits with one of the launcher's
+    unrecoverable codes (bad options, model not ready, GPUs missing) ends the wait at once
+    with its last log lines.
+  - Changing the pod template of an existing RayCluster (another image, other resources)
+    is applied to the RayCluster object, but KubeRay does not replace running pods for
+    it; delete the pods (or run O(state=absent) first) to roll them.
+version_added: 0.1.0
+author:
+  - llmops.gpu_stack maintainers (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - kubernetes.core.k8s_auth_options
+options:
+  state:
+    description: V(present) applies and waits; V(absent) removes what V(present) wrote.
+    type: str
+    choices: [present, absent]
+    default: present
+  namespace:
+    description: Namespace of the serving stack (created if missing); the model PVC lives there.
+    type: str
+    required: true
+  name:
+    description: Name of the Service, Route and NetworkPolicy, and prefix of the RayClusters.
+    type: str
+    default: llm
+  plan:
+    description:
+      - The plan (the C(plan) result of M(llmops.gpu_stack.serving_plan)). Required with
+        O(state=present).
+    type: dict
+  image:
+    description: The Ray + vLLM image (C(images/ray-vllm/)), with a tag or a digest.
+    type: str
+  served_model_name:
+    description: The model name clients ask for (letters, digits, C(. _ / -)).
+    type: str
+  model_pvc:
+    description: The ReadWriteMany PVC holding the weights (see M(llmops.gpu_stack.model_stage)).
+    type: str
+    default: models
+  model_dir:
+    description: Directory of the model on the volume (the stager's destination).
+    type: str
+  api_key:
+    description:
+      - The API key clients must send. Written to the Secret O(api_key_secret). When
+        omitted, an existing Secret is kept and a missing one gets a random key (read it
+        from the Secret).
+    type: str
+  api_key_secret:
+    description:
+      - Secret holding the API key (key C(api-key)); empty for an open API. Default C(<name>-api-
+        key).
+    type: str
+  service_account:
+    description: ServiceAccount of the Ray pods.
+    type: str
+    default: ray-vllm
+  node_selector:
+    description:
+      - Labels of the GPU nodes (set by M(llmops.gpu_stack.ocp_gpu_nodes)); GPU pods are pinned to
+        them.
+    type: dict
+    default: {gpu-stack.llmops.io/gpu-node: "true"}
+  tolerations:
+    description:
+      - Tolerations of the GPU pods (for GPU nodes tainted by M(llmops.gpu_stack.ocp_gpu_nodes)).
+    type: list
+    elements: dict
+    default: []
+  head_resources:
+    description: CPU and memory requests of the head (C(cpu), C(memory); memory is also the limit).
+    type: dict
+    default: {cpu: "4", memory: 16Gi}
+  worker_resources:
+    description:
+      - CPU and memory requests of each worker (C(cpu), C(memory)); GPUs come from the plan.
+    type: dict
+    default: {cpu: "8", memory: 64Gi}
+  shm_size:
+    description: Size limit of the memory-backed C(/dev/shm).
+    type: str
+    default: 16Gi
+  startup_checks:
+    description: Failed C(/health) checks (every 10 s) allowed while vLLM loads the weights.
+    type: int
+    default: 180
+  route_host:
+    description:
+      - Host of the Route (default the cluster's generated C(<name>-<namespace>.<apps domain>)).
+    type: str
+  route_timeout:
+    description:
+      - Router timeout (C(haproxy.router.openshift.io/timeout)); long enough for streamed answers.
+    type: str
+    default: 600s
+  ray_version:
+    description: Ray version of the image (the RayCluster's C(rayVersion)).
+    type: str
+    default: 2.60.0
+  extra_vllm_args:
+    description: More arguments for vLLM, after the plan's.
+    type: list
+    elements: str
+    default: []
+  env:
+    description: Extra environment variables of every Ray container.
+    type: dict
+    default: {}
+  head_ray_params:
+    description: Extra C(rayStartParams) of the head (e.g. C(object-store-memory)).
+    type: dict
+    default: {}
+  worker_ray_params:
+    description: Extra C(rayStartParams) of the workers.
+    type: dict
+    default: {}
+  lab_override:
+    description:
+      - The local lab's override, never for a real site. vLLM on CPU refuses its Ray
+        executor, so the head runs vLLM with the mp executor, TP=1 and PP=1 after Ray
+        holds the planned GPUs. The production command line is still rendered unchanged.
+    type: bool
+    default: false
+  wait:
+    description: Wait until every replica serves and the Route is admitted.
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait (weights loading included).
+    type: int
+    default: 1800
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Writes are server-side dry runs; nothing is waited for. The API key Secret is
+        reported as a change when it would be written.
+  diff_mode:
+    support: full
+    details:
+      - Before and after of every object that changes, the Secret excluded.
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Plan the layout
+  llmops.gpu_stack.serving_plan:
+    model: {preset: llama-3-70b}
+    hardware: {nodes: 8, gpus_per_node: 2, gpu_memory_gib: 40}
+  register: plan
+
+- name: Serve it
+  llmops.gpu_stack.ray_vllm_cluster:
+    namespace: llm
+    plan: "{{ plan.plan }}"
+    image: quay.io/llmops/ray-vllm:0.1.0
+    served_model_name: llama-3-70b
+    model_pvc: models
+    model_dir: llama-3-70b
+    api_key: "{{ vault_llm_api_key }}"
+  register: serving
+
+- name: Show the endpoint
+  ansible.builtin.debug:
+    msg: "{{ serving.endpoint }}/v1"
+"""
+
+RETURN = r"""
+endpoint:
+  description: The API's base URL through the Route (add C(/v1) for the OpenAI routes).
+  returned: when the Route is admitted
+  type: str
+  sample: https://llm-llm.apps.ocp.example.com
+clusters:
+  description: Names of the RayClusters, one per replica.
+  returned: state=present
+  type: list
+  elements: str
+api_key_secret:
+  description: The Secret holding the API key (key C(api-key)); never the key itself.
+  returned: always
+  type: str
+gpus_needed:
+  description: GPUs the plan needs over all replicas.
+  returned: state=present
+  type: int
+nodes:
+  description: Allocatable GPUs of the selected nodes at preflight (C(node=count)).
+  returned: state=present
+  type: list
+  elements: str
+status:
+  description: The last state of each replica (pods scheduled, workers running, vLLM health).
+  returned: when waited
+  type: list
+  elements: str
+head_args:
+  description: Arguments of the heads' C(gpu-stack-launch) (the production command line).
+  returned: state=present
+  type: list
+  elements: str
+progress:
+  description: Progress lines written during the wait.
+  returned: when waited
+  type: list
+  elements: str
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    GpuStackError,
+    InvalidInputError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    K8sClient,
+    k8s_argument_spec,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
+    RayVllmDeployment,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+
+_CFG_KEYS = ("namespace", "name", "image", "served_model_name", "model_dir", "service_account",
+             "node_selector", "tolerations", "head_resources", "worker_resources", "shm_size",
+             "startup_checks", "route_host", "route_timeout", "ray_version", "extra_vllm_args",
+             "env", "head_ray_params", "worker_ray_params", "lab_override")
+
+
+def _config(p: dict) -> dict:
+    cfg = {k: p[k] for k in _CFG_KEYS}
+    cfg["pvc"] = p["model_pvc"]
+    secret = p["api_key_secret"]
+    cfg["api_key_secret"] = f"{p['name']}-api-key" if secret is None else secret
+    return cfg
+
+
+def _present(module, p, svc: RayVllmDeployment, out: dict) -> None:
+    missing = [k for k in ("plan", "image", "served_model_name", "model_dir") if not p[k]]
+    if missing:
+        raise InvalidInputError(f"state=present needs: {', '.join(missing)}")
+    plan = render.check_plan(p["plan"])
+    objs = render.manifests(plan, svc.cfg)  # every input problem raises here, before a write
+    head = next(o for o in objs if o["kind"] == "RayCluster")["spec"]["headGroupSpec"]
+    out["head_args"] = head["template"]["spec"]["containers"][0]["args"]
+    out.update(svc.preflight(plan))
+    out["clusters"] = [f"{p['name']}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
+    out["changed"] |= svc.ensure_api_key(p["api_key"], module.check_mode)
+    changed, diffs = svc.apply(plan, module.check_mode)
+    out["changed"] |= changed
+    if module._diff and diffs:
+        out["diff"] = merge_diffs(diffs)
+    if p["wait"] and not module.check_mode:
+        started, lines = time.monotonic(), out["progress"]
+
+        def _progress(status, _elapsed):
+            line = f"+{time.monotonic() - started:.0f}s {status.progress}"
+            lines.append(line)
+            module.log(line)
+
+        final = svc.wait(plan, p["wait_timeout"], progress=_progress)
+        out["status"] = final["state"]
+    endpoint = svc.endpoint()
+    if endpoint:
+        out["endpoint"] = endpoint
+
+
+def main():
+    spec = k8s_argument_spec()
+    spec.update(
+        state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+        namespace={"type": "str", "required": True},
+        name={"type": "str", "default": "llm"},
+        plan={"type": "dict"},
+        image={"type": "str"},
+        served_model_name={"type": "str"},
+        model_pvc={"type": "str", "default": "models"},
+        model_dir={"type": "str"},
+        api_key={"type": "str", "no_log": True},
+        api_key_secret={"type": "str", "no_log": False},
+        service_account={"type": "str", "default": "ray-vllm"},
+        node_selector={"type": "dict", "default": {"gpu-stack.llmops.io/gpu-node": "true"}},
+        tolerations={"type": "list", "elements": "dict", "default": []},
+        head_resources={"type": "dict", "default": {"cpu": "4", "memory": "16Gi"}},
+        worker_resources={"type": "dict", "default": {"cpu": "8", "memory": "64Gi"}},
+        shm_size={"type": "str", "default": "16Gi"},
+        startup_checks={"type": "int", "default": 180},
+        route_host={"type": "str"},
+        route_timeout={"type": "str", "default": "600s"},
+        ray_version={"type": "str", "default": "2.60.0"},
+        extra_vllm_args={"type": "list", "elements": "str", "default": []},
+        env={"type": "dict", "default": {}},
+        head_ray_params={"type": "dict", "default": {}},
+        worker_ray_params={"type": "dict", "default": {}},
+        lab_override={"type": "bool", "default": False},
+        wait={"type": "bool", "default": True},
+        wait_timeout={"type": "int", "default": 1800},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    out = {"changed": False, "progress": []}
+    try:
+        svc = RayVllmDeployment(K8sClient.from_params(p), _config(p))
+        out["api_key_secret"] = svc.cfg["api_key_secret"]
+        if p["state"] == "absent":
+            out["changed"] = svc.remove(module.check_mode)
+        else:
+            _present(module, p, svc, out)
+    except GpuStackError as exc:
+        module.fail_json(**exc.fail_kwargs(), **out)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
