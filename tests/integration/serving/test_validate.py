@@ -416,13 +416,36 @@ def _wait_running(core, namespace: str, count: int) -> None:
     raise AssertionError([(p.metadata.name, p.status.phase) for p in pods])
 
 
-def test_gpu_check_asks_ray_inside_the_head_pod(served_model, endpoint, k8s_lab_factory,
-                                                 tmp_path):
+@pytest.fixture(scope="module")
+def lab(k8s_lab_factory):
+    """A lab API server with the namespace llm; (server, CoreV1Api)."""
     from kubernetes import client, config
 
-    lab = k8s_lab_factory(workers=2)
-    core = client.CoreV1Api(config.new_client_from_config(lab.kubeconfig, context="lab-admin"))
+    server = k8s_lab_factory(workers=2)
+    core = client.CoreV1Api(config.new_client_from_config(server.kubeconfig,
+                                                          context="lab-admin"))
     core.create_namespace({"metadata": {"name": "llm"}})
+    return server, core
+
+
+def test_api_key_read_from_its_secret(endpoint, lab, tmp_path):
+    server, core = lab
+    core.create_namespaced_secret("llm", {"metadata": {"name": "llm-api-key"},
+                                          "stringData": {"api-key": endpoint["api_key"]}})
+    role_vars = {"validate_base_url": endpoint["base_url"], "validate_model": "tiny",
+                 "validate_api_key_secret": "llm-api-key",
+                 "validate_k8s_auth": {"kubeconfig": server.kubeconfig, "context": "lab-admin"}}
+    rc, _results, out = _role(tmp_path, role_vars, "--tags", "smoke", "-v")
+    assert rc == 0, out[-3000:]
+    assert "smoke: health, models, completion, chat, stream, auth" in out
+    assert endpoint["api_key"] not in out
+    rc, _results, out = _role(tmp_path, {**role_vars, "validate_api_key_secret_key": "token"},
+                              "--tags", "smoke")
+    assert rc != 0 and "no key token in Secret llm/llm-api-key" in out
+
+
+def test_gpu_check_asks_ray_inside_the_head_pod(served_model, endpoint, lab, tmp_path):
+    server, core = lab
     # the session's Ray cluster: head with 1 GPU, worker with 1 GPU (serving conftest)
     core.create_namespaced_pod("llm", _pod("llm-0-head", "head", 1, ["sleep", "900"]))
     core.create_namespaced_pod("llm", _pod("llm-0-worker-0", "worker", 1, ["sleep", "900"]))
@@ -431,7 +454,7 @@ def test_gpu_check_asks_ray_inside_the_head_pod(served_model, endpoint, k8s_lab_
     # pods/exec in the lab passes no pod environment; a KubeRay head has RAY_ADDRESS set
     command = f"env RAY_ADDRESS={served_model.ray_address} {defaults['validate_gpu_command']}"
     role_vars = {"validate_base_url": endpoint["base_url"], "validate_model": "tiny",
-                 "validate_k8s_auth": {"kubeconfig": lab.kubeconfig, "context": "lab-admin"},
+                 "validate_k8s_auth": {"kubeconfig": server.kubeconfig, "context": "lab-admin"},
                  "validate_gpu_command": command}
     rc, _results, out = _role(tmp_path, role_vars, "--tags", "gpu")
     assert rc == 0, out[-4000:]
