@@ -52,6 +52,7 @@ class _PodRecord:
     backoff_until: float | None = None
     last_state: dict[str, Any] | None = None
     ip: str | None = None
+    pod: dict[str, Any] | None = None  # last seen: to stop it if it vanishes (grace 0)
 
 
 class Kubelet(Controller):
@@ -109,7 +110,9 @@ class Kubelet(Controller):
             if wait is not None:
                 waits.append(wait)
         for uid in [u for u in self._pods if u not in live]:
-            del self._pods[uid]
+            gone = self._pods.pop(uid)
+            if gone.started is not None and gone.pod is not None:  # deleted with grace 0
+                self.runtimes[gone.runtime].stop(gone.pod)
             self.pod_ips.release(uid)
         return min(waits) if waits else None
 
@@ -119,6 +122,7 @@ class Kubelet(Controller):
         if meta.get("deletionTimestamp"):
             if record is not None and record.started is not None:
                 self.runtimes[record.runtime].stop(pod)
+                record.started = None
             self.delete("", "pods", meta["namespace"], meta["name"], grace=0)
             return None
         if status.get("phase") in _TERMINAL:
@@ -133,6 +137,7 @@ class Kubelet(Controller):
                 if self._loopback(record) and not self.pod_ips.reserve(meta["uid"], record.ip):
                     record.ip = None
             self._pods[meta["uid"]] = record
+        record.pod = pod
         if record.backoff_until is not None:
             if now < record.backoff_until:
                 return record.backoff_until - now

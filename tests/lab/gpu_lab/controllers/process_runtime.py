@@ -13,6 +13,8 @@ How a container becomes a process:
   every argument and environment value that is a mount path or lies below one (also
   after ``--opt=``) is rewritten to the local directory the kubelet mapped it to
   (``pod_mounts``), longest mount path first. ``workingDir`` likewise;
+- ``$(VAR)`` in command, args and env values: the container's own variables, as
+  Kubernetes expands them (``$$`` escapes);
 - env: ``value``, ``secretKeyRef``, ``configMapKeyRef`` and ``fieldRef``
   (``metadata.name``, ``metadata.namespace``, ``status.podIP``, ``status.podIPs``,
   ``status.hostIP``, ``spec.nodeName``, ``spec.serviceAccountName``);
@@ -34,6 +36,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +66,21 @@ def wants_process(pod: dict[str, Any]) -> bool:
     return bool(containers) and all(
         any(i in (c.get("image") or "") for i in images) and c.get("command")
         for c in containers)
+
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(value: str, defined: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` references to the container's own variables (``$$`` is a
+    literal ``$``; an undefined reference stays as written)."""
+
+    def _sub(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return defined.get(match[1], match.group(0))
+
+    return _VAR_REF.sub(_sub, value) if "$" in value else value
 
 
 def map_path(value: str, mounts: dict[str, Path]) -> str:
@@ -126,18 +144,30 @@ class ProcessRuntime:
                   "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "")}
         return values.get(field)
 
-    def environment(self, pod: dict[str, Any], container: dict[str, Any],
-                    mounts: dict[str, Path],
-                    targets: dict[tuple[str, str], Target] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        env["PATH"] = lab_path()
-        env["HOSTNAME"] = pod["metadata"]["name"]
+    def container_env(self, pod: dict[str, Any], container: dict[str, Any],
+                      mounts: dict[str, Path],
+                      targets: dict[tuple[str, str], Target] | None = None) -> dict[str, str]:
+        """The variables the container defines, as its processes see them."""
         ip = (pod.get("status") or {}).get("podIP", "127.0.0.1")
+        defined: dict[str, str] = {}
         for item in container.get("env") or []:
             value = self._env_value(pod, item)
             if value is not None:
-                env[item["name"]] = rewrite_env(map_path(value, mounts), ip, targets or {})
+                value = expand(value, defined) if "value" in item else value
+                defined[item["name"]] = rewrite_env(map_path(value, mounts), ip, targets or {})
+        return defined
+
+    @staticmethod
+    def _base_env(pod: dict[str, Any]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+        env["PATH"] = lab_path()
+        env["HOSTNAME"] = pod["metadata"]["name"]
         return env
+
+    def environment(self, pod: dict[str, Any], container: dict[str, Any],
+                    mounts: dict[str, Path],
+                    targets: dict[tuple[str, str], Target] | None = None) -> dict[str, str]:
+        return self._base_env(pod) | self.container_env(pod, container, mounts, targets)
 
     # --- network --------------------------------------------------------------------------
     def _texts(self, pod: dict[str, Any]) -> list[str]:
@@ -166,7 +196,8 @@ class ProcessRuntime:
         for container in pod["spec"].get("containers") or []:
             name = container["name"]
             own = mounts.get(name, {})
-            argv = [rewrite(map_path(a, own), ip, targets) for a in
+            defined = self.container_env(pod, container, own, targets)
+            argv = [rewrite(map_path(expand(str(a), defined), own), ip, targets) for a in
                     (container.get("command") or []) + (container.get("args") or [])]
             log_path = base / f"{name}.log"
             if not argv:
@@ -179,8 +210,7 @@ class ProcessRuntime:
                 try:
                     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=cwd,
-                                            env=self.environment(pod, container, own,
-                                                                 targets),
+                                            env=self._base_env(pod) | defined,
                                             start_new_session=True)
                 except OSError as exc:
                     log.write(f"gpu-lab: cannot start {argv[0]}: {exc}\n".encode())
@@ -339,5 +369,27 @@ def _wait_or_kill(procs: list[subprocess.Popen], deadline: float) -> None:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """Signal the container: every process of the session its main process leads (Ray
+    puts its workers in process groups of their own, but in the same session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+    for pid in _session_members(proc.pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:  # no procfs: the process group is all we reach
+        return members
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # state ppid pgrp session
+        except OSError:
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
+            members.append(int(name))
+    return members
