@@ -117,8 +117,12 @@ def test_probe_timing_is_scaled_with_bounds() -> None:
                         "failureThreshold": 180}, 0.02)
     assert (timing.delay, timing.period, timing.timeout, timing.failures, timing.successes
             ) == (pytest.approx(0.4), pytest.approx(0.2), 0.5, 180, 1)
+    # checked every 0.2 s, but 180 failures take 179 periods of at least 1 s
+    assert timing.tick == 1.0 and not timing.reached(180, 178.9) and timing.reached(180, 179)
+    assert timing.reached(1, 0.0)
     real = Timing.of({}, 1.0)
     assert (real.delay, real.period, real.timeout, real.failures) == (0.0, 1.0, 1.0, 3)
+    assert real.tick == 10.0 and real.reached(3, 20.0) and not real.reached(3, 19.0)
     assert Timing.of({"periodSeconds": 1}, 0.001).period == 0.05
 
 

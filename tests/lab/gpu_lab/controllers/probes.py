@@ -7,13 +7,16 @@ certificate checks, httpHeaders; 200-399 pass) and ``tcpSocket`` are checked aga
 the pod IP (or ``host``); ``exec`` and ``grpc`` probes are not modelled (they pass).
 
 Timing follows the probe fields, scaled by ``GPU_LAB_TIME_SCALE`` like the lab's other
-delays: ``initialDelaySeconds`` (from container start), ``periodSeconds`` (but at least
-one check per second, and at most 20 per second), ``timeoutSeconds`` (at least 0.5 s:
-a real process answers in real time), ``failureThreshold``, ``successThreshold``.
-Readiness starts false and flips after successThreshold passes / failureThreshold
-failures in a row (no readiness probe: ready once started). A startup or liveness probe
-that fails failureThreshold times in a row kills the container (``on_kill``); the
-kubelet's CrashLoopBackOff path restarts it.
+delays: ``initialDelaySeconds`` (from container start); ``periodSeconds`` sets how often
+a probe runs (but at least once per second and at most 20 times per second);
+``timeoutSeconds`` (at least 0.5 s). The processes are real and answer in real time,
+so the thresholds count periods of at least one second: a probe "failed
+failureThreshold times" once it has kept failing for (failureThreshold - 1) x
+max(periodSeconds x scale, 1 s), likewise for successThreshold. A startup window of
+``periodSeconds: 10`` x ``failureThreshold: 180`` is thus 180 s at time scale 0.02 and
+1800 s at 1.0. Readiness starts false (no readiness probe: ready once started). A
+startup or liveness probe that reaches its failureThreshold kills the container
+(``on_kill``); the kubelet's CrashLoopBackOff path restarts it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from .pod_network import container_port
 
-MIN_PERIOD, MAX_PERIOD, MIN_TIMEOUT = 0.05, 1.0, 0.5
+MIN_PERIOD, MAX_PERIOD, MIN_TIMEOUT, MIN_TICK = 0.05, 1.0, 0.5, 1.0
 _LABELS = {"startupProbe": "Startup", "readinessProbe": "Readiness",
            "livenessProbe": "Liveness"}
 
@@ -41,10 +44,15 @@ class ProbeState:
 @dataclass
 class Timing:
     delay: float
-    period: float
+    period: float  # how often the probe runs
     timeout: float
     failures: int
     successes: int
+    tick: float = MIN_TICK  # what one period counts as for the thresholds
+
+    def reached(self, threshold: int, held: float) -> bool:
+        """Has a result held long enough to count ``threshold`` times in a row?"""
+        return held >= (threshold - 1) * self.tick - 1e-9
 
     @classmethod
     def of(cls, probe: dict[str, Any], scale: float) -> Timing:
@@ -52,8 +60,9 @@ class Timing:
             value = probe.get(key)
             return float(value) if isinstance(value, int | float) and value >= 0 else default
 
+        period = num("periodSeconds", 10) * scale
         return cls(delay=num("initialDelaySeconds", 0) * scale,
-                   period=min(max(num("periodSeconds", 10) * scale, MIN_PERIOD), MAX_PERIOD),
+                   period=min(max(period, MIN_PERIOD), MAX_PERIOD), tick=max(period, MIN_TICK),
                    timeout=max(num("timeoutSeconds", 1) * scale, MIN_TIMEOUT),
                    failures=max(int(num("failureThreshold", 3)), 1),
                    successes=max(int(num("successThreshold", 1)), 1))
@@ -148,6 +157,20 @@ async def check(probe: dict[str, Any], container: dict[str, Any], ip: str,
     return True, ""  # exec / grpc: not modelled
 
 
+class _Streak:
+    """How long the same probe result has held (since its first check)."""
+
+    def __init__(self) -> None:
+        self.ok: bool | None = None
+        self.since = 0.0
+
+    def add(self, ok: bool) -> float:
+        now = asyncio.get_running_loop().time()
+        if ok != self.ok:
+            self.ok, self.since = ok, now
+        return now - self.since
+
+
 class PodProber:
     """Runs the probes of one pod's containers until ``stop()``.
 
@@ -210,16 +233,16 @@ class PodProber:
         Liveness (``forever``): until it gives up."""
         timing = Timing.of(probe, self.scale)
         await self._wait_delay(timing, started)
-        failures = 0
+        streak = _Streak()
         name = container["name"]
         while self.alive(name):
             ok, message = await check(probe, container, self.ip, timing.timeout)
             if ok and not forever:
                 return True
-            failures = 0 if ok else failures + 1
+            held = streak.add(ok)
             if not ok:
                 self.on_event("Unhealthy", f"{_LABELS[kind]} probe failed: {message}")
-            if failures >= timing.failures:
+            if not ok and timing.reached(timing.failures, held):
                 what = "startup" if kind == "startupProbe" else "liveness"
                 self.on_kill(name, f"Container {name} failed {what} probe, will be restarted")
                 return False
@@ -230,16 +253,16 @@ class PodProber:
                          state: ProbeState, started: float) -> None:
         timing = Timing.of(probe, self.scale)
         await self._wait_delay(timing, started)
-        passes = failures = 0
+        streak = _Streak()
         name = container["name"]
         while self.alive(name):
             ok, message = await check(probe, container, self.ip, timing.timeout)
-            passes, failures = (passes + 1, 0) if ok else (0, failures + 1)
-            if ok and passes >= timing.successes:
+            held = streak.add(ok)
+            if ok and timing.reached(timing.successes, held):
                 self._set(state, ready=True)
             if not ok:
                 self.on_event("Unhealthy", f"Readiness probe failed: {message}")
-                if failures >= timing.failures:
+                if timing.reached(timing.failures, held):
                     self._set(state, ready=False)
             await asyncio.sleep(timing.period)
         self._set(state, ready=False)
