@@ -400,9 +400,9 @@ def _pod(name: str, node_type: str, gpus: int, command: list | None = None) -> d
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     if command:
         container["command"] = command  # a process pod: pods/exec runs commands locally
-    return {"metadata": {"name": name, "labels": {
-                "app.kubernetes.io/instance": "llm", "ray.io/cluster": "llm-0",
-                "ray.io/node-type": node_type}},
+    labels = {"app.kubernetes.io/instance": "llm", "ray.io/cluster": "llm-0",
+              "ray.io/node-type": node_type}
+    return {"metadata": {"name": name, "labels": labels},
             "spec": {"nodeName": "ocp-worker-0", "containers": [container]}}
 
 
