@@ -16,7 +16,7 @@ description:
     NetworkPolicy that keeps Ray's ports reachable only from pods of the namespace, a
     ServiceAccount and the API-key Secret.
   - Every pod runs the image's C(gpu-stack-launch) (KubeRay's
-    C(ray.io/overwrite-container-cmd)): the head starts Ray, waits until the cluster
+    C(ray.io/overwrite-container-cmd)). The head starts Ray, waits until the cluster
     holds TP x PP GPUs (logging how many joined), checks the model directory and runs
     vLLM's OpenAI server; workers join Ray. Pods run as non-root without privilege
     escalation, get C(/dev/shm) as a memory emptyDir and the model volume read-only.

@@ -189,15 +189,14 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
                        "template": _template(labels, worker, _volumes(cfg["pvc"],
                                                                       cfg["shm_size"], None),
                                              cfg, gpu_pod=True)})
+    head_params = {**_params(cfg.get("head_ray_params")), "dashboard-host": "0.0.0.0",
+                   "num-gpus": str(head_gpus)}
+    head_group = {"rayStartParams": head_params,
+                  "template": _template(labels, head, volumes, cfg, gpu_pod=bool(head_gpus))}
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": {"name": name, "namespace": cfg["namespace"], "labels": labels},
             "spec": {"rayVersion": cfg["ray_version"], "enableInTreeAutoscaling": False,
-                     "headGroupSpec": {"rayStartParams": {
-                         **_params(cfg.get("head_ray_params")), "dashboard-host": "0.0.0.0",
-                         "num-gpus": str(head_gpus)},
-                                       "template": _template(
-                                           labels, head, volumes, cfg, gpu_pod=bool(head_gpus))},
-                     "workerGroupSpecs": groups}}
+                     "headGroupSpec": head_group, "workerGroupSpecs": groups}}
 
 
 def manifests(plan: dict, cfg: dict) -> list[dict]:
