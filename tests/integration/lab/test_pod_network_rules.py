@@ -14,7 +14,7 @@ from gpu_lab.controllers.pod_network import (
     service_refs,
 )
 from gpu_lab.controllers.probes import Timing
-from gpu_lab.controllers.process_runtime import expand
+from gpu_lab.controllers.process_util import expand
 from gpu_lab.routes import parse_timeout
 
 pytestmark = pytest.mark.lab

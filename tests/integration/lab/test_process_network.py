@@ -220,3 +220,32 @@ def test_process_pods_never_reach_each_other_through_0_0_0_0(k8s_client: Any,
     pod = wait_for(lambda: running(core, k8s_namespace, "only"), "pod running")
     wait_for(lambda: _try_get(f"http://{pod.status.pod_ip}:{port}/"), "served on the pod IP")
     assert _try_get(f"http://127.0.0.1:{port}/") is None
+
+
+def test_each_container_start_gets_a_fresh_private_tmpdir(k8s_client: Any,
+                                                          k8s_namespace: str) -> None:
+    core = client.CoreV1Api(k8s_client)
+    script = ("import os, sys, time\n"
+              "tmp = os.environ['TMPDIR']\n"
+              "print('TMP=' + tmp, sorted(os.listdir(tmp)), flush=True)\n"
+              "open(os.path.join(tmp, 'left-over'), 'w').close()\n"
+              "time.sleep(float(sys.argv[1]))\n")
+    core.create_namespaced_pod(k8s_namespace, {"metadata": {"name": "tmp"}, "spec": {
+        "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": IMAGE, "command": ["python", "-c", script],
+            "args": ["1"]}]}})
+
+    def runs() -> list[str]:
+        try:
+            text = logs(core, k8s_namespace, "tmp")
+        except client.ApiException:  # not started yet
+            return []
+        return [line for line in text.splitlines() if line.startswith("TMP=")]
+
+    first, second = wait_for(lambda: (r := runs()) and len(r) >= 2 and r[:2],
+                             "two runs of the container (it exits and restarts)")
+    assert first.endswith(" []") and second.endswith(" []")  # empty each time
+    paths = [Path(line.split()[0][4:]) for line in (first, second)]
+    assert paths[0] != paths[1] and not paths[0].exists()  # removed with its container
+    core.delete_namespaced_pod("tmp", k8s_namespace)
+    wait_for(lambda: not any(p.exists() for p in paths), "temp dirs removed")

@@ -5,9 +5,11 @@ IP: the lab has no DNS). Checked from outside: a separate Ray driver lists the n
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,8 +116,23 @@ def test_raycluster_head_and_worker_join_through_the_service_name(
                       r.status.readyWorkerReplicas == 1 and r.status, "RayCluster status")
     assert status.head.podIP == head_ip
 
-    assert len(_processes_of(found["head"].metadata.name)) > 3  # ray's own processes
+    head_pids = _processes_of(found["head"].metadata.name)
+    assert len(head_pids) > 3  # ray's own processes
     assert _processes_of(found["worker"].metadata.name)
+
+    # The head container crashes: it restarts with a fresh /tmp (TMPDIR), so Ray starts
+    # again although the worker's raylet still names the old head address.
+    for pid in head_pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    name = found["head"].metadata.name
+    restarted = wait_for(lambda: (p := core.read_namespaced_pod(name, ns)).status
+                         .container_statuses[0].restart_count >= 1 and is_ready(p) and p,
+                         "head restarted and Ready", timeout=120)
+    assert restarted.status.pod_ip == head_ip  # the pod keeps its address
+    assert "already running" not in core.read_namespaced_pod_log(name, ns)
+    assert [head_ip, 0] in wait_for(lambda: _ray_nodes(f"{head_ip}:{gcs}"), "new head",
+                                    timeout=60, interval=1.0)
     rcs.delete(namespace=ns, name="tiny")
     wait_for(lambda: not pods(), "pods deleted", timeout=60)
     for pod in found.values():

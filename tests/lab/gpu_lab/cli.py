@@ -90,7 +90,7 @@ def _vsphere_down() -> str:
 def up(args: argparse.Namespace) -> int:
     settings = LabSettings.load(args.home, ocp_version=args.ocp_version, workers=args.workers,
                                 time_scale=args.time_scale, port=args.port,
-                                router_port=args.router_port)
+                                router_port=args.router_port, probe_tick=args.probe_tick)
     started = time.monotonic()
     if not args.no_vsphere:
         print(_vsphere_up(settings))
@@ -207,6 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="API server port (default: a free one, kept)")
     p.add_argument("--router-port", type=int,
                    help="router (HTTPS) port (default: a free one, kept)")
+    p.add_argument("--probe-tick", type=float,
+                   help="shortest period real probes' thresholds count, s (default 1)")
     p.add_argument("--no-vsphere", action="store_true", help="do not start the simulator")
     p.set_defaults(func=up)
     sub.add_parser("status", help="show what runs").set_defaults(func=status)

@@ -8,6 +8,9 @@
 - ``GPU_LAB_TIME_SCALE``: factor on simulated delays (probes, pulls, installs); 1.0 is
   real seconds, tests use less.
 - ``GPU_LAB_ROUTER_PORT``: the router's HTTPS port (default: a free one, then kept).
+- ``GPU_LAB_PROBE_TICK``: the shortest period (s) real probes' thresholds count
+  (default 1.0; controllers/probes.py): raise it to give slow real processes the
+  startup windows of a real cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ _KUBE_FOR_OCP = {14: "1.27.16", 15: "1.28.15", 16: "1.29.14", 17: "1.30.13", 18:
 
 
 _ENV = {"ocp_version": "GPU_LAB_OCP_VERSION", "workers": "GPU_LAB_WORKERS",
-        "time_scale": "GPU_LAB_TIME_SCALE", "router_port": "GPU_LAB_ROUTER_PORT"}
+        "time_scale": "GPU_LAB_TIME_SCALE", "router_port": "GPU_LAB_ROUTER_PORT",
+        "probe_tick": "GPU_LAB_PROBE_TICK"}
 
 
 def default_home() -> Path:
@@ -55,6 +59,8 @@ class LabSettings:
     control_planes: int = 3
     time_scale: float = field(
         default_factory=lambda: float(os.environ.get("GPU_LAB_TIME_SCALE", "1.0")))
+    probe_tick: float = field(
+        default_factory=lambda: float(os.environ.get("GPU_LAB_PROBE_TICK", "1.0")))
     port: int = 0
     router_port: int = field(
         default_factory=lambda: int(os.environ.get("GPU_LAB_ROUTER_PORT", "0")))

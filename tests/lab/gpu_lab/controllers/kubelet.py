@@ -65,6 +65,7 @@ class Kubelet(Controller):
         self.runtimes: dict[str, PodRuntime] = {"fake": FakeRuntime(self.settings.time_scale)}
         self.runtimes["process"] = ProcessRuntime(
             self.settings.home, self.get, self.list, self.settings.time_scale,
+            self.settings.probe_tick,
             on_change=self._probed, on_event=self._runtime_event)
         self.pod_ips = LoopbackPool()
         # Pods of the collection's images run as local processes (process_runtime.py).
@@ -158,8 +159,8 @@ class Kubelet(Controller):
             self._waiting(pod, "ContainerCreating")
             return delay - (now - record.seen)
         runtime = self.runtimes[record.runtime]
-        unresolved = getattr(runtime, "unresolved", None)
-        missing = unresolved(pod) if unresolved is not None else []
+        unresolved = getattr(runtime, "unresolved", None)  # held before the first start only
+        missing = unresolved(pod) if unresolved is not None and not record.restarts else []
         if missing:
             self._waiting(pod, "ContainerCreating")
             self.event(pod, "ServiceNotResolvable", "gpu-lab: waiting for service name(s) "
@@ -358,7 +359,7 @@ class Kubelet(Controller):
             raise bad_request(f"a container name must be specified for pod "
                               f"{pod['metadata']['name']}, choose one of: {containers}")
         record = self._pods.get(pod["metadata"]["uid"])
-        if record is None or record.started is None:
+        if record is None or (record.started is None and not record.restarts):
             raise bad_request(f'container "{name}" in pod "{pod["metadata"]["name"]}" is '
                               "waiting to start: ContainerCreating")
         return web.Response(text=self.runtimes[record.runtime].logs(pod, name))

@@ -12,9 +12,10 @@ a probe runs (but at least once per second and at most 20 times per second);
 ``timeoutSeconds`` (at least 0.5 s). The processes are real and answer in real time,
 so the thresholds count periods of at least one second: a probe "failed
 failureThreshold times" once it has kept failing for (failureThreshold - 1) x
-max(periodSeconds x scale, 1 s), likewise for successThreshold. A startup window of
-``periodSeconds: 10`` x ``failureThreshold: 180`` is thus 180 s at time scale 0.02 and
-1800 s at 1.0. Readiness starts false (no readiness probe: ready once started). A
+max(periodSeconds x scale, 1 s), likewise for successThreshold (1 s: the lab's
+``probe_tick``, ``GPU_LAB_PROBE_TICK``). A startup window of
+``periodSeconds: 10`` x ``failureThreshold: 180`` is thus 179 s at time scale 0.02 and
+1790 s at 1.0. Readiness starts false (no readiness probe: ready once started). A
 startup or liveness probe that reaches its failureThreshold kills the container
 (``on_kill``); the kubelet's CrashLoopBackOff path restarts it.
 """
@@ -55,14 +56,14 @@ class Timing:
         return held >= (threshold - 1) * self.tick - 1e-9
 
     @classmethod
-    def of(cls, probe: dict[str, Any], scale: float) -> Timing:
+    def of(cls, probe: dict[str, Any], scale: float, min_tick: float = MIN_TICK) -> Timing:
         def num(key: str, default: float) -> float:
             value = probe.get(key)
             return float(value) if isinstance(value, int | float) and value >= 0 else default
 
         period = num("periodSeconds", 10) * scale
         return cls(delay=num("initialDelaySeconds", 0) * scale,
-                   period=min(max(period, MIN_PERIOD), MAX_PERIOD), tick=max(period, MIN_TICK),
+                   period=min(max(period, MIN_PERIOD), MAX_PERIOD), tick=max(period, min_tick),
                    timeout=max(num("timeoutSeconds", 1) * scale, MIN_TIMEOUT),
                    failures=max(int(num("failureThreshold", 3)), 1),
                    successes=max(int(num("successThreshold", 1)), 1))
@@ -179,12 +180,12 @@ class PodProber:
     events; ``on_kill(container, message)`` when a startup/liveness probe gave up.
     """
 
-    def __init__(self, containers: list[dict[str, Any]], ip: str, scale: float,
+    def __init__(self, containers: list[dict[str, Any]], ip: str, scale: float, tick: float,
                  alive: Callable[[str], bool], on_change: Callable[[], None],
                  on_event: Callable[[str, str], None],
                  on_kill: Callable[[str, str], None]) -> None:
         self.ip = ip
-        self.scale = scale
+        self.scale, self.tick = scale, tick
         self.alive, self.on_change, self.on_event, self.on_kill = (
             alive, on_change, on_event, on_kill)
         self.states = {c["name"]: ProbeState() for c in containers}
@@ -231,7 +232,7 @@ class PodProber:
                             forever: bool = False) -> bool:
         """Startup: until it passes (True) or gives up (False, container killed).
         Liveness (``forever``): until it gives up."""
-        timing = Timing.of(probe, self.scale)
+        timing = Timing.of(probe, self.scale, self.tick)
         await self._wait_delay(timing, started)
         streak = _Streak()
         name = container["name"]
@@ -251,7 +252,7 @@ class PodProber:
 
     async def _readiness(self, container: dict[str, Any], probe: dict[str, Any],
                          state: ProbeState, started: float) -> None:
-        timing = Timing.of(probe, self.scale)
+        timing = Timing.of(probe, self.scale, self.tick)
         await self._wait_delay(timing, started)
         streak = _Streak()
         name = container["name"]

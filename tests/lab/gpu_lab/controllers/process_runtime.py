@@ -25,6 +25,7 @@ How a container becomes a process:
 - probes (probes.py): startup, readiness and liveness probes run for real against the
   pod IP; ``poll`` reports their readiness, and a probe that gives up kills the
   container (SIGTERM, SIGKILL after the grace period) so the kubelet restarts it;
+- each container start gets a fresh, private ``TMPDIR`` (removed when it stops);
 - output goes to a log file per container, served as ``pods/log``; the exit code is the
   container's; stop sends SIGTERM to the process group and SIGKILL after the pod's
   grace period.
@@ -34,12 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import itertools
 import os
-import re
+import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ from typing import Any
 from ..apiserver import clock
 from .pod_network import ServiceResolver, Target, rewrite, rewrite_env
 from .probes import PodProber
+from .process_util import expand, lab_path, map_path, signal_container, wait_or_kill
 from .runtime import ContainerState, pod_dir
 
 PROCESS_IMAGES = ("gpu-stack-runtime", "ray-vllm")
@@ -68,34 +70,6 @@ def wants_process(pod: dict[str, Any]) -> bool:
         for c in containers)
 
 
-_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def expand(value: str, defined: dict[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` references to the container's own variables (``$$`` is a
-    literal ``$``; an undefined reference stays as written)."""
-
-    def _sub(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return defined.get(match[1], match.group(0))
-
-    return _VAR_REF.sub(_sub, value) if "$" in value else value
-
-
-def map_path(value: str, mounts: dict[str, Path]) -> str:
-    """A container path (or ``--opt=path``) as the local path, when under a mount."""
-    prefix, sep, rest = value.partition("=") if value.startswith("-") else ("", "", value)
-    for mount in sorted(mounts, key=len, reverse=True):
-        if rest == mount or rest.startswith(mount.rstrip("/") + "/"):
-            return f"{prefix}{sep}{mounts[mount]}{rest[len(mount.rstrip('/')):]}"
-    return value
-
-
-def lab_path() -> str:
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-
-
 class ProcessRuntime:
     """PodRuntime running containers as local processes (see the module docstring)."""
 
@@ -103,18 +77,22 @@ class ProcessRuntime:
 
     def __init__(self, home: Path, lookup: Callable[..., dict | None],
                  list_: Callable[..., list[dict]] | None = None, time_scale: float = 1.0,
+                 probe_tick: float = 1.0,
                  on_change: Callable[[], None] | None = None,
                  on_event: Callable[[dict, str, str, str], None] | None = None) -> None:
         self.home = home
         self.lookup = lookup  # (group, plural, namespace, name) -> object or None
         self.resolver = ServiceResolver(lookup, list_ or (lambda *a: []))
-        self.time_scale = time_scale
+        self.time_scale, self.probe_tick = time_scale, probe_tick
         self.on_change = on_change or (lambda: None)  # a probe result changed
         self.on_event = on_event or (lambda pod, reason, message, kind: None)
         self._procs: dict[str, dict[str, tuple[subprocess.Popen, Path, str]]] = {}
         self._exits: dict[str, dict[str, tuple[int, str]]] = {}
         self._probers: dict[str, PodProber] = {}
         self._ending: set[subprocess.Popen] = set()  # stopped, not yet exited
+        self._tmp_base: Path | None = None
+        self._tmps: dict[str, list[Path]] = {}
+        self._serial = itertools.count()
         self.exit_notices = True  # False: the kubelet must poll for exits
         self._closing = False
         self.mounts: dict[str, dict[str, dict[str, Path]]] = {}
@@ -206,11 +184,11 @@ class ProcessRuntime:
                 continue
             cwd = map_path(container.get("workingDir") or "", own) or str(base)
             Path(cwd).mkdir(parents=True, exist_ok=True)
+            env = self._base_env(pod) | {"TMPDIR": str(self._fresh_tmp(uid))} | defined
             with log_path.open("ab") as log:
                 try:
                     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=cwd,
-                                            env=self._base_env(pod) | defined,
+                                            stdin=subprocess.DEVNULL, cwd=cwd, env=env,
                                             start_new_session=True)
                 except OSError as exc:
                     log.write(f"gpu-lab: cannot start {argv[0]}: {exc}\n".encode())
@@ -219,6 +197,28 @@ class ProcessRuntime:
             procs[name] = (proc, log_path, clock.now())
             self._notify_exit(proc)
         self._start_probes(pod, ip)
+
+    def _fresh_tmp(self, uid: str) -> Path:
+        """A container's own, empty temp dir for each start (TMPDIR), as a container's
+        /tmp is: Ray keeps its session and ``ray_current_cluster`` there, and would
+        refuse to restart a head that finds its previous run's address. Short paths
+        (Ray's AF_UNIX sockets live below it): /tmp/glXXXXXXXX/<uid8>-<n>."""
+        if self._tmp_base is None:
+            self._tmp_base = Path(tempfile.mkdtemp(
+                prefix="gl", dir="/tmp" if Path("/tmp").is_dir() else None))
+        path = self._tmp_base / f"{uid[:8]}-{next(self._serial)}"
+        path.mkdir(mode=0o700)
+        self._tmps.setdefault(uid, []).append(path)
+        return path
+
+    def _drop_tmps(self, uid: str) -> Callable[[], None]:
+        paths = self._tmps.pop(uid, [])
+
+        def drop() -> None:
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
+
+        return drop
 
     def _notify_exit(self, proc: subprocess.Popen) -> None:
         """Wake the kubelet when the process exits (a pidfd on the server's loop; where
@@ -256,7 +256,7 @@ class ProcessRuntime:
 
         self._probers[uid] = PodProber(
             [c for c in pod["spec"].get("containers") or [] if c["name"] in self._procs[uid]],
-            ip, self.time_scale, alive, self.on_change,
+            ip, self.time_scale, self.probe_tick, alive, self.on_change,
             lambda reason, message: self.on_event(ref, reason, message, "Warning"), kill)
 
     def _terminate(self, uid: str, grace: float) -> None:
@@ -264,13 +264,15 @@ class ProcessRuntime:
         (without waiting: the kubelet sees them exit through ``poll``)."""
         self._end([p for p, _log, _started in self._procs.get(uid, {}).values()], grace)
 
-    def _end(self, procs: list[subprocess.Popen], grace: float) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` (at most 10 s). On the server's loop the
-        waiting happens in the background; elsewhere it blocks."""
+    def _end(self, procs: list[subprocess.Popen], grace: float,
+             after: Callable[[], None] = lambda: None) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` (at most 10 s), then ``after()``. On the
+        server's loop the waiting happens in the background; elsewhere it blocks."""
         procs = [p for p in procs if p.poll() is None]
         for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
+            signal_container(proc, signal.SIGTERM)
         if not procs:
+            after()
             return
         deadline = time.monotonic() + min(grace, 10.0)
         try:
@@ -278,7 +280,8 @@ class ProcessRuntime:
         except RuntimeError:
             loop = None
         if loop is None or self._closing:
-            _wait_or_kill(procs, deadline)
+            wait_or_kill(procs, deadline)
+            after()
             return
         self._ending.update(procs)
 
@@ -287,12 +290,14 @@ class ProcessRuntime:
             for proc in procs:
                 if proc not in left and proc in self._ending:
                     self._ending.discard(proc)
-                    _signal_group(proc, signal.SIGKILL)  # what is left of the container
+                    signal_container(proc, signal.SIGKILL)  # what is left of the container
             if left and time.monotonic() >= deadline:
                 for proc in left:
-                    _signal_group(proc, signal.SIGKILL)
+                    signal_container(proc, signal.SIGKILL)
             if left:
                 loop.call_later(0.1, reap)
+            else:
+                after()
 
         loop.call_later(0.05, reap)
 
@@ -321,7 +326,7 @@ class ProcessRuntime:
                     ready=probed.ready if probed else True,
                     started=probed.started if probed else True)
             else:
-                _signal_group(proc, signal.SIGKILL)  # a container ends with its main process
+                signal_container(proc, signal.SIGKILL)  # a container ends with its main process
                 exits[name] = (code if code >= 0 else 128 - code, clock.now())
                 states[name] = ContainerState(running=False, exit_code=exits[name][0],
                                               started_at=started, finished_at=exits[name][1])
@@ -334,7 +339,7 @@ class ProcessRuntime:
         if prober is not None:
             prober.stop()
         procs = self._procs.pop(uid, {})
-        self._end([p for p, _log, _started in procs.values()], grace)
+        self._end([p for p, _log, _started in procs.values()], grace, self._drop_tmps(uid))
         self._exits.pop(uid, None)
         self.mounts.pop(uid, None)
 
@@ -349,6 +354,9 @@ class ProcessRuntime:
         self._procs.clear()
         self._ending.clear()
         self._end(procs, 10.0)
+        self._tmps.clear()
+        if self._tmp_base is not None:
+            shutil.rmtree(self._tmp_base, ignore_errors=True)
 
     def logs(self, pod: dict[str, Any], container: str) -> str:
         path = pod_dir(self.home, pod) / f"{container}.log"
@@ -358,38 +366,3 @@ class ProcessRuntime:
         from .exec_ws import serve_exec
 
         return await serve_exec(request, pod, self.mounts.get(pod["metadata"]["uid"], {}))
-
-
-def _wait_or_kill(procs: list[subprocess.Popen], deadline: float) -> None:
-    for proc in procs:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        _signal_group(proc, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """Signal the container: every process of the session its main process leads (Ray
-    puts its workers in process groups of their own, but in the same session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-    for pid in _session_members(proc.pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _session_members(sid: int) -> list[int]:
-    members = []
-    try:
-        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
-    except OSError:  # no procfs: the process group is all we reach
-        return members
-    for name in entries:
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()  # state ppid pgrp session
-        except OSError:
-            continue
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != b"Z":
-            members.append(int(name))
-    return members
