@@ -9,6 +9,7 @@ from gpu_lab.controllers.pod_network import (
     LoopbackPool,
     ServiceResolver,
     Target,
+    _listening_addresses,
     rewrite,
     rewrite_env,
     service_refs,
@@ -131,3 +132,16 @@ def test_probe_timing_is_scaled_with_bounds() -> None:
     ("1.5s", 1.5), ("", 30.0), (None, 30.0), ("soon", 30.0), ("0s", 30.0)])
 def test_route_timeout_annotation_values(value: str | None, seconds: float) -> None:
     assert parse_timeout(value) == pytest.approx(seconds)
+
+
+def test_listening_addresses_read_from_procfs(tmp_path) -> None:
+    head = "  sl  local_address rem_address   st tx_queue rx_queue\n"
+    (tmp_path / "tcp").write_text(
+        head + "   0: 3200007F:1F90 00000000:0000 0A 00000000:00000000\n"
+        "   1: 3300007F:1F90 0100007F:9C40 01 00000000:00000000\n")
+    (tmp_path / "tcp6").write_text(
+        head + "   0: 0000000000000000FFFF00003C00007F:2711 00000000000000000000000000000000"
+        ":0000 0A 00000000:00000000\n"
+        "   1: 00000000000000000000000001000000:0016 00000000000000000000000000000000"
+        ":0000 0A 00000000:00000000\n")
+    assert _listening_addresses(tmp_path) == {"127.0.0.50", "127.0.0.60"}

@@ -38,19 +38,26 @@ _FIRST = int(ipaddress.IPv4Address("127.0.0.2"))
 _LAST = int(ipaddress.IPv4Address("127.255.255.254"))
 
 
-def _listening_addresses(proc_net: Path = Path("/proc/net/tcp")) -> set[str]:
-    """IPv4 addresses with a listening TCP socket on this machine (other labs, other
-    people's Ray nodes): a new pod IP avoids them. Empty where /proc is not Linux's."""
+def _listening_addresses(proc_net: Path = Path("/proc/net")) -> set[str]:
+    """IPv4 addresses (also IPv4-mapped IPv6 ones) with a listening TCP socket on this
+    machine (other labs, other people's Ray nodes): a new pod IP avoids them. Empty
+    where /proc is not Linux's."""
     found: set[str] = set()
-    try:
-        lines = proc_net.read_text().splitlines()[1:]
-    except OSError:
-        return found
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
-            raw = fields[1].split(":")[0]
-            found.add(str(ipaddress.IPv4Address(bytes.fromhex(raw)[::-1])))
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) <= 3 or fields[3] != "0A":  # TCP_LISTEN
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            if len(words) == 4:
+                found.add(str(ipaddress.IPv4Address(words)))
+            elif (mapped := ipaddress.IPv6Address(words).ipv4_mapped) is not None:
+                found.add(str(mapped))
     return found
 
 
