@@ -70,8 +70,8 @@ def test_resolver_prefers_ready_running_pods_and_the_pod_itself() -> None:
                 "spec": {"containers": [{"name": "c", "ports": [
                     {"name": "api", "containerPort": 8000}]}]}, "status": status}
 
-    pods = [pod("a", "127.0.0.3", False, {"app": "x"}), pod("b", "127.0.0.4", True,
-                                                             {"app": "x"}),
+    pods = [pod("a", "127.0.0.3", False, {"app": "x"}),
+            pod("b", "127.0.0.4", True, {"app": "x"}),
             pod("c", None, False, {"app": "x"})]
     services = {"x": {"metadata": {"name": "x", "namespace": "ns"}, "spec": {
         "selector": {"app": "x"}, "ports": [{"port": 80, "targetPort": "api"}]}},

@@ -189,8 +189,8 @@ def test_readiness_follows_a_real_http_probe(k8s_client: Any, k8s_namespace: str
     assert pod_of(core, ns, "web").status.phase == "Running"
 
 
-def test_startup_probe_that_gives_up_restarts_the_container(k8s_client: Any,
-                                                             k8s_namespace: str) -> None:
+def test_startup_probe_that_gives_up_restarts_the_container(
+        k8s_client: Any, k8s_namespace: str) -> None:
     core = client.CoreV1Api(k8s_client)
     ns, port, wrong = k8s_namespace, free_port(), free_port()
     core.create_namespaced_pod(ns, server_pod("slow", port, startupProbe={
@@ -211,8 +211,8 @@ def test_startup_probe_that_gives_up_restarts_the_container(k8s_client: Any,
     assert not is_ready(pod)
 
 
-def test_process_pods_never_reach_each_other_through_0_0_0_0(k8s_client: Any,
-                                                              k8s_namespace: str) -> None:
+def test_process_pods_never_reach_each_other_through_0_0_0_0(
+        k8s_client: Any, k8s_namespace: str) -> None:
     """A server asked to bind 0.0.0.0 answers on its pod IP only (not on 127.0.0.1)."""
     core = client.CoreV1Api(k8s_client)
     port = free_port()

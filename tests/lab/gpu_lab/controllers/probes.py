@@ -97,8 +97,8 @@ async def _http_get(spec: dict[str, Any], container: dict[str, Any], ip: str,
     headers |= {h["name"]: h["value"] for h in spec.get("httpHeaders") or []
                 if h.get("name")}
     headers["Connection"] = "close"
-    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in
-                                                     headers.items()) + "\r\n"
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.1\r\n{lines}\r\n"
     writer = None
     try:
         async with asyncio.timeout(timeout):
