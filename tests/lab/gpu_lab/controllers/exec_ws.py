@@ -46,7 +46,10 @@ def _status(code: int) -> bytes:
 
 
 async def serve_exec(request: web.Request, pod: dict[str, Any],
-                     mounts_by_container: dict[str, dict[str, Path]]) -> web.StreamResponse:
+                     mounts_by_container: dict[str, dict[str, Path]],
+                     environment: Any = None) -> web.StreamResponse:
+    """``environment(container name) -> env``: the container's own environment, as a
+    real exec gets it (default: only PATH and HOME)."""
     query = request.query
     container = query.get("container") or next(iter(mounts_by_container), "")
     mounts = mounts_by_container.get(container, {})
@@ -58,7 +61,8 @@ async def serve_exec(request: web.Request, pod: dict[str, Any],
         proc = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": lab_path(), "HOME": str(Path.home())})
+            env=(environment(container) if environment else None)
+            or {"PATH": lab_path(), "HOME": str(Path.home())})
     except OSError as exc:
         await ws.send_bytes(b"\x02" + f"exec: {exc}\n".encode())
         await ws.send_bytes(_status(127))

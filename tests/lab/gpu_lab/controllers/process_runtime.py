@@ -365,4 +365,11 @@ class ProcessRuntime:
     async def exec(self, request: Any, pod: dict[str, Any]) -> Any:
         from .exec_ws import serve_exec
 
-        return await serve_exec(request, pod, self.mounts.get(pod["metadata"]["uid"], {}))
+        mounts = self.mounts.get(pod["metadata"]["uid"], {})
+        specs = {c["name"]: c for c in pod["spec"].get("containers") or []}
+
+        def environment(name: str) -> dict[str, str] | None:
+            spec = specs.get(name)
+            return self.environment(pod, spec, mounts.get(name, {})) if spec else None
+
+        return await serve_exec(request, pod, mounts, environment)
