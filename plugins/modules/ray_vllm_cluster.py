@@ -163,6 +163,8 @@ attributes:
     details:
       - Writes are server-side dry runs; nothing is waited for. The API key Secret is
         reported as a change when it would be written.
+      - GPUs or a model volume missing at preflight are warnings in check mode (the
+        earlier stages, in check mode too, did not create them); input errors still fail.
   diff_mode:
     support: full
     details:
@@ -274,7 +276,10 @@ def _present(module, p, svc: RayVllmDeployment, out: dict) -> None:
     objs = render.manifests(plan, svc.cfg)  # every input problem raises here, before a write
     head = next(o for o in objs if o["kind"] == "RayCluster")["spec"]["headGroupSpec"]
     out["head_args"] = head["template"]["spec"]["containers"][0]["args"]
-    out.update(svc.preflight(plan))
+    report = svc.preflight(plan, module.check_mode)
+    for warning in report.pop("warnings"):
+        module.warn(warning)
+    out.update(report)
     out["clusters"] = [f"{p['name']}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
     out["changed"] |= svc.ensure_api_key(p["api_key"], module.check_mode)
     changed, diffs = svc.apply(plan, module.check_mode)

@@ -79,7 +79,20 @@ class RayVllmDeployment:
             slots += gpus // gpus_per_pod if gpus_per_pod else 0
         return slots, listing
 
-    def preflight(self, plan: dict) -> dict:
+    def preflight(self, plan: dict, check_mode: bool = False) -> dict:
+        """Refuse what cannot run. In check mode, GPUs and the volume that earlier stages
+        would provide (they changed nothing either) are reported as warnings instead."""
+        report = {"warnings": []}
+        try:
+            report.update(self._preflight(plan))
+        except InvalidInputError as exc:
+            if not check_mode:
+                raise
+            report["warnings"].append(f"{exc.msg} (check mode: an earlier stage may provide "
+                                      "it in a real run)")
+        return report
+
+    def _preflight(self, plan: dict) -> dict:
         shape = plan["ray_cluster"]
         per_pod: dict[int, int] = {}  # GPUs per pod -> pods of that size, all replicas
         for group in shape["worker_groups"]:

@@ -162,3 +162,19 @@ def test_fewer_replicas_delete_the_extra_clusters(lab_with_model, tmp_path):
     assert rc == 0 and res["changed"] is True, out[-2000:]
     assert _serving_objects(lab)["rayclusters"] == ["llm-0"]
     run_module(lab, tmp_path, "ray_vllm_cluster", {"namespace": NS, "state": "absent"})
+
+
+def test_check_mode_warns_about_what_earlier_stages_would_provide(lab_with_model, tmp_path):
+    lab, model = lab_with_model
+    before = _serving_objects(lab)
+    plan = _plan(lab, tmp_path, model, nodes=10, tp=2, pp=1)  # more GPUs than the lab has
+    rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster",
+                              _args(plan, model_pvc="not-staged-yet"), extra=("--check",))
+    assert rc == 0 and res["changed"] is True, out[-2000:]
+    warnings = " ".join(res.get("warnings", []))
+    assert "needs 20 GPUs" in warnings and "check mode" in warnings, warnings
+    assert _serving_objects(lab) == before
+    # input errors still fail in check mode
+    rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster",
+                              _args(plan, served_model_name="a b"), extra=("--check",))
+    assert rc != 0 and "may only hold" in res["msg"]
