@@ -38,6 +38,26 @@ def _group(command: list[str], args: list[str], env: list[dict[str, Any]],
             **container}]}}}
 
 
+def _worker() -> dict[str, Any]:
+    """One worker of 1 GPU running the collection's launcher, as the serving stage does."""
+    env = [{"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+           {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
+           {"name": "GLOO_SOCKET_IFNAME", "value": "eth0"}]
+    worker = _group(["gpu-stack-launch"], ["worker"], env, {"num-cpus": "1", "num-gpus": "1"})
+    worker.update(groupName="gpu", replicas=1, minReplicas=1, maxReplicas=1)
+    return worker
+
+
+def _register_crd(lab: LabServer, api: Any) -> None:
+    crd = lab.crd_library.get("rayclusters.ray.io")
+    if crd is None:
+        pytest.skip("upstream KubeRay CRDs not available (GPU_LAB_CRDS)")
+    ext = client.ApiextensionsV1Api(api)
+    if not any(c.metadata.name == "rayclusters.ray.io"
+               for c in ext.list_custom_resource_definition().items):
+        ext.create_custom_resource_definition(crd)
+
+
 def _ray_nodes(address: str) -> list[list[Any]]:
     """Ask the cluster itself, from a separate driver process."""
     code = textwrap.dedent(f"""
@@ -71,13 +91,7 @@ def _processes_of(pod_name: str) -> list[int]:
 
 def test_raycluster_head_and_worker_join_through_the_service_name(
         k8s_lab: LabServer, k8s_client: Any, k8s_dynamic: Any, k8s_namespace: str) -> None:
-    crd = k8s_lab.crd_library.get("rayclusters.ray.io")
-    if crd is None:
-        pytest.skip("upstream KubeRay CRDs not available (GPU_LAB_CRDS)")
-    ext = client.ApiextensionsV1Api(k8s_client)
-    if not any(c.metadata.name == "rayclusters.ray.io"
-               for c in ext.list_custom_resource_definition().items):
-        ext.create_custom_resource_definition(crd)
+    _register_crd(k8s_lab, k8s_client)
     ns, gcs, ray_client = k8s_namespace, free_port(), free_port()
     # Ports other Rays on this machine may hold (the GCS listens on every address)
     head_params = {"port": str(gcs), "ray-client-server-port": str(ray_client),
@@ -87,12 +101,7 @@ def test_raycluster_head_and_worker_join_through_the_service_name(
                   [], [pod_ip_env()], head_params,
                   ports=[{"name": "gcs-server", "containerPort": gcs}],
                   readinessProbe={"tcpSocket": {"port": "gcs-server"}, "periodSeconds": 5})
-    worker_env = [{"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {
-        "fieldPath": "status.podIP"}}}, {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"},
-        {"name": "GLOO_SOCKET_IFNAME", "value": "eth0"}]
-    worker = _group(["gpu-stack-launch"], ["worker"], worker_env,
-                    {"num-cpus": "1", "num-gpus": "1"})
-    worker.update(groupName="gpu", replicas=1, minReplicas=1, maxReplicas=1)
+    worker = _worker()
     rcs = k8s_dynamic.resources.get(api_version="ray.io/v1", kind="RayCluster")
     rcs.create(namespace=ns, body={
         "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "tiny"},
@@ -147,3 +156,47 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_two_rayclusters_with_default_ports_each_get_their_own_gcs(
+        k8s_lab: LabServer, k8s_client: Any, k8s_dynamic: Any, k8s_namespace: str) -> None:
+    """Both heads want GCS port 6379 (and client port 10001); on one machine the lab gives
+    each cluster its own, behind the head Service's port 6379."""
+    _register_crd(k8s_lab, k8s_client)
+    ns = k8s_namespace
+    rcs = k8s_dynamic.resources.get(api_version="ray.io/v1", kind="RayCluster")
+    params = {"include-dashboard": "false", "dashboard-host": "0.0.0.0", "num-cpus": "1",
+              "num-gpus": "0"}
+    names = ("one", "two")
+    for name in names:
+        head = _group(["sh", "-c", "exec $KUBERAY_GEN_RAY_START_CMD --node-ip-address=$POD_IP"],
+                      [], [pod_ip_env()], params)
+        rcs.create(namespace=ns, body={
+            "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": name},
+            "spec": {"headGroupSpec": head, "workerGroupSpecs": [_worker()]}})
+    core = client.CoreV1Api(k8s_client)
+    gcs: dict[str, int] = {}
+    for name in names:
+        svc = core.read_namespaced_service(f"{name}-head-svc", ns)
+        port = next(p for p in svc.spec.ports if p.port == 6379)
+        gcs[name] = int(port.target_port)
+        assert svc.metadata.annotations["gpu-lab.llmops.io/gcs-port"] == str(gcs[name])
+    assert len(set(gcs.values())) == 2 and 6379 not in gcs.values()
+
+    def pods(name: str) -> dict[str, Any]:
+        return {p.metadata.labels["ray.io/node-type"]: p for p in core.list_namespaced_pod(
+            ns, label_selector=f"ray.io/cluster={name}").items}
+
+    for name in names:
+        found = wait_for(lambda n=name: (p := pods(n)) and len(p) == 2 and all(
+            is_ready(x) for x in p.values()) and p, f"{name} Ready", timeout=120)
+        head_ip, worker_ip = found["head"].status.pod_ip, found["worker"].status.pod_ip
+        env = {e.name: e.value for e in found["head"].spec.containers[0].env}
+        assert env["RAY_PORT"] == str(gcs[name])
+        assert f"--port={gcs[name]}" in env["KUBERAY_GEN_RAY_START_CMD"]
+        nodes = wait_for(lambda a=f"{head_ip}:{gcs[name]}": (n := _ray_nodes(a)) and len(n) == 2
+                         and n, f"{name}: two alive Ray nodes", timeout=120, interval=1.0)
+        assert nodes == sorted([[head_ip, 0], [worker_ip, 1.0]])  # its own nodes only
+    for name in names:
+        rcs.delete(namespace=ns, name=name)
+    wait_for(lambda: not core.list_namespaced_pod(ns).items, "pods deleted", timeout=60)

@@ -7,6 +7,8 @@ reference. Worker groups are scaled to ``replicas`` (clamped to min/max, times
 ``numOfHosts``). Scheduling is the scheduler's: asking for more ``nvidia.com/gpu`` than
 nodes have leaves pods Pending with the scheduler's reason, and the cluster not ready.
 Status carries ready/available/desired workers, desired resources, head and endpoints.
+Clusters whose pods run as local processes get machine-unique GCS and Ray client ports
+(ray_ports.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from ..apiserver import clock
+from . import ray_ports
 from .base import Controller, condition, owned_by, owner_ref
 
 _DEFAULT_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,
@@ -101,16 +104,23 @@ class RayClusterController(Controller):
         if self.get("", "services", ns, self._head_service(rc)) is not None:
             return
         head = rc["spec"]["headGroupSpec"]
+        chosen = ray_ports.choose(rc, self.list("", "services"))
+        ports = [{"name": k, "port": v, "appProtocol": "tcp"}
+                 for k, v in sorted(self._ports(rc).items())]
         self.create("", "services", {
             "metadata": {"name": self._head_service(rc), "namespace": ns,
                          "labels": {"ray.io/cluster": name, "ray.io/node-type": "head",
                                     "app.kubernetes.io/created-by": "kuberay-operator"},
-                         "annotations": rc["spec"].get("headServiceAnnotations") or {},
+                         "annotations": (rc["spec"].get("headServiceAnnotations") or {})
+                         | chosen,
                          "ownerReferences": [owner_ref(rc)]},
             "spec": {"type": head.get("serviceType", "ClusterIP"),
                      "selector": {"ray.io/cluster": name, "ray.io/node-type": "head"},
-                     "ports": [{"name": k, "port": v, "appProtocol": "tcp"}
-                               for k, v in sorted(self._ports(rc).items())]}})
+                     "ports": ray_ports.map_gcs(ports, self._gcs_port(rc), chosen)}})
+
+    def _gcs_port(self, rc: dict[str, Any]) -> int:
+        ports = self._ports(rc)
+        return ports.get("gcs-server") or ports.get("gcs") or 6379
 
     def _create_pod(self, rc: dict[str, Any], node_type: str, group: str,
                     group_spec: dict[str, Any]) -> None:
@@ -129,8 +139,12 @@ class RayClusterController(Controller):
         meta.update(generateName=prefix, namespace=ns, ownerReferences=[owner_ref(rc)])
         spec = template["spec"]
         address = f"{self._head_service(rc)}.{ns}.svc.cluster.local"
-        ports = self._ports(rc)
-        gcs = ports.get("gcs-server") or ports.get("gcs") or 6379
+        gcs = self._gcs_port(rc)
+        lab = ray_ports.recorded(self.get("", "services", ns, self._head_service(rc)))
+        if node_type == "head" and lab:  # the ports this head really listens on
+            group_spec = {**group_spec, "rayStartParams": {
+                **(group_spec.get("rayStartParams") or {}), **lab}}
+            gcs = lab.get("port", gcs)
         start = self._start_command(node_type, group_spec, template, f"{address}:{gcs}")
         # As KubeRay: a head reaches its own GCS on 127.0.0.1, workers through the service.
         ray_address = f"127.0.0.1:{gcs}" if node_type == "head" else f"{address}:{gcs}"
