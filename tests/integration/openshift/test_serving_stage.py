@@ -9,6 +9,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 import openai
@@ -42,6 +43,12 @@ def served(k8s_lab_factory, tmp_path_factory):
     assert rc == 0, out[-6000:]
     yield lab, work, out
     _run(lab, work, REPO / "playbooks" / "serving.yml", "-e", "ray_vllm_state=absent")
+    # the RayCluster's pods (real Ray and vLLM processes) are gone before other tests run
+    core = client.CoreV1Api(api(lab))
+    deadline = time.monotonic() + 120
+    while core.list_namespaced_pod(NS, label_selector="ray.io/is-ray-node=yes").items:
+        assert time.monotonic() < deadline, "the serving pods were not removed"
+        time.sleep(1)
 
 
 def _run(lab, work, playbook, *extra, json_out=False):

@@ -58,6 +58,10 @@ def wait_or_kill(procs: list[subprocess.Popen], deadline: float) -> None:
 def signal_container(proc: subprocess.Popen, sig: int) -> None:
     """Signal the container: every process of the session its main process leads (Ray
     puts its workers in process groups of their own, but in the same session)."""
+    if proc.poll() is not None and os.path.exists(f"/proc/{proc.pid}"):
+        # The leader is gone and its PID belongs to another process now: that process's
+        # group and session are not this container's (PIDs wrap around on a busy machine).
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
     for pid in _session_members(proc.pid):
