@@ -14,6 +14,7 @@ pytest_plugins = [
 ]
 
 
+
 def _rank(item) -> int:
     if item.get_closest_marker("serving_stack") is not None:
         return 3
