@@ -19,7 +19,7 @@ from kubernetes import client
 
 from .k8s_helpers import REPO, api, custom, run_play
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.serving_stack]
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NS, NAME, MODEL = "llm", "llm", "tiny-llama"
 
 
