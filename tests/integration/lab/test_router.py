@@ -6,6 +6,7 @@ checks what arrives on both ends."""
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import ssl
@@ -217,3 +218,36 @@ def test_route_timeout_annotation(k8s_lab: LabServer, echo: dict[str, Any]) -> N
     assert cut.status_code == 504 and 0.9 <= took < 2.5
     assert _get(k8s_lab, short, "/slow?s=0.2").text == "late"
     assert _get(k8s_lab, long, "/slow?s=2").text == "late"
+
+
+def test_kept_alive_connection_carries_many_requests_round_robin(
+        k8s_lab: LabServer, echo: dict[str, Any]) -> None:
+    """One client connection, several requests: each is framed, relayed and balanced on
+    its own, including a chunked request body and a streamed (chunked) response."""
+    _ready(echo, "echo-0", "echo-1")
+    for flags in echo["flags"].values():
+        (flags / "release").write_text("go")
+    accepted = k8s_lab.router.accepted
+    with requests.Session() as session:
+        session.headers["Host"] = echo["host"]
+        session.request = functools.partial(session.request,  # type: ignore[method-assign]
+                                            verify=k8s_lab.router_ca, timeout=10)
+        pods = []
+        for i in range(4):
+            got = session.post(f"{k8s_lab.router_url}/v1/x?i={i}",
+                               data=b"a" * (i * 5000)).json()
+            assert (got["path"], len(got["body"])) == (f"/v1/x?i={i}", i * 5000)
+            pods.append(got["pod"])
+        streamed = session.get(f"{k8s_lab.router_url}/stream")
+        assert streamed.text == "data: first\n\ndata: last\n\n"
+        chunked = session.post(f"{k8s_lab.router_url}/v1/chunked",
+                               data=(part for part in (b"one,", b"two"))).json()
+        assert chunked["body"] == "one,two"
+        assert "chunked" in chunked["headers"].get("Transfer-Encoding", "")
+        head = session.head(f"{k8s_lab.router_url}/v1/head")
+        assert head.status_code == 200 and head.content == b""
+        after = session.post(f"{k8s_lab.router_url}/v1/after", data=b"{}").json()
+        assert after["path"] == "/v1/after"
+    assert pods[0] != pods[1] and pods[0] == pods[2]
+    # one TLS connection carried all of it: the router kept it open after each response
+    assert k8s_lab.router.accepted - accepted == 1
