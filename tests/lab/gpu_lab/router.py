@@ -282,12 +282,12 @@ class _Client(asyncio.Protocol):
             current = self.upstream = None
         for address in ([] if current else backends):
             try:
-                _, proto = await asyncio.wait_for(self.loop.create_connection(
+                pair = await asyncio.wait_for(self.loop.create_connection(
                     lambda a=address: _Upstream(self, a), *address), CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 log.debug("router: %s:%s refused (%s)", *address, exc)
                 continue
-            current = self.upstream = proto
+            current = self.upstream = pair[1]
             break
         if self.state != "connecting":  # the client went away meanwhile
             if current is not None and current.transport is not None:
