@@ -18,26 +18,40 @@ OLM = "operators.coreos.com/v1alpha1"
 
 
 def lab_env(lab) -> dict:
-    """The credentials the way an AWX OpenShift credential passes them: K8S_AUTH_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("K8S_AUTH_")}
-    env.update(K8S_AUTH_KUBECONFIG=str(lab.kubeconfig), K8S_AUTH_CONTEXT="lab-admin",
-               ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1")
+    """The credentials the way an AWX OpenShift credential passes them: K8S_AUTH_*.
+
+    Without a lab (None): no credentials at all, and none of the caller's ANSIBLE_*."""
+    drop = ("K8S_AUTH_",) if lab is not None else ("K8S_AUTH_", "ANSIBLE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1")
+    if lab is not None:
+        env.update(K8S_AUTH_KUBECONFIG=str(lab.kubeconfig), K8S_AUTH_CONTEXT="lab-admin")
     return env
 
 
 def run_play(lab, tmp_path: Path, tasks: list | None = None, *, playbook: Path | None = None,
              extra: tuple = (), env_extra: dict | None = None, json_out: bool = True,
-             inventory: str = "localhost,"):
-    """ansible-playbook on localhost; returns (rc, per-task results, raw output)."""
+             inventory: str = "localhost,", vars_file: dict | None = None):
+    """ansible-playbook on localhost with this venv's Python; (rc, task results, output).
+
+    lab: a LabServer whose admin credentials go in K8S_AUTH_*, or None. vars_file: extra
+    vars written to a file and passed as ``-e @file`` (kept out of the command line)."""
+    index = len(list(tmp_path.glob("play-*.yml")))
     if playbook is None:
-        playbook = tmp_path / f"play-{len(list(tmp_path.glob('play-*.yml')))}.yml"
+        playbook = tmp_path / f"play-{index}.yml"
         playbook.write_text(yaml.safe_dump(
             [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], sort_keys=False))
+    args = list(extra)
+    if vars_file is not None:
+        path = tmp_path / f"vars-{index}.yml"
+        path.write_text(yaml.safe_dump(vars_file))
+        args += ["-e", f"@{path}"]
     env = lab_env(lab)
     if json_out:
         env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     env.update(env_extra or {})
-    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, "-c", "local", str(playbook), *extra]
+    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, "-c", "local", "-e",
+           f"ansible_python_interpreter={sys.executable}", str(playbook), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
                           check=False, cwd=REPO)
     results = []

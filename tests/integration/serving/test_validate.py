@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import re
 import ssl
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,46 +18,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from integration.openshift.k8s_helpers import run_play
 from serving_procs import free_ports
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 ROUTE_HOST = "llm-llm.apps.lab.test"
 CHECKS = ["health", "models", "completion", "chat", "stream", "auth"]
 
 
 # --- running Ansible ----------------------------------------------------------------------
-def _play(tmp_path: Path, tasks: list, *, extra: tuple = (), json_out: bool = True,
-          vars_file: dict | None = None):
-    """ansible-playbook on localhost with this venv's Python; (rc, task results, output)."""
-    index = len(list(tmp_path.glob("play-*.yml")))
-    playbook = tmp_path / f"play-{index}.yml"
-    playbook.write_text(yaml.safe_dump(
-        [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], sort_keys=False))
-    args = list(extra)
-    if vars_file is not None:
-        path = tmp_path / f"vars-{index}.yml"
-        path.write_text(yaml.safe_dump(vars_file))
-        args += ["-e", f"@{path}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("K8S_AUTH_", "ANSIBLE_"))}
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1")
-    if json_out:
-        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    cmd = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", "-e",
-           f"ansible_python_interpreter={sys.executable}", str(playbook), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
-                          check=False, cwd=REPO)
-    results = []
-    if json_out:
-        try:
-            data = json.loads(proc.stdout)
-            results = [t["hosts"]["localhost"] for p in data["plays"] for t in p["tasks"]
-                       if "localhost" in t["hosts"]]
-        except (ValueError, KeyError):
-            results = []
-    return proc.returncode, results, proc.stdout + proc.stderr
+def _play(tmp_path: Path, tasks: list, **kwargs):
+    """ansible-playbook on localhost, no cluster credentials; (rc, task results, output)."""
+    return run_play(None, tmp_path, tasks, **kwargs)
 
 
 def _module(tmp_path: Path, name: str, args: dict, **kwargs):
