@@ -3,15 +3,25 @@
 Needs the main job's result: the lab running with the serving stack
 (`.venv/bin/ansible-playbook playbooks/site.yml`). Reads the lab's router
 (``$GPU_LAB_HOME/router.json``), the Route host, the head pod's address and the API key
-(from the Secret) through the lab API, then alternates rounds of the same load straight
-to the head pod (``http://<pod IP>:8000``) and through the Route (HTTPS, lab CA, Host
-header) with the collection's own load-test code (the openai client), and prints:
+(from the Secret) through the lab API, then measures with the collection's own
+load-test code (the openai client), paired so that both paths see the same machine:
 
-  1. output tokens/s, straight vs through the Route (target: >= 95%, i.e. <= 5% loss);
-  2. TTFT p50 at concurrency C, straight vs through the Route (target: <= 5 ms more);
-  3. unloaded round trip p50 (one short request at a time): the router's own cost.
+  1. each round sends the same load straight to the head pod (``http://<pod IP>:8000``)
+     and through the Route (HTTPS, lab CA, Host header) AT THE SAME TIME (half the
+     concurrency each, one client process per path), so vLLM batches both paths' requests
+     together and a slow moment of this shared 2-core machine hits both alike;
+     per round: output tokens/s of each path and their ratio (target >= 0.95), TTFT p50
+     of each path and the difference (target <= 5 ms);
+  2. unloaded round trip p50 (one short request at a time, the paths alternating): the
+     router's own cost with TLS.
 
-  .venv/bin/python tests/benchmarks/bench_route.py [--rounds 4] [--requests 24]
+The client processes run at a raised priority (nice -10, when allowed): on this 2-core
+machine the load generator shares the CPU with vLLM, and a starved client reading its
+stream late (TLS on the Route's path) was measured as the Route's cost (paired ratio
+0.84 at normal priority, 0.97 raised; straight vs straight: 0.95 and 1.01). Production
+clients do not share vLLM's CPU. The lab's router itself keeps normal priority.
+
+  .venv/bin/python tests/benchmarks/bench_route.py [--rounds 6] [--requests 24]
       [--concurrency 4] [--max-tokens 32] [--namespace llm] [--name llm] [--model tiny-llama]
 """
 
@@ -20,9 +30,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import multiprocessing
 import os
 import statistics
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,9 +82,36 @@ def _round(ep: Endpoint, requests: int, concurrency: int, max_tokens: int) -> di
     return report
 
 
+def _paired(pool: ProcessPoolExecutor, direct: Endpoint, routed: Endpoint, requests: int,
+            concurrency: int, max_tokens: int) -> dict[str, dict]:
+    """Both paths' loads at the same time, each with half the requests and concurrency,
+    each from its own client process (no shared GIL between the two clients)."""
+    jobs = {label: pool.submit(_round, ep, requests // 2, max(1, concurrency // 2), max_tokens)
+            for label, ep in (("direct", direct), ("route", routed))}
+    return {label: job.result() for label, job in jobs.items()}
+
+
+def _raise_priority() -> None:
+    try:
+        os.nice(-10)
+    except OSError as exc:
+        print(f"client process at normal priority ({exc}): the client's own CPU counts")
+
+
+def _unloaded(direct: Endpoint, routed: Endpoint, blocks: int) -> dict[str, float]:
+    """p50 latency of one-token requests sent one at a time on a kept-alive connection,
+    in blocks of 8 per path, the paths alternating."""
+    p50: dict[str, list[float]] = {"direct": [], "route": []}
+    for i in range(blocks):
+        order = [("direct", direct), ("route", routed)]
+        for label, ep in order if i % 2 == 0 else order[::-1]:
+            p50[label].append(_round(ep, 8, 1, 1)["latency_ms"]["p50"])
+    return {label: statistics.median(values) for label, values in p50.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -84,37 +123,32 @@ def main() -> int:
     direct, routed = _targets(home, args.namespace, args.name, args.model)
     print(f"straight: {direct.base_url}   through the Route: {routed.base_url} "
           f"(Host {routed.host_header})")
-    _round(direct, 4, 2, 4)  # warm both paths up (connections, vLLM's first requests)
-    _round(routed, 4, 2, 4)
-    tps = {"direct": [], "route": []}
-    ttft = {"direct": [], "route": []}
-    rtt = {"direct": [], "route": []}
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_raise_priority)
+    _paired(pool, direct, routed, 4, 2, 4)  # warm up (imports, vLLM's first requests)
+    ratios, extra_ttft = [], []
     for i in range(args.rounds):
-        order = [("direct", direct), ("route", routed)]
-        for label, ep in order if i % 2 == 0 else order[::-1]:
-            report = _round(ep, args.requests, args.concurrency, args.max_tokens)
-            tps[label].append(report["output_tokens_per_s"])
-            ttft[label].append(report["ttft_ms"]["p50"])
-            single = _round(ep, 8, 1, 1)
-            rtt[label].append(single["latency_ms"]["p50"])
-        print(f"round {i + 1}: tokens/s straight {tps['direct'][-1]:.0f} route "
-              f"{tps['route'][-1]:.0f}; TTFT p50 straight {ttft['direct'][-1]:.1f} ms route "
-              f"{ttft['route'][-1]:.1f} ms")
-    med = {k: {label: statistics.median(v[label]) for label in v} for k, v in
-           (("tps", tps), ("ttft", ttft), ("rtt", rtt))}
-    ratio = med["tps"]["route"] / med["tps"]["direct"]
-    ttft_extra = med["ttft"]["route"] - med["ttft"]["direct"]
-    rtt_extra = med["rtt"]["route"] - med["rtt"]["direct"]
-    print(f"\nmedians over {args.rounds} rounds of {args.requests} requests x "
-          f"{args.max_tokens} tokens at concurrency {args.concurrency}:")
-    print(f"  output tokens/s: straight {med['tps']['direct']:.0f}, through the Route "
-          f"{med['tps']['route']:.0f}: ratio {ratio:.3f} (target >= 0.95: "
-          f"{'met' if ratio >= 0.95 else 'NOT met'})")
-    print(f"  TTFT p50: straight {med['ttft']['direct']:.1f} ms, through the Route "
-          f"{med['ttft']['route']:.1f} ms: {ttft_extra:+.1f} ms (target <= 5 ms: "
-          f"{'met' if ttft_extra <= 5 else 'NOT met'})")
-    print(f"  unloaded round trip p50 (1 token): straight {med['rtt']['direct']:.1f} ms, "
-          f"through the Route {med['rtt']['route']:.1f} ms: {rtt_extra:+.1f} ms")
+        reports = _paired(pool, direct, routed, args.requests, args.concurrency,
+                          args.max_tokens)
+        tps = {k: r["output_tokens_per_s"] for k, r in reports.items()}
+        ttft = {k: r["ttft_ms"]["p50"] for k, r in reports.items()}
+        ratios.append(tps["route"] / tps["direct"])
+        extra_ttft.append(ttft["route"] - ttft["direct"])
+        print(f"round {i + 1}: tokens/s straight {tps['direct']:.0f} route {tps['route']:.0f}"
+              f" (ratio {ratios[-1]:.3f}); TTFT p50 straight {ttft['direct']:.1f} ms route "
+              f"{ttft['route']:.1f} ms ({extra_ttft[-1]:+.1f} ms)")
+    pool.shutdown()
+    rtt = _unloaded(direct, routed, 4)
+    ratio, ttft_extra = statistics.median(ratios), statistics.median(extra_ttft)
+    print(f"\nmedians over {args.rounds} paired rounds ({args.requests // 2} requests x "
+          f"{args.max_tokens} tokens per path at concurrency {max(1, args.concurrency // 2)} "
+          "each, both paths at once):")
+    print(f"  output tokens/s through the Route / straight: {ratio:.3f} "
+          f"(target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    print(f"  TTFT p50 through the Route - straight: {ttft_extra:+.1f} ms "
+          f"(target <= 5 ms: {'met' if ttft_extra <= 5 else 'NOT met'})")
+    print(f"  unloaded round trip p50 (1 token, kept-alive): straight {rtt['direct']:.1f} ms, "
+          f"through the Route {rtt['route']:.1f} ms: {rtt['route'] - rtt['direct']:+.1f} ms")
     return 0
 
 

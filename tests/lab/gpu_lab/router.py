@@ -1,10 +1,13 @@
 """The lab's OpenShift router: an HTTPS listener that sends Route traffic to Ready pods.
 
-It runs on the API server's loop (it reads the store directly; routes.py says how a
-request finds its Route and backends). The listener is ``https://127.0.0.1:PORT`` (a
-free port, kept in the settings like the API port) with a certificate from the lab CA
-for 127.0.0.1, localhost and ``*.<apps domain>``; there is no DNS, so clients connect
-to that address and send the Route's host in the ``Host`` header.
+It runs in its own thread with its own event loop (uvloop when installed: its TLS is
+compiled), so relaying tokens neither waits behind the API server's work nor costs more
+CPU than it must; each request's Route and backends are looked up on the API server's
+loop, which owns the store (routes.py says how a request finds them). The listener is
+``https://127.0.0.1:PORT`` (a free port, kept in the settings like the API port) with a
+certificate from the lab CA for 127.0.0.1, localhost and ``*.<apps domain>``; there is
+no DNS, so clients connect to that address and send the Route's host in the ``Host``
+header.
 
 Only edge-terminated Routes are served (TLS ends here, the pod gets plain HTTP): a
 Route without TLS or with passthrough/reencrypt gets the 503 page, as does an unknown
@@ -31,6 +34,8 @@ import json
 import logging
 import socket
 import ssl
+import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import http1
@@ -67,6 +72,9 @@ class Router:
         self.table = RouteTable(server.store)
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._api_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._turns: dict[str, itertools.count[int]] = {}
         self._conns: set[_Client] = set()
         self.accepted = 0  # client connections so far (tests count kept-alive reuse)
@@ -97,22 +105,61 @@ class Router:
             sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.settings.router_port = self.port
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Client(self), sock=sock, ssl=context,
-                                                backlog=256)
+        self._api_loop = asyncio.get_running_loop()
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(sock, context, ready),
+                                        name="lab-router", daemon=True)
+        self._thread.start()
+        await asyncio.wrap_future(ready)
         self.info_file.write_text(json.dumps({"url": self.url, "ca": self.ca,
                                               "appsDomain": self.settings.apps_domain}))
         log.info("router listening on %s", self.url)
+
+    def _run(self, sock: socket.socket, context: ssl.SSLContext, ready: Future[None]) -> None:
+        try:
+            import uvloop  # optional: the serving group brings it (vLLM's server uses it)
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(loop.create_server(
+                lambda: _Client(self), sock=sock, ssl=context, backlog=256))
+        except BaseException as exc:  # handed to start()
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
 
     async def stop(self) -> None:
         with contextlib.suppress(OSError):
             if json.loads(self.info_file.read_text()).get("url") == self.url:
                 self.info_file.unlink()
+        if self._loop is None or self._thread is None:
+            return
+        done = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+        await asyncio.wrap_future(done)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join, 10)
+
+    async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
             for conn in list(self._conns):
                 conn.close()
-            await self._server.wait_closed()
+            await asyncio.sleep(0)  # let the transports run their close callbacks
+
+    async def lookup(self, host: str, path: str) -> tuple[list[tuple[str, int]], float] | bytes:
+        """pick() on the API server's loop (the store is that loop's), from the router's."""
+        async def on_api_loop() -> tuple[list[tuple[str, int]], float] | bytes:
+            return self.pick(host, path)
+
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(on_api_loop(), self._api_loop))
 
     def pick(self, host: str, path: str) -> tuple[list[tuple[str, int]], float] | bytes:
         """The backends to try in order and the Route's timeout, or the 503 page."""
@@ -249,14 +296,9 @@ class _Client(asyncio.Protocol):
             return
         host = head.get("Host") or ""
         host = host if host.endswith("]") else host.rsplit(":", 1)[0]
-        picked = self.router.pick(host, target.split("?", 1)[0])
-        if isinstance(picked, bytes):
-            self._fail(picked)
-            return
-        backends, self.timeout = picked
         self.state = "connecting"
         self.pause_reading()
-        self.loop.create_task(self._connect(backends, self._rewrite(head)))
+        self.loop.create_task(self._connect(host, target.split("?", 1)[0], self._rewrite(head)))
 
     def _rewrite(self, head: http1.Head) -> bytes:
         assert self.transport is not None
@@ -274,7 +316,14 @@ class _Client(asyncio.Protocol):
                   "Connection: keep-alive"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def _connect(self, backends: list[tuple[str, int]], head: bytes) -> None:
+    async def _connect(self, host: str, path: str, head: bytes) -> None:
+        picked = await self.router.lookup(host, path)
+        if self.state != "connecting":
+            return
+        if isinstance(picked, bytes):
+            self._fail(picked)
+            return
+        backends, self.timeout = picked
         current = self.upstream
         if current is not None and (current.closed or current.address != backends[0]):
             if current.transport is not None:
