@@ -13,7 +13,9 @@ load-test code (the openai client), paired so that both paths see the same machi
      per round: output tokens/s of each path and their ratio (target >= 0.95), TTFT p50
      of each path and the difference (target <= 5 ms);
   2. unloaded round trip p50 (one short request at a time, the paths alternating): the
-     router's own cost with TLS.
+     router's own cost with TLS;
+  3. the control: the same paired rounds with both sides straight (what noise alone
+     gives on this machine).
 
 The client processes run at a raised priority (nice -10, when allowed): on this 2-core
 machine the load generator shares the CPU with vLLM, and a starved client reading its
@@ -21,7 +23,7 @@ stream late (TLS on the Route's path) was measured as the Route's cost (paired r
 0.84 at normal priority, 0.97 raised; straight vs straight: 0.95 and 1.01). Production
 clients do not share vLLM's CPU. The lab's router itself keeps normal priority.
 
-  .venv/bin/python tests/benchmarks/bench_route.py [--rounds 6] [--requests 24]
+  .venv/bin/python tests/benchmarks/bench_route.py [--rounds 16] [--requests 48]
       [--concurrency 4] [--max-tokens 32] [--namespace llm] [--name llm] [--model tiny-llama]
 """
 
@@ -109,10 +111,28 @@ def _unloaded(direct: Endpoint, routed: Endpoint, blocks: int) -> dict[str, floa
     return {label: statistics.median(values) for label, values in p50.items()}
 
 
+def _rounds(pool: ProcessPoolExecutor, first: Endpoint, second: Endpoint, args,
+            label: str) -> tuple[float, float]:
+    """Paired rounds of first (as "direct") vs second (as "route"); the medians of the
+    tokens/s ratio second/first and of the TTFT p50 difference second - first."""
+    ratios, extra_ttft = [], []
+    for i in range(args.rounds):
+        reports = _paired(pool, first, second, args.requests, args.concurrency,
+                          args.max_tokens)
+        tps = {k: r["output_tokens_per_s"] for k, r in reports.items()}
+        ttft = {k: r["ttft_ms"]["p50"] for k, r in reports.items()}
+        ratios.append(tps["route"] / tps["direct"])
+        extra_ttft.append(ttft["route"] - ttft["direct"])
+        print(f"{label} round {i + 1}: tokens/s {tps['direct']:.0f} vs {tps['route']:.0f} "
+              f"(ratio {ratios[-1]:.3f}); TTFT p50 {ttft['direct']:.1f} vs "
+              f"{ttft['route']:.1f} ms ({extra_ttft[-1]:+.1f} ms)")
+    return statistics.median(ratios), statistics.median(extra_ttft)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--namespace", default="llm")
@@ -126,27 +146,20 @@ def main() -> int:
     pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_raise_priority)
     _paired(pool, direct, routed, 4, 2, 4)  # warm up (imports, vLLM's first requests)
-    ratios, extra_ttft = [], []
-    for i in range(args.rounds):
-        reports = _paired(pool, direct, routed, args.requests, args.concurrency,
-                          args.max_tokens)
-        tps = {k: r["output_tokens_per_s"] for k, r in reports.items()}
-        ttft = {k: r["ttft_ms"]["p50"] for k, r in reports.items()}
-        ratios.append(tps["route"] / tps["direct"])
-        extra_ttft.append(ttft["route"] - ttft["direct"])
-        print(f"round {i + 1}: tokens/s straight {tps['direct']:.0f} route {tps['route']:.0f}"
-              f" (ratio {ratios[-1]:.3f}); TTFT p50 straight {ttft['direct']:.1f} ms route "
-              f"{ttft['route']:.1f} ms ({extra_ttft[-1]:+.1f} ms)")
+    ratio, ttft_extra = _rounds(pool, direct, routed, args, "straight vs Route")
+    # The control: the same design with both sides straight shows what noise alone gives.
+    control_ratio, control_ttft = _rounds(pool, direct, direct, args, "straight vs straight")
     pool.shutdown()
     rtt = _unloaded(direct, routed, 4)
-    ratio, ttft_extra = statistics.median(ratios), statistics.median(extra_ttft)
     print(f"\nmedians over {args.rounds} paired rounds ({args.requests // 2} requests x "
-          f"{args.max_tokens} tokens per path at concurrency {max(1, args.concurrency // 2)} "
-          "each, both paths at once):")
+          f"{args.max_tokens} tokens per side at concurrency {max(1, args.concurrency // 2)} "
+          "each, both sides at once):")
     print(f"  output tokens/s through the Route / straight: {ratio:.3f} "
-          f"(target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+          f"(target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'}; control, straight / "
+          f"straight: {control_ratio:.3f})")
     print(f"  TTFT p50 through the Route - straight: {ttft_extra:+.1f} ms "
-          f"(target <= 5 ms: {'met' if ttft_extra <= 5 else 'NOT met'})")
+          f"(target <= 5 ms: {'met' if ttft_extra <= 5 else 'NOT met'}; control: "
+          f"{control_ttft:+.1f} ms)")
     print(f"  unloaded round trip p50 (1 token, kept-alive): straight {rtt['direct']:.1f} ms, "
           f"through the Route {rtt['route']:.1f} ms: {rtt['route'] - rtt['direct']:+.1f} ms")
     return 0
