@@ -9,7 +9,6 @@ import base64
 import json
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
@@ -17,6 +16,7 @@ import pytest
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
+from ..lab.waiting import wait_for
 from .k8s_helpers import REPO, api, custom, run_play
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -45,10 +45,9 @@ def served(k8s_lab_factory, tmp_path_factory):
     _run(lab, work, REPO / "playbooks" / "serving.yml", "-e", "ray_vllm_state=absent")
     # the RayCluster's pods (real Ray and vLLM processes) are gone before other tests run
     core = client.CoreV1Api(api(lab))
-    deadline = time.monotonic() + 120
-    while core.list_namespaced_pod(NS, label_selector="ray.io/is-ray-node=yes").items:
-        assert time.monotonic() < deadline, "the serving pods were not removed"
-        time.sleep(1)
+    wait_for(lambda: not core.list_namespaced_pod(
+        NS, label_selector="ray.io/is-ray-node=yes").items, "the serving pods removed",
+        timeout=120, interval=1)
 
 
 def _run(lab, work, playbook, *extra, json_out=False):
