@@ -10,7 +10,8 @@ module: llm_load_test
 short_description: Load-test an OpenAI-compatible vLLM endpoint
 description:
   - Sends O(requests) completion requests, O(concurrency) at a time, with the C(openai)
-    client (C(AsyncOpenAI)), and measures for each request the latency, the time to the
+    client (C(AsyncOpenAI)) - as fast as the endpoint answers, or on a fixed schedule
+    with O(rate) - and measures for each request the latency, the time to the
     first streamed token (TTFT, with O(stream)), the completion tokens (from the stream's
     C(usage), else the number of chunks) and the HTTP status or error.
   - Writes a JSON report (O(report_path)) with start and end times, the settings, ok and
@@ -35,6 +36,16 @@ options:
     description: Requests in flight at the same time.
     type: int
     default: 4
+  rate:
+    description:
+      - Requests per second, sent on a fixed schedule (request N starts N / O(rate)
+        seconds after the first) whatever the answers' speed - an open load, like real
+        users, for latency below saturation. A request whose time comes while
+        O(concurrency) requests are in flight waits for one to finish, so set
+        O(concurrency) above O(rate) times the expected latency.
+      - Unset, each of the O(concurrency) slots sends its next request as soon as the
+        previous one ends (a closed loop, which finds the endpoint's capacity).
+    type: float
   max_tokens:
     description: Tokens to generate per request.
     type: int
@@ -94,6 +105,17 @@ EXAMPLES = r"""
     max_error_rate: 0.01
   register: load
 
+- name: Latency at a steady 5 requests per second (open load)
+  llmops.gpu_stack.llm_load_test:
+    base_url: https://llm-llm.apps.example.com
+    api_key: "{{ vault_llm_api_key }}"
+    model: llama-3-70b
+    ca_path: /etc/pki/ingress-ca.crt
+    requests: 300
+    rate: 5
+    concurrency: 32
+    report_path: /var/tmp/llm-validate/steady.json
+
 - name: Show the summary
   ansible.builtin.debug:
     msg: "{{ load.summary.line }}"
@@ -137,6 +159,8 @@ def _validate(p):
     for name in ("requests", "concurrency", "max_tokens"):
         if p[name] < 1:
             raise InvalidInputError(f"{name} must be at least 1, not {p[name]}")
+    if p["rate"] is not None and not p["rate"] > 0:
+        raise InvalidInputError(f"rate must be above 0 requests per second, not {p['rate']}")
     if not 0 <= p["max_error_rate"] <= 1:
         raise InvalidInputError(f"max_error_rate must be between 0 and 1, not "
                                 f"{p['max_error_rate']}")
@@ -159,11 +183,12 @@ def _run(module, p):
         wait_ready(endpoint, http, p["wait_timeout"])
     records, started, finished, duration = run_load(
         endpoint, requests=p["requests"], concurrency=p["concurrency"], prompt=p["prompt"],
-        max_tokens=p["max_tokens"], stream=p["stream"], ignore_eos=p["ignore_eos"])
+        max_tokens=p["max_tokens"], stream=p["stream"], ignore_eos=p["ignore_eos"],
+        rate=p["rate"])
     settings = {"endpoint": endpoint.base_url, "host_header": endpoint.host_header,
                 "model": endpoint.model, **{k: p[k] for k in (
-                    "requests", "concurrency", "max_tokens", "prompt", "stream", "ignore_eos",
-                    "max_error_rate")}}
+                    "requests", "concurrency", "rate", "max_tokens", "prompt", "stream",
+                    "ignore_eos", "max_error_rate")}}
     report = loadtest.build_report(records, settings, started, finished, duration)
     if p["report_path"]:
         loadtest.write_report(report, p["report_path"])
@@ -178,6 +203,7 @@ def main():
     spec.update(
         requests={"type": "int", "default": 20},
         concurrency={"type": "int", "default": 4},
+        rate={"type": "float"},
         max_tokens={"type": "int", "default": 32, "no_log": False},
         prompt={"type": "str", "default": "Write a short story about a GPU cluster."},
         stream={"type": "bool", "default": True},

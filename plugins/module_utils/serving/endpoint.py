@@ -432,7 +432,8 @@ async def _one(ep: Endpoint, client, index: int, t0: float, body: dict, stream: 
     return record
 
 
-async def _load(ep: Endpoint, requests: int, concurrency: int, body: dict, stream: bool):
+async def _load(ep: Endpoint, requests: int, concurrency: int, body: dict, stream: bool,
+                rate: float | None):
     client = ep.async_openai_client(concurrency)
     todo = iter(range(requests))
     results: list[dict] = []
@@ -440,6 +441,8 @@ async def _load(ep: Endpoint, requests: int, concurrency: int, body: dict, strea
 
     async def _worker():
         for index in todo:
+            if rate:  # request i is due at i / rate; it waits longer only for a free slot
+                await asyncio.sleep(t0 + index / rate - time.perf_counter())
             results.append(await _one(ep, client, index, t0, body, stream))
 
     try:
@@ -450,8 +453,13 @@ async def _load(ep: Endpoint, requests: int, concurrency: int, body: dict, strea
 
 
 def run_load(ep: Endpoint, *, requests: int, concurrency: int, prompt: str, max_tokens: int,
-             stream: bool = True, ignore_eos: bool = False):
+             stream: bool = True, ignore_eos: bool = False, rate: float | None = None):
     """Send ``requests`` completions, ``concurrency`` at a time; per-request records.
+
+    With ``rate`` (requests per second) the load is open: request ``i`` starts at
+    ``i / rate`` seconds (or later, when ``concurrency`` requests are still in flight)
+    instead of as soon as a slot frees; without it, each slot sends its next request at
+    once (closed loop, as fast as the endpoint answers).
 
     Returns ``(records, started, finished, duration_s)`` (UTC datetimes, monotonic
     duration). Failed requests are records with ``ok: false``, never exceptions.
@@ -460,5 +468,5 @@ def run_load(ep: Endpoint, *, requests: int, concurrency: int, prompt: str, max_
     if ignore_eos:
         body["extra_body"] = {"ignore_eos": True}  # vLLM: generate exactly max_tokens
     started = datetime.now(UTC)
-    records, duration = asyncio.run(_load(ep, requests, concurrency, body, stream))
+    records, duration = asyncio.run(_load(ep, requests, concurrency, body, stream, rate))
     return records, started, datetime.now(UTC), duration

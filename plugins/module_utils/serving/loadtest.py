@@ -131,6 +131,8 @@ def summary_line(report: dict) -> str:
     settings = report["settings"]
     parts = [f"{counts['ok']}/{counts['total']} ok at concurrency "
              f"{settings.get('concurrency', '?')}"]
+    if settings.get("rate"):
+        parts[0] += f", {settings['rate']:g} requests/s scheduled"
     if lat["count"]:
         parts.append(f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, "
                      f"p99 {lat['p99']:.0f} ms")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import re
 import ssl
@@ -168,7 +169,8 @@ class HostRouter:
     """An edge-TLS reverse proxy like an OpenShift router: serves ROUTE_HOST only, answers
     503 "Application is not available" to any other host and to the next ``unready``
     requests (a Route without ready endpoints yet), and streams responses through.
-    Records the Host headers and TLS server names it saw, and the 503s it sent."""
+    Records the Host headers and TLS server names it saw, the 503s it sent and when each
+    request arrived (method, path, monotonic time)."""
 
     def __init__(self, backend: str, directory: Path):
         self.backend = backend
@@ -177,6 +179,7 @@ class HostRouter:
         self.context.load_cert_chain(crt, key)
         self.context.sni_callback = lambda _sock, server_name, _ctx: self.sni.append(server_name)
         self.hosts: list[str] = []
+        self.arrivals: list[tuple[str, str, float]] = []
         self.sni: list[str | None] = []
         self.unready = 0
         self.refused = 0
@@ -189,6 +192,7 @@ class HostRouter:
         from aiohttp import web
 
         self.hosts.append(request.headers.get("Host", ""))
+        self.arrivals.append((request.method, request.path, time.monotonic()))
         if request.headers.get("Host") != ROUTE_HOST or self.unready > 0:
             self.unready = max(0, self.unready - 1)
             self.refused += 1
@@ -305,6 +309,27 @@ def test_load_test_report_matches_its_requests(endpoint, tmp_path):
     png = (out_dir / "load.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
     assert len(png) > 20_000
+
+
+def test_load_test_at_a_fixed_rate_sends_on_schedule(endpoint, router, tmp_path):
+    """rate=4 with room for all 6 requests at once: the router sees them 0.25 s apart,
+    where a closed loop would send all 6 together."""
+    router.unready = 0
+    router.arrivals.clear()
+    rc, result, out = _module(tmp_path, "llm_load_test", {
+        **endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
+        "ca_path": str(router.ca), "requests": 6, "concurrency": 6, "rate": 4,
+        "max_tokens": 2, "report_path": str(tmp_path / "load.json")})
+    assert rc == 0, out[-3000:]
+    sent = [at for method, path, at in router.arrivals
+            if (method, path) == ("POST", "/v1/completions")]
+    assert len(sent) == 6
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert min(gaps) > 0.15, gaps
+    assert 1.2 < sent[-1] - sent[0] < 3.0, gaps
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["settings"]["rate"] == 4.0 and report["counts"]["ok"] == 6
+    assert "at concurrency 6, 4 requests/s scheduled;" in result["summary"]["line"]
 
 
 def test_load_test_fails_above_the_error_rate(endpoint, tmp_path):

@@ -113,6 +113,9 @@ def test_summary_line_and_summary():
     assert loadtest.summary(report)["line"] == line
     nothing = _report([_record(0, 1.0, ok=False, status=500, error="x")])
     assert loadtest.summary_line(nothing).startswith("0/1 ok")
+    report["settings"]["rate"] = 2.5
+    assert loadtest.summary_line(report).startswith(
+        "5/5 ok at concurrency 4, 2.5 requests/s scheduled; latency p50 102 ms")
 
 
 def test_output_paths_are_checked(tmp_path):
