@@ -371,10 +371,11 @@ def test_the_role_and_no_api_key_in_verbose_output(endpoint, router, tmp_path):
                  "validate_ca_path": str(router.ca), "validate_api_key": key,
                  "validate_model": "tiny", "validate_gpu_check": False,
                  "validate_requests": 4, "validate_concurrency": 2, "validate_max_tokens": 8,
-                 "validate_report_dir": str(report_dir)}
+                 "validate_rate": 8, "validate_report_dir": str(report_dir)}
     rc, _results, out = _role(tmp_path, role_vars, "-vvv")
     assert rc == 0, out[-3000:]
-    assert "4/4 ok at concurrency 2" in out and "load-test.png" in out
+    assert "4/4 ok at concurrency 2, 8 requests/s scheduled" in out and "load-test.png" in out
+    assert json.loads((report_dir / "load-test.json").read_text())["settings"]["rate"] == 8
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in out  # -vvv did print the arguments
     assert key not in out
     assert key not in (report_dir / "load-test.json").read_text()
