@@ -22,7 +22,8 @@ load-test code (the openai client), paired so that both paths see the same machi
 ``--rate 0`` turns the rounds into a closed loop instead (``--concurrency`` per side,
 each slot sending again as soon as it is answered), which saturates this 2-core machine:
 there, vLLM, the router and both clients fight for the same two cores and the per-round
-ratios swing 0.75-1.2 even in the control (one run of 16 rounds: 0.889, control 1.000).
+ratios swing 0.75-1.2 even in the control (at concurrency 2 per side: 16 rounds gave the
+Route 0.889 with control 1.000; another run of 4 rounds 0.926 with control 0.874).
 The client processes run at a raised priority (nice -10, when allowed) in both modes:
 production clients do not share vLLM's CPU. The lab's router keeps normal priority.
 
