@@ -173,8 +173,8 @@ def _validate(p):
 
 
 def _run(module, p):
-    endpoint = Endpoint.from_params(p)
     _validate(p)
+    endpoint = Endpoint.from_params(p)
     paths = {k: p[k] for k in ("report_path", "chart_path") if p[k]}
     if module.check_mode:
         return {"changed": bool(paths), "summary": {}, **paths,
