@@ -3,7 +3,8 @@
 #   1. ansible-test sanity (Python 3.11 toolchain, and 3.12 when bootstrap made one)
 #   2. ansible-lint, production profile, offline
 #   3. molecule scenarios (delegated driver, localhost)
-#   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11,
+#   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11
+#      (printing its 25 slowest tests),
 #      last, so the log ends with pytest's summary line.
 # Run tests/bootstrap.sh first. Extra arguments go to the final pytest run.
 set -euo pipefail
@@ -51,4 +52,4 @@ step "pytest: model stager (its own venv, .venv-stager)"
 .venv-stager/bin/python -m pytest -q -p no:cacheprovider tests/unit/runtime tests/integration/stager
 
 step "pytest (Python 3.11)"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=25 "$@"
