@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 
 from . import podspec
@@ -41,6 +42,30 @@ _LABEL_VALUE_MSG = (
 _LABEL_NAMED = {"namespaces", "services"}
 _SERVICE_CIDR = ipaddress.ip_network("172.30.0.0/16")
 
+# The handlers, registered explicitly by (group, plural) with the decorators below; only
+# built-in kinds use them (a CRD of the same plural gets its CRD schema instead).
+Defaulter = Callable[["Admission", dict[str, Any], dict[str, Any] | None], None]
+Validator = Callable[["Admission", dict[str, Any], dict[str, Any] | None], list[FieldError]]
+DEFAULTERS: dict[tuple[str, str], Defaulter] = {}
+VALIDATORS: dict[tuple[str, str], Validator] = {}
+
+
+def _registers(table: dict, group: str, plural: str) -> Callable:
+    def register(handler: Callable) -> Callable:
+        if (group, plural) in table:
+            raise ValueError(f"two admission handlers for {plural}.{group}")
+        table[(group, plural)] = handler
+        return handler
+    return register
+
+
+def _defaults(group: str, plural: str) -> Callable:
+    return _registers(DEFAULTERS, group, plural)
+
+
+def _validates(group: str, plural: str) -> Callable:
+    return _registers(VALIDATORS, group, plural)
+
 
 class Admission:
     def __init__(self, store: Store, apps_domain: str) -> None:
@@ -49,10 +74,11 @@ class Admission:
 
     # --- defaults ----------------------------------------------------------------------
     def defaults(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        handler = getattr(self, f"_default_{rt.plural}", None)
+        handler = DEFAULTERS.get(rt.key)
         if handler and rt.builtin:
-            handler(obj, old)
+            handler(self, obj, old)
 
+    @_defaults("", "pods")
     def _default_pods(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = obj.setdefault("spec", {})
         podspec.pod_spec_defaults(spec, in_pod=True)
@@ -60,6 +86,7 @@ class Admission:
         status.setdefault("phase", "Pending")
         status.setdefault("qosClass", podspec.qos_class(spec))
 
+    @_defaults("apps", "deployments")
     def _default_deployments(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
@@ -71,10 +98,12 @@ class Admission:
         spec.setdefault("progressDeadlineSeconds", 600)
         podspec.template_defaults(spec.get("template"))
 
+    @_defaults("apps", "replicasets")
     def _default_replicasets(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         obj.setdefault("spec", {}).setdefault("replicas", 1)
         podspec.template_defaults(obj["spec"].get("template"))
 
+    @_defaults("batch", "jobs")
     def _default_jobs(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = obj.setdefault("spec", {})
         for key, value in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6),
@@ -93,6 +122,7 @@ class Admission:
                            "batch.kubernetes.io/job-name": name, "job-name": name})
         podspec.template_defaults(template)
 
+    @_defaults("", "services")
     def _default_services(self, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("type", "ClusterIP")
@@ -118,6 +148,7 @@ class Admission:
                 return str(host)
         raise RuntimeError("service CIDR exhausted")
 
+    @_defaults("", "persistentvolumeclaims")
     def _default_persistentvolumeclaims(self, obj: dict, old: dict | None) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("volumeMode", "Filesystem")
@@ -128,18 +159,21 @@ class Admission:
                     spec["storageClassName"] = sc["metadata"]["name"]
         obj.setdefault("status", {}).setdefault("phase", "Pending")
 
+    @_defaults("", "persistentvolumes")
     def _default_persistentvolumes(self, obj: dict, old: dict | None) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
         spec.setdefault("volumeMode", "Filesystem")
         obj.setdefault("status", {}).setdefault("phase", "Pending")
 
+    @_defaults("", "namespaces")
     def _default_namespaces(self, obj: dict, old: dict | None) -> None:
         name = obj["metadata"].get("name", "")
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
         obj.setdefault("status", {}).setdefault("phase", "Active")
 
+    @_defaults("", "secrets")
     def _default_secrets(self, obj: dict, old: dict | None) -> None:
         obj.setdefault("type", "Opaque")
         string_data = obj.pop("stringData", None) or {}
@@ -147,10 +181,12 @@ class Admission:
         for key, value in string_data.items():
             data[key] = base64.b64encode(str(value).encode()).decode()
 
+    @_defaults("storage.k8s.io", "storageclasses")
     def _default_storageclasses(self, obj: dict, old: dict | None) -> None:
         obj.setdefault("reclaimPolicy", "Delete")
         obj.setdefault("volumeBindingMode", "Immediate")
 
+    @_defaults("apiextensions.k8s.io", "customresourcedefinitions")
     def _default_customresourcedefinitions(self, obj: dict, old: dict | None) -> None:
         spec = obj.setdefault("spec", {})
         spec.setdefault("conversion", {"strategy": "None"})
@@ -159,6 +195,7 @@ class Admission:
             names.setdefault("singular", names["kind"].lower())
             names.setdefault("listKind", names["kind"] + "List")
 
+    @_defaults("route.openshift.io", "routes")
     def _default_routes(self, obj: dict, old: dict | None) -> None:
         spec = obj.setdefault("spec", {})
         meta = obj["metadata"]
@@ -172,14 +209,16 @@ class Admission:
     # --- validation --------------------------------------------------------------------
     def validate(self, rt: ResourceType, obj: dict, old: dict | None) -> list[FieldError]:
         errors = metadata_errors(rt, obj)
-        handler = getattr(self, f"_validate_{rt.plural}", None)
+        handler = VALIDATORS.get(rt.key)
         if handler and rt.builtin:
-            errors += handler(obj, old)
+            errors += handler(self, obj, old)
         return errors
 
+    @_validates("", "pods")
     def _validate_pods(self, obj: dict, old: dict | None) -> list[FieldError]:
         return podspec.pod_update_errors(old, obj) if old else []
 
+    @_validates("apps", "deployments")
     def _validate_deployments(self, obj: dict, old: dict | None) -> list[FieldError]:
         spec = obj.get("spec") or {}
         errors = []
@@ -193,6 +232,7 @@ class Admission:
                                      "field is immutable"))
         return errors
 
+    @_validates("batch", "jobs")
     def _validate_jobs(self, obj: dict, old: dict | None) -> list[FieldError]:
         spec = obj.get("spec") or {}
         policy = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
@@ -205,6 +245,7 @@ class Admission:
                                      "field is immutable"))
         return errors
 
+    @_validates("", "persistentvolumeclaims")
     def _validate_persistentvolumeclaims(self, obj: dict, old: dict | None) -> list[FieldError]:
         if not old:
             return []
@@ -220,6 +261,7 @@ class Admission:
             "spec is immutable after creation except resources.requests and "
             "volumeAttributesClassName for bound claims"))]
 
+    @_validates("apiextensions.k8s.io", "customresourcedefinitions")
     def _validate_customresourcedefinitions(self, obj: dict, old: dict | None) -> list:
         return crd_errors(obj, old)
 
