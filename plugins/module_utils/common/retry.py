@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+from .errors import (
     GpuStackError,
     TransientError,
 )

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+from .errors import (
     TransientError,
     WaitTimeout,
 )

@@ -1,0 +1,124 @@
+"""Facts written once: the shared copies are byte-identical, every version agrees with
+versions.py, and the checkers report a drift planted in a copy of the repository."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from unit.shared.drift import COMMON, RUNTIME_COMMON, SHARED, copy_drift, version_drift
+
+REPO = Path(__file__).resolve().parents[3]
+_FILES = (
+    "pyproject.toml",
+    "plugins/modules/ray_vllm_cluster.py",
+    "plugins/modules/model_stage.py",
+    "images/runtime/gpu_stack_runtime/__init__.py",
+    "images/ray-vllm/Containerfile.ubi9",
+    "images/ray-vllm/Containerfile.ubuntu",
+    *(f"roles/{role}/{part}" for role in ("ray_vllm", "model_storage", "gpu_operators")
+      for part in ("defaults/main.yml", "meta/argument_specs.yml")),
+    *(f"{COMMON}/{name}" for name in (*SHARED, "versions.py")),
+    *(f"{RUNTIME_COMMON}/{name}" for name in SHARED),
+)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    for rel in _FILES:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, tmp_path / rel)
+    return tmp_path
+
+
+def _plant(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} is no longer in {rel}: update this test"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_repository_has_no_copy_drift():
+    assert copy_drift(REPO) == []
+
+
+def test_the_repository_has_no_version_drift():
+    assert version_drift(REPO) == []
+
+
+def test_a_copy_is_clean_before_anything_is_planted(tree):
+    assert copy_drift(tree) == [] and version_drift(tree) == []
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_one_changed_byte_in_a_runtime_copy_is_reported(tree, name):
+    copy = tree / RUNTIME_COMMON / name
+    data = bytearray(copy.read_bytes())
+    data[-2] = ord(" ") if data[-2] != ord(" ") else ord("x")
+    copy.write_bytes(bytes(data))
+    problems = copy_drift(tree)
+    assert len(problems) == 1 and f"{RUNTIME_COMMON}/{name} differs" in problems[0]
+    assert f"byte {len(data) - 2}" in problems[0]
+
+
+def test_a_missing_runtime_copy_is_reported(tree):
+    (tree / RUNTIME_COMMON / "wait.py").unlink()
+    assert copy_drift(tree) == [f"{COMMON}/wait.py or {RUNTIME_COMMON}/wait.py is missing"]
+
+
+_PLANTED = [
+    ("roles/ray_vllm/defaults/main.yml", "ray_vllm_ray_version: 2.60.0",
+     "ray_vllm_ray_version: 2.59.0", "roles/ray_vllm/defaults/main.yml ray_vllm_ray_version"),
+    ("roles/ray_vllm/meta/argument_specs.yml", "default: 2.60.0", "default: 2.59.0",
+     "roles/ray_vllm/meta/argument_specs.yml ray_vllm_ray_version"),
+    ("roles/ray_vllm/defaults/main.yml", "ray-vllm:0.1.0", "ray-vllm:0.1.1",
+     "roles/ray_vllm/defaults/main.yml ray_vllm_image"),
+    ("roles/model_storage/meta/argument_specs.yml", "gpu-stack-runtime:0.1.0",
+     "gpu-stack-runtime:latest", "roles/model_storage/meta/argument_specs.yml"),
+    ("roles/gpu_operators/defaults/main.yml", "kuberay-operator.v1.4.2",
+     "kuberay-operator.v1.4.3", "gpu_operators_kuberay.starting_csv"),
+    ("roles/gpu_operators/meta/argument_specs.yml", "gpu-operator-certified.v25.3.0",
+     "gpu-operator-certified.v25.3.1", "gpu_operators_gpu_operator.starting_csv"),
+    ("plugins/modules/ray_vllm_cluster.py", '"default": "2.60.0"', '"default": "2.59.0"',
+     "ray_vllm_cluster.py argument spec ray_version"),
+    ("plugins/modules/ray_vllm_cluster.py", "default: 2.60.0", "default: 2.59.0",
+     "ray_vllm_cluster.py DOCUMENTATION ray_version"),
+    ("plugins/modules/model_stage.py", 'gpu-stack-runtime:0.1.0"', 'gpu-stack-runtime:0.2.0"',
+     "model_stage.py argument spec image"),
+    ("images/ray-vllm/Containerfile.ubuntu", "ARG RAY_VERSION=2.60.0", "ARG RAY_VERSION=2.6.0",
+     "Containerfile.ubuntu ARG RAY_VERSION"),
+    ("images/ray-vllm/Containerfile.ubi9", "ARG VLLM_VERSION=0.32.0",
+     "ARG VLLM_VERSION=0.32.1", "Containerfile.ubi9 ARG VLLM_VERSION"),
+    ("images/ray-vllm/Containerfile.ubi9", "cuda:13.0.0-base", "cuda:12.9.1-base",
+     "Containerfile.ubi9 ARG CUDA_IMAGE"),
+    ("pyproject.toml", '"ray==2.60.0"', '"ray==2.59.0"', "pyproject.toml serving ray"),
+    ("pyproject.toml", 'version = "0.1.0"', 'version = "0.1.1"', "[project].version"),
+    ("images/runtime/gpu_stack_runtime/__init__.py", '"0.1.0"', '"0.2.0"', "__version__"),
+]
+
+
+@pytest.mark.parametrize(("rel", "old", "new", "reported"), _PLANTED,
+                         ids=[f"{p[0].rsplit('/', 1)[-1]}:{p[1]}" for p in _PLANTED])
+def test_a_planted_version_drift_is_reported(tree, rel, old, new, reported):
+    _plant(tree, rel, old, new)
+    problems = version_drift(tree)
+    assert len(problems) == 1, problems
+    assert reported in problems[0]
+
+
+def test_a_renamed_role_option_is_reported_not_skipped(tree):
+    _plant(tree, "roles/ray_vllm/defaults/main.yml", "ray_vllm_ray_version:",
+           "ray_vllm_ray_release:")
+    problems = version_drift(tree)
+    assert len(problems) == 1
+    assert problems[0].startswith("roles/ray_vllm/defaults/main.yml ray_vllm_ray_version: "
+                                  "not found")
+
+
+def test_changing_the_source_alone_reports_every_place_that_names_it(tree):
+    _plant(tree, f"{COMMON}/versions.py", 'RAY = "2.60.0"', 'RAY = "2.61.0"')
+    problems = version_drift(tree)
+    assert len(problems) == 7, problems  # module x2, role x2, Containerfile x2, pyproject
+    assert all("'2.61.0'" in p for p in problems)
