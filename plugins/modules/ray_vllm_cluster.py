@@ -27,6 +27,11 @@ description:
     and returns the endpoint URL. A head that exits with one of the launcher's
     unrecoverable codes (bad options, model not ready, GPUs missing) ends the wait at once
     with its last log lines.
+  - Records what a later stage needs in a ConfigMap C(<name>-endpoint) beside the serving
+    objects (keys C(endpoint), C(api_key_secret), C(served_model_name), C(namespace),
+    C(service), C(route), C(clusters), C(tensor_parallel_size), C(pipeline_parallel_size),
+    C(replicas)), written last through the same server-side apply and shown in the diff,
+    so the validate stage finds the endpoint in a later run.
   - Changing the pod template of an existing RayCluster (another image, other resources)
     is applied to the RayCluster object, but KubeRay does not replace running pods for
     it; delete the pods (or run O(state=absent) first) to roll them.
@@ -142,13 +147,6 @@ options:
     description: Extra C(rayStartParams) of the workers.
     type: dict
     default: {}
-  lab_override:
-    description:
-      - The local lab's override, never for a real site. vLLM on CPU refuses its Ray
-        executor, so the head runs vLLM with the mp executor, TP=1 and PP=1 after Ray
-        holds the planned GPUs. The production command line is still rendered unchanged.
-    type: bool
-    default: false
   wait:
     description: Wait until every replica serves and the Route is admitted.
     type: bool
@@ -235,73 +233,28 @@ progress:
   returned: when waited
   type: list
   elements: str
+handover:
+  description: Name of the ConfigMap (in O(namespace)) recording the stage's outputs.
+  returned: state=present
+  type: str
+  sample: llm-endpoint
 """
 
-import time
+from dataclasses import fields
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
-    GpuStackError,
-    InvalidInputError,
-)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
-    RayVllmDeployment,
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
+    Request,
+    run,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
-
-_CFG_KEYS = ("namespace", "name", "image", "served_model_name", "model_dir", "service_account",
-             "node_selector", "tolerations", "head_resources", "worker_resources", "shm_size",
-             "startup_checks", "route_host", "route_timeout", "ray_version", "extra_vllm_args",
-             "env", "head_ray_params", "worker_ray_params", "lab_override")
 
 
-def _config(p: dict) -> dict:
-    cfg = {k: p[k] for k in _CFG_KEYS}
-    cfg["pvc"] = p["model_pvc"]
-    secret = p["api_key_secret"]
-    cfg["api_key_secret"] = f"{p['name']}-api-key" if secret is None else secret
-    return cfg
-
-
-def _present(module, p, svc: RayVllmDeployment, out: dict) -> None:
-    missing = [k for k in ("plan", "image", "served_model_name", "model_dir") if not p[k]]
-    if missing:
-        raise InvalidInputError(f"state=present needs: {', '.join(missing)}")
-    plan = render.check_plan(p["plan"])
-    objs = render.manifests(plan, svc.cfg)  # every input problem raises here, before a write
-    head = next(o for o in objs if o["kind"] == "RayCluster")["spec"]["headGroupSpec"]
-    out["head_args"] = head["template"]["spec"]["containers"][0]["args"]
-    report = svc.preflight(plan, module.check_mode)
-    for warning in report.pop("warnings"):
-        module.warn(warning)
-    out.update(report)
-    out["clusters"] = [f"{p['name']}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
-    out["changed"] |= svc.ensure_api_key(p["api_key"], module.check_mode)
-    changed, diffs = svc.apply(plan, module.check_mode)
-    out["changed"] |= changed
-    if module._diff and diffs:
-        out["diff"] = merge_diffs(diffs)
-    if p["wait"] and not module.check_mode:
-        started, lines = time.monotonic(), out["progress"]
-
-        def _progress(status, _elapsed):
-            line = f"+{time.monotonic() - started:.0f}s {status.progress}"
-            lines.append(line)
-            module.log(line)
-
-        final = svc.wait(plan, p["wait_timeout"], progress=_progress)
-        out["status"] = final["state"]
-    endpoint = svc.endpoint()
-    if endpoint:
-        out["endpoint"] = endpoint
-
-
-def main():
+def _argument_spec() -> dict:
     spec = k8s_argument_spec()
     spec.update(
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -328,22 +281,29 @@ def main():
         env={"type": "dict", "default": {}},
         head_ray_params={"type": "dict", "default": {}},
         worker_ray_params={"type": "dict", "default": {}},
-        lab_override={"type": "bool", "default": False},
         wait={"type": "bool", "default": True},
         wait_timeout={"type": "int", "default": 1800},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    p = module.params
-    out = {"changed": False, "progress": []}
+    return spec
+
+
+_REQUEST_KEYS = frozenset(f.name for f in fields(Request))
+
+
+def main():
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    params = {k: v for k, v in module.params.items() if k in _REQUEST_KEYS}
+    request = Request(**params, check_mode=module.check_mode, diff=module._diff)
+    out: dict = {}
     try:
-        svc = RayVllmDeployment(K8sClient.from_params(p), _config(p))
-        out["api_key_secret"] = svc.cfg["api_key_secret"]
-        if p["state"] == "absent":
-            out["changed"] = svc.remove(module.check_mode)
-        else:
-            _present(module, p, svc, out)
+        # api_key is the endpoint's key here, never a Kubernetes bearer token
+        client = K8sClient.from_params({**module.params, "api_key": None})
+        run(client, request, progress=module.log, out=out)
     except GpuStackError as exc:
-        module.fail_json(**exc.fail_kwargs(), **out)
+        out.pop("warnings", None)
+        module.fail_json(**{**out, **exc.fail_kwargs()})
+    for warning in out.pop("warnings", []):
+        module.warn(warning)
     module.exit_json(**out)
 
 

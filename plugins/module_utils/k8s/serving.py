@@ -14,12 +14,17 @@ namespace, image, pvc, model_dir, node_selector, ...):
   The key never appears in a result or a diff.
 - ``apply(plan, check_mode) -> (changed, diffs)``: every rendered object, server-side
   apply; RayClusters of replicas the plan no longer has are deleted.
-- ``wait(plan, timeout, progress) -> status``: pods scheduled, workers joined, vLLM
-  healthy (the head's readiness probe on ``/health``), the Route admitted; a head that
-  fails (the launcher's exit codes: bad options, model not ready, GPUs missing) stops
-  the wait at once with the launcher's last log lines.
+- ``apply_objects(manifests, check_mode) -> (changed, diffs)``: the write path of
+  ``apply``, also used for the hand-over ConfigMap.
+- ``wait(plan, timeout, progress, check_mode) -> status``: (skipped in check mode) pods
+  scheduled, workers joined, vLLM healthy (the head's readiness probe on ``/health``),
+  the Route admitted; a head that fails (the launcher's exit codes: bad options, model
+  not ready, GPUs missing) stops the wait at once with the launcher's last log lines.
 - ``endpoint() -> str``: ``https://<route host>``.
-- ``remove(check_mode) -> bool``: everything ``apply`` wrote, and the Secret.
+- ``remove(check_mode) -> bool``: everything ``apply`` wrote, the Secret and the
+  hand-over ConfigMap.
+
+The order (decide, act, wait, record) and check mode live in ``serving_runner.run``.
 """
 
 from __future__ import annotations
@@ -146,10 +151,10 @@ class RayVllmDeployment:
         return True
 
     # --- apply -------------------------------------------------------------------------
-    def apply(self, plan: dict, check_mode: bool) -> tuple[bool, dict]:
+    def apply_objects(self, manifests: list[dict], check_mode: bool) -> tuple[bool, dict]:
+        """Server-side apply each manifest; whether any changed, and their diffs."""
         changed, diffs = False, {}
-        ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
-        for manifest in [ns_obj, *render.manifests(plan, self.cfg)]:
+        for manifest in manifests:
             result = self.client.apply(manifest, check_mode=check_mode)
             if result.before is None or has_changed(_without_status(result.before),
                                                     _without_status(result.after)):
@@ -157,6 +162,12 @@ class RayVllmDeployment:
                 key = f"{manifest['kind']}/{manifest['metadata']['name']}"
                 diffs[key] = {"before": _without_status(result.before),
                               "after": _without_status(result.after)}
+        return changed, diffs
+
+    def apply(self, plan: dict, check_mode: bool) -> tuple[bool, dict]:
+        ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
+        changed, diffs = self.apply_objects([ns_obj, *render.manifests(plan, self.cfg)],
+                                            check_mode)
         for extra in self._stale_clusters(plan):
             changed |= self.client.delete("ray.io/v1", "RayCluster", extra, self.ns,
                                           check_mode=check_mode)
@@ -205,7 +216,7 @@ class RayVllmDeployment:
                 f"{want_workers} workers running, vLLM {'healthy' if healthy else 'not ready'}")
         return healthy and joined >= want_workers, line
 
-    def wait(self, plan: dict, timeout: float, progress=None) -> dict:
+    def wait(self, plan: dict, timeout: float, progress=None, check_mode: bool = False) -> dict:
         shape = plan["ray_cluster"]
         want_workers = sum(g["replicas"] for g in shape["worker_groups"])
         names = [f"{self.name}-{i}" for i in range(shape["clusters"])]
@@ -232,8 +243,9 @@ class RayVllmDeployment:
 
         final = wait_for(_check, timeout=timeout, what=f"the serving stack {self.ns}/{self.name}",
                          interval=2.0, backoff=1.2, max_interval=10.0, progress=progress,
-                         progress_every=15.0)
-        return {"clusters": names, "ready": list(final.present), "state": seen.get("lines", [])}
+                         progress_every=15.0, check_mode=check_mode)
+        return {"clusters": names, "ready": list(final.present), "skipped": final.skipped,
+                "state": seen.get("lines", [])}
 
     # --- endpoint and removal ------------------------------------------------------------
     def route_host(self) -> str | None:
@@ -255,7 +267,8 @@ class RayVllmDeployment:
             return False
         targets = [("ray.io/v1", "RayCluster", c["metadata"]["name"]) for c in self._clusters()]
         targets += [("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
-                    ("networking.k8s.io/v1", "NetworkPolicy", f"{self.name}-ray")]
+                    ("networking.k8s.io/v1", "NetworkPolicy", f"{self.name}-ray"),
+                    ("v1", "ConfigMap", render.handover_name(self.name))]
         if self.cfg.get("api_key_secret"):
             targets.append(("v1", "Secret", self.cfg["api_key_secret"]))
         for api_version, kind, name in targets:

@@ -14,6 +14,11 @@ worker alive (workers). Pods run as non-root without privilege escalation, get
 the model volume read-only. Ray's ports are reachable only from pods of the namespace
 (NetworkPolicy); the Service and the Route carry the API port alone.
 
+``handover(cfg, endpoint, plan)`` is the stage's declared output: a ConfigMap
+``<name>-endpoint`` beside the serving objects recording what a later stage (validate)
+needs without the facts of this run: endpoint URL, API-key Secret name, served model
+name, namespace, Service, RayClusters and the layout.
+
 The manifests are plain data: every write goes through the k8s adapter (server-side
 apply, strict validation), which is also how they are checked against the real CRDs.
 """
@@ -34,7 +39,7 @@ _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _IMAGE = re.compile(r"^[^\s@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 _LAUNCHER_FLAGS = {"--tensor-parallel-size", "--pipeline-parallel-size", "--max-model-len",
                    "--gpu-memory-utilization"}
-# Chosen by the launcher itself (Ray in production, mp under the lab override).
+# Chosen by the launcher itself, never rendered.
 _LAUNCHER_OWNS = {"--distributed-executor-backend"}
 SECURITY = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -153,8 +158,6 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
         head_args += ["--", *rest]
     head_gpus = shape["head_gpus"]
     head_env = dict(cfg.get("env") or {})
-    if cfg.get("lab_override"):
-        head_env["GPU_STACK_LAB_OVERRIDE"] = "1"
     head_resources = {"requests": dict(cfg["head_resources"]),
                       "limits": {"memory": cfg["head_resources"]["memory"]}}
     if head_gpus:
@@ -229,3 +232,29 @@ def manifests(plan: dict, cfg: dict) -> list[dict]:
                          "ingress": [{"from": [{"podSelector": {}}]},
                                      {"ports": [{"protocol": "TCP", "port": API_PORT}]}]}})
     return out
+
+
+HANDOVER_SUFFIX = "-endpoint"
+
+
+def handover_name(name: str) -> str:
+    """Name of the serving stage's hand-over ConfigMap."""
+    return f"{name}{HANDOVER_SUFFIX}"
+
+
+def handover(cfg: dict, endpoint: str | None, plan: dict) -> dict:
+    """The ConfigMap recording the serving stage's outputs for later stages."""
+    name, clusters = cfg["name"], plan["ray_cluster"]["clusters"]
+    data = {"endpoint": endpoint or "", "api_key_secret": cfg.get("api_key_secret") or "",
+            "served_model_name": cfg["served_model_name"], "namespace": cfg["namespace"],
+            "service": name, "route": name,
+            "clusters": ",".join(f"{name}-{i}" for i in range(clusters)),
+            "tensor_parallel_size": str(plan["tensor_parallel_size"]),
+            "pipeline_parallel_size": str(plan["pipeline_parallel_size"]),
+            "replicas": str(clusters)}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": handover_name(name), "namespace": cfg["namespace"],
+                         "labels": {"app.kubernetes.io/instance": name,
+                                    "app.kubernetes.io/component": "serving-handover",
+                                    "app.kubernetes.io/part-of": "llmops-gpu-stack"}},
+            "data": data}

@@ -10,6 +10,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render import (
+    handover,
+    handover_name,
     manifests,
 )
 
@@ -44,7 +46,7 @@ def test_70b_on_the_reference_site():
     assert args[args.index("--tensor-parallel-size") + 1] == str(plan["tensor_parallel_size"])
     assert args[args.index("--pipeline-parallel-size") + 1] == str(
         plan["pipeline_parallel_size"])
-    # the executor is the launcher's choice (Ray in production, mp under the lab override)
+    # the executor is the launcher's choice, never rendered
     assert "--distributed-executor-backend" not in args
     assert args[args.index("--") + 1:][:2] == ["--dtype", "bfloat16"]
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in (
@@ -89,24 +91,27 @@ def test_digest_pinned_image_is_accepted():
     assert _by_kind(manifests(plan, cfg))["RayCluster"]
 
 
-def test_lab_override_extra_args_and_ray_params():
+def test_extra_args_env_and_ray_params():
     plan = build_plan({"preset": "llama-3-70b"}, SITE)
     toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    cfg = {**CFG, "lab_override": True, "extra_vllm_args": ["--enforce-eager"],
+    cfg = {**CFG, "extra_vllm_args": ["--enforce-eager"],
            "head_ray_params": {"object-store-memory": 100000000},
            "worker_ray_params": {"object-store-memory": 100000000},
            "env": {"OMP_NUM_THREADS": 1}, "tolerations": [toleration]}
     rc = _by_kind(manifests(plan, cfg))["RayCluster"][0]["spec"]
     head_spec = rc["headGroupSpec"]["template"]["spec"]
     head = head_spec["containers"][0]
-    assert {"name": "GPU_STACK_LAB_OVERRIDE", "value": "1"} in head["env"]
     assert {"name": "OMP_NUM_THREADS", "value": "1"} in head["env"]
+    # the product renders nothing for a test bed: only POD_IP, the GPU-less head's
+    # NVIDIA_VISIBLE_DEVICES and the given env
+    assert sorted(e["name"] for e in head["env"]) == [
+        "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "POD_IP"]
     assert head["args"][-1] == "--enforce-eager"
     assert rc["headGroupSpec"]["rayStartParams"] == {
         "object-store-memory": "100000000", "dashboard-host": "0.0.0.0", "num-gpus": "0"}
     worker_group = rc["workerGroupSpecs"][0]
     worker = worker_group["template"]["spec"]["containers"][0]
-    assert not any(e["name"] == "GPU_STACK_LAB_OVERRIDE" for e in worker["env"])
+    assert sorted(e["name"] for e in worker["env"]) == ["OMP_NUM_THREADS", "POD_IP"]
     assert worker_group["rayStartParams"] == {"object-store-memory": "100000000"}
     # the GPU-less head stays off the GPU nodes' selector and tolerations
     assert "tolerations" not in head_spec and "nodeSelector" not in head_spec
@@ -131,3 +136,19 @@ def test_bad_settings(change, message):
     plan = build_plan({"preset": "llama-3-8b"}, SITE)
     with pytest.raises(InvalidInputError, match=message):
         manifests(plan, {**CFG, **change})
+
+
+def test_the_handover_records_what_validate_needs():
+    plan = build_plan({"preset": "llama-3-8b"}, SITE)
+    record = handover(CFG, "https://llm-serving.apps.example.com", plan)
+    assert record["kind"] == "ConfigMap"
+    assert record["metadata"]["name"] == handover_name("llm") == "llm-endpoint"
+    assert record["metadata"]["namespace"] == "serving"
+    data = record["data"]
+    assert data["endpoint"] == "https://llm-serving.apps.example.com"
+    assert data["api_key_secret"] == "llm-api-key"
+    assert data["served_model_name"] == CFG["served_model_name"]
+    assert data["clusters"].split(",") == [f"llm-{i}" for i in range(plan["replicas"])]
+    assert data["tensor_parallel_size"] == str(plan["tensor_parallel_size"])
+    assert all(isinstance(v, str) for v in data.values())  # ConfigMap data is strings
+    assert handover({**CFG, "api_key_secret": ""}, None, plan)["data"]["endpoint"] == ""
