@@ -140,61 +140,33 @@ upload_dir:
   description: Where a local source's files must be uploaded (in the PVC's mount at /models).
   returned: when C(source.type=local)
   type: str
+msg:
+  description: One line saying what this run did to the model (or would do, in check mode).
+  returned: always
+  type: str
+  sample: "staged model on PVC models (3 files, 1024 bytes; 1024 bytes transferred; before
+    this run: not staged)"
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
 )
 
 
-def _run(module, p):
-    source = staging.validate_source(p["source"])
-    manifest = staging.local_manifest(source["local_path"]) if source["type"] == "local" else None
-    client = K8sClient.from_params(p)
-    svc = staging.ModelStaging(client, p["namespace"], p["pvc"], p["model_dir"])
-    existing = svc.check_volume()
-    identity = staging.source_identity(source, manifest)
-    out = {"changed": False, "transfer_expected": svc.staged_identity(existing) != identity,
-           "pvc": {"name": p["pvc"]["name"]}}
-    if source["type"] == "local":
-        out["upload_dir"] = staging.upload_dir(p["model_dir"])
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": p["namespace"]}}
-    for manifest_obj in [ns, *svc.volume_manifests()]:
-        if existing is not None and manifest_obj["kind"] in ("PersistentVolumeClaim",
-                                                             "PersistentVolume"):
-            continue  # adopted as it is
-        out["changed"] |= client.apply(manifest_obj, check_mode=module.check_mode).changed
-    if module.check_mode:
-        out["changed"] |= out["transfer_expected"] and p["state"] == "staged"
-        return out
-    pvc = svc.wait_bound(p["timeout"])
-    out["changed"] |= svc.retain(pvc, check_mode=False)
-    out["pvc"].update(volume=pvc["spec"].get("volumeName"),
-                      reclaim_policy=p["pvc"]["reclaim_policy"])
-    if p["state"] == "volume":
-        return out
-    creds = bool(p["credentials"])
-    if creds:
-        client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                      "metadata": {"name": f"{svc.job_name()}-credentials",
-                                   "namespace": p["namespace"]},
-                      "stringData": {k: str(v) for k, v in p["credentials"].items()}},
-                     check_mode=False)
-    jobs = svc.job_manifests(source, p["image"], manifest, creds,
-                             {"parallel": p["parallel"]})
-    result = svc.run_job(jobs, timeout=p["timeout"])
-    svc.record(pvc, identity)
-    out["result"] = result
-    out["transfer_expected"] = bool(result.get("changed"))
-    out["changed"] |= bool(result.get("changed"))
-    return out
+def _request(module) -> staging_runner.Request:
+    p = module.params
+    return staging_runner.Request(
+        namespace=p["namespace"], pvc=p["pvc"], model_dir=p["model_dir"], source=p["source"],
+        credentials=p["credentials"] or {}, image=p["image"], state=p["state"],
+        parallel=p["parallel"], timeout=p["timeout"], check_mode=module.check_mode,
+        progress=lambda status, elapsed: module.log(f"+{elapsed:.0f}s {status.progress}"))
 
 
-def main():
+def _argument_spec() -> dict:
     spec = k8s_argument_spec()
     spec.update(
         namespace={"type": "str", "required": True},
@@ -213,11 +185,17 @@ def main():
         parallel={"type": "int", "default": 4},
         timeout={"type": "int", "default": 3600},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     try:
-        result = _run(module, module.params)
+        result = staging_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
+    if not module._diff:
+        result.pop("diff")
     module.exit_json(**result)
 
 

@@ -64,6 +64,8 @@ options:
     description:
       - Taints for every GPU node (C(key), C(value), C(effect)), for example to keep
         other workloads off them. Pods must then tolerate them.
+      - Each needs C(key) and an C(effect) of V(NoSchedule), V(PreferNoSchedule) or
+        V(NoExecute); checked before any write.
     type: list
     elements: dict
     default: []
@@ -138,19 +140,23 @@ changed_nodes:
   returned: always
   type: list
   elements: str
+wait:
+  description: How the wait for allocatable GPUs ended (skipped in check mode).
+  returned: when O(wait_for=allocatable)
+  type: str
+  sample: 8 of 8 GPU nodes allocatable
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import gpu_nodes_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import GpuNodes
 
 
-def main():
+def _argument_spec() -> dict:
     spec = k8s_argument_spec()
     spec.update(
         workers={"type": "list", "elements": "dict", "options": {
@@ -165,27 +171,30 @@ def main():
         wait_for={"type": "str", "choices": ["none", "allocatable"], "default": "none"},
         wait_timeout={"type": "int", "default": 600},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+    return spec
+
+
+def _request(module) -> gpu_nodes_runner.Request:
+    p = module.params
+    workers = p["workers"] or [{"vm": vm, "gpus": p["gpus_per_vm"]} for vm in p["vms"]]
+    return gpu_nodes_runner.Request(
+        workers=workers, node_map=p["node_map"], labels=p["labels"], taints=p["taints"],
+        label=p["label"], remove_stale=p["remove_stale"], wait_for=p["wait_for"],
+        wait_timeout=p["wait_timeout"], check_mode=module.check_mode,
+        progress=lambda status, elapsed: module.log(f"+{elapsed:.0f}s {status.progress}"))
+
+
+def main():
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True,
                            required_one_of=[("workers", "vms")],
                            mutually_exclusive=[("workers", "vms")],
                            required_together=[("vms", "gpus_per_vm")])
-    p = module.params
-    workers = p["workers"] or [{"vm": vm, "gpus": p["gpus_per_vm"]} for vm in p["vms"]]
     try:
-        service = GpuNodes(K8sClient.from_params(p))
-        mapped = service.plan(workers, p["node_map"])
-        changed, diffs = [], {}
-        if p["label"]:
-            changed, diffs = service.label(mapped, p["labels"], p["taints"], p["remove_stale"],
-                                           module.check_mode)
-        if p["wait_for"] == "allocatable" and not module.check_mode:
-            service.wait_allocatable(mapped, timeout=p["wait_timeout"])
-        nodes = service.reports(mapped)
+        result = gpu_nodes_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
-    result = {"changed": bool(changed), "changed_nodes": changed, "nodes": nodes}
-    if module._diff and diffs:
-        result["diff"] = merge_diffs(diffs)
+    if not module._diff:
+        result.pop("diff")
     module.exit_json(**result)
 
 

@@ -139,19 +139,19 @@ changed_objects:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import olm_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import (
-    OlmOperator,
-    OperatorSpec,
-)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import OperatorSpec
+
+_SPEC_KEYS = ("package", "namespace", "catalog", "catalog_namespace", "channel", "starting_csv",
+              "approval", "install_mode", "target_namespace", "upgrade")
 
 
-def main():
+def _argument_spec() -> dict:
     spec = k8s_argument_spec()
     spec.update(
         package={"type": "str", "required": True},
@@ -167,28 +167,27 @@ def main():
         upgrade={"type": "bool", "default": False},
         wait_timeout={"type": "int", "default": 900},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+    return spec
+
+
+def _request(module) -> olm_runner.Request:
+    p = module.params
+    return olm_runner.Request(operator=OperatorSpec(**{k: p[k] for k in _SPEC_KEYS}),
+                              wait_timeout=p["wait_timeout"], check_mode=module.check_mode,
+                              progress=lambda status, elapsed: module.log(
+                                  f"+{elapsed:.0f}s {status.progress}"))
+
+
+def main():
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True,
                            required_if=[("install_mode", "SingleNamespace",
                                          ("target_namespace",))])
-    p = module.params
-    op_spec = OperatorSpec(**{k: p[k] for k in (
-        "package", "namespace", "catalog", "catalog_namespace", "channel", "starting_csv",
-        "approval", "install_mode", "target_namespace", "upgrade")})
     try:
-        olm = OlmOperator(K8sClient.from_params(p))
-        resolved = olm.resolve(op_spec)
-        group = olm.operator_group(op_spec)
-        changed, diffs = olm.ensure(op_spec, resolved, group, module.check_mode)
-        result = {"csv": resolved.csv, "version": resolved.version, "alm_examples": []}
-        if not module.check_mode:
-            target = olm.target_csv(op_spec, resolved)
-            result = olm.wait_installed(op_spec, target, timeout=p["wait_timeout"])
-            changed += [f"InstallPlan/{n}" for n in result["approved_install_plans"]]
+        result = olm_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
-    result.update(changed=bool(changed), changed_objects=changed, channel=resolved.channel)
-    if module._diff and diffs:
-        result["diff"] = merge_diffs(diffs)
+    if not module._diff:
+        result.pop("diff")
     module.exit_json(**result)
 
 

@@ -221,8 +221,11 @@ class OlmOperator:
                               progress=f"CSV {target} Succeeded, {len(ready)} of "
                                        f"{len(ready) + len(missing)} CRDs Established")
 
-        wait_for(_check, timeout=timeout, what=f"operator {spec.package}", progress=progress,
-                 **kwargs)
+        status = wait_for(_check, timeout=timeout, what=f"operator {spec.package}",
+                          progress=progress, **kwargs)
+        if status.skipped:  # check mode: nothing was written, so nothing to wait for
+            return {"csv": target, "version": "", "alm_examples": [], "crds": [],
+                    "approved_install_plans": [], "unapproved_install_plans": []}
         csv = seen["csv"]
         annotations = csv["metadata"].get("annotations") or {}
         try:

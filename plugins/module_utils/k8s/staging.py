@@ -143,7 +143,8 @@ class ModelStaging:
                     "spec": spec})
         return out
 
-    def wait_bound(self, timeout: float) -> dict:
+    def wait_bound(self, timeout: float, check_mode: bool = False, **kwargs) -> dict | None:
+        """The PVC once Bound; in check mode (nothing written) the PVC as it is, or None."""
         found = {}
 
         def _check() -> WaitStatus:
@@ -153,8 +154,10 @@ class ModelStaging:
             return WaitStatus(done=phase == "Bound", missing=() if phase == "Bound" else (
                 f"PVC {self.pvc['name']} Bound (phase {phase or 'none'})",))
 
-        wait_for(_check, timeout=timeout, what="the model volume", interval=1.0)
-        return found["pvc"]
+        status = wait_for(_check, timeout=timeout, what="the model volume",
+                          check_mode=check_mode, **{"interval": 1.0, **kwargs})
+        return found["pvc"] if not status.skipped else self.client.get(
+            "v1", "PersistentVolumeClaim", self.pvc["name"], self.ns)
 
     def retain(self, pvc: dict, check_mode: bool) -> bool:
         pv = (pvc.get("spec") or {}).get("volumeName")
@@ -240,7 +243,7 @@ class ModelStaging:
                                           "volumes": volumes}}}})
         return out
 
-    def run_job(self, manifests: list, timeout: float, progress=None) -> dict:
+    def run_job(self, manifests: list, timeout: float, progress=None, **kwargs) -> dict:
         """(Re)create the Job, wait for it, return the stager's result (last stdout line)."""
         name = self.job_name()
         self.client.delete("batch/v1", "Job", name, self.ns, check_mode=False,
@@ -250,7 +253,7 @@ class ModelStaging:
         wait_for(lambda: WaitStatus(
             done=self.client.get("batch/v1", "Job", name, self.ns) is None,
             missing=(f"previous Job {name} deleted",)), timeout=120, what="the previous Job",
-            interval=0.5)
+            **{"interval": 0.5, **kwargs})
         for manifest in manifests:
             self.client.apply(manifest, check_mode=False)
 
@@ -265,7 +268,7 @@ class ModelStaging:
                                        f"{status.get('failed', 0)} failed")
 
         wait_for(_check, timeout=timeout, what=f"the stager Job {self.ns}/{name}",
-                 interval=1.0, max_interval=5.0, progress=progress)
+                 progress=progress, **{"interval": 1.0, "max_interval": 5.0, **kwargs})
         logs = self.job_logs(name)
         result = _last_json(logs)
         job = self.client.get("batch/v1", "Job", name, self.ns) or {}

@@ -1,0 +1,130 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""The model_stage stage: ``run(client, request) -> result``.
+
+Decide (validate the source and the model directory, check the volume is RWX, compare
+the staged identity recorded on the PVC; all before the first write), act (namespace,
+volume, reclaim policy, credentials Secret, the stager Job; dry runs in check mode),
+wait (PVC Bound and the Job, skipped in check mode by the one wait helper), diff
+(objects before/after plus the staged identity), and a summary line that says what
+really happened (``msg``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging
+
+STATES = ("staged", "volume")
+
+
+@dataclass
+class Request:
+    namespace: str
+    pvc: dict
+    model_dir: str
+    source: dict
+    credentials: dict = field(default_factory=dict)
+    image: str = ""
+    state: str = "staged"
+    parallel: int = 4
+    timeout: float = 3600.0
+    check_mode: bool = False
+    progress: Callable | None = None
+    wait_options: dict = field(default_factory=dict)  # interval, clock, sleep (tests)
+
+
+def summary(model_dir: str, pvc: str, out: dict, check_mode: bool, state: str) -> str:
+    """One true line: what this run did (or, in check mode, would do) to the model."""
+    where = f"{model_dir} on PVC {pvc}"
+    if state == "volume":
+        verb = "needs a transfer" if out["transfer_expected"] else "is already staged"
+        return f"{'check mode: ' if check_mode else ''}volume ready; {where} {verb}"
+    if check_mode:
+        verb = "would be staged" if out["transfer_expected"] else "is already staged"
+        return f"check mode: {where} {verb}"
+    result = out.get("result") or {}
+    marker = result.get("marker") or {}
+    files = f"{marker.get('file_count', '?')} files, {marker.get('total_bytes', '?')} bytes"
+    if result.get("changed"):
+        return (f"staged {where} ({files}; {result.get('transfer_bytes', 0)} bytes "
+                f"transferred; before this run: {result.get('reason', 'unknown')})")
+    return f"{where} was already staged ({files}; {result.get('reason', 'marker matches')})"
+
+
+def _validate(req: Request) -> tuple[dict, dict | None]:
+    if req.state not in STATES:
+        raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {req.state!r}")
+    if req.parallel < 1 or req.timeout <= 0:
+        raise InvalidInputError("parallel must be >= 1 and timeout > 0")
+    if not (req.pvc or {}).get("name"):
+        raise InvalidInputError("pvc.name is required")
+    nfs = req.pvc.get("nfs")
+    if nfs and not (nfs.get("server") and nfs.get("path")):
+        raise InvalidInputError("pvc.nfs needs server and path")
+    source = staging.validate_source(req.source or {})
+    local = staging.local_manifest(source["local_path"]) if source["type"] == "local" else None
+    return source, local
+
+
+def run(client, req: Request) -> dict:
+    source, local = _validate(req)
+    svc = staging.ModelStaging(client, req.namespace, req.pvc, req.model_dir)
+    existing = svc.check_volume()
+    identity = staging.source_identity(source, local)
+    staged_before = svc.staged_identity(existing)
+    out = {"changed": False, "transfer_expected": staged_before != identity,
+           "pvc": {"name": req.pvc["name"]}}
+    if source["type"] == "local":
+        out["upload_dir"] = staging.upload_dir(req.model_dir)
+    diffs = {}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
+    for manifest in [ns, *svc.volume_manifests()]:
+        if existing is not None and manifest["kind"] in ("PersistentVolumeClaim",
+                                                         "PersistentVolume"):
+            continue  # adopted as it is
+        _apply(client, manifest, req.check_mode, out, diffs)
+    pvc = svc.wait_bound(req.timeout, check_mode=req.check_mode, **req.wait_options)
+    if pvc is not None:
+        out["changed"] |= svc.retain(pvc, check_mode=req.check_mode)
+        out["pvc"].update(volume=(pvc.get("spec") or {}).get("volumeName"),
+                          reclaim_policy=req.pvc.get("reclaim_policy", "Retain"))
+    if req.check_mode or req.state == "volume":
+        out["changed"] |= (req.check_mode and out["transfer_expected"]
+                           and req.state == "staged")
+        return _finish(req, out, diffs, staged_before, identity)
+    if req.credentials:
+        client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                      "metadata": {"name": f"{svc.job_name()}-credentials",
+                                   "namespace": req.namespace},
+                      "stringData": {k: str(v) for k, v in req.credentials.items()}},
+                     check_mode=False)  # never in the diff: it holds the secret values
+    jobs = svc.job_manifests(source, req.image, local, bool(req.credentials),
+                             {"parallel": req.parallel})
+    result = svc.run_job(jobs, timeout=req.timeout, progress=req.progress, **req.wait_options)
+    svc.record(pvc, identity)
+    out.update(result=result, transfer_expected=bool(result.get("changed")))
+    out["changed"] |= bool(result.get("changed"))
+    return _finish(req, out, diffs, staged_before, identity)
+
+
+def _apply(client, manifest: dict, check_mode: bool, out: dict, diffs: dict) -> None:
+    applied = client.apply(manifest, check_mode=check_mode)
+    if applied.changed:
+        out["changed"] = True
+        diffs[f"{manifest['kind']}/{manifest['metadata']['name']}"] = applied.diff
+
+
+def _finish(req: Request, out: dict, diffs: dict, before: str | None, identity: str) -> dict:
+    staged_after = identity if req.state == "staged" else before
+    out["diff"] = {"before": {k: d.get("before") for k, d in diffs.items()},
+                   "after": {k: d.get("after") for k, d in diffs.items()}}
+    out["diff"]["before"]["staged"] = {req.model_dir: before}
+    out["diff"]["after"]["staged"] = {req.model_dir: staged_after}
+    out["msg"] = summary(req.model_dir, req.pvc["name"], out, req.check_mode, req.state)
+    return out
