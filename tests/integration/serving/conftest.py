@@ -4,9 +4,10 @@
 ``staged_model_dir`` (session) a copy published as the stager would: with the marker.
 ``served_model``    (session) a real two-node Ray cluster on loopback started by two
                     gpu-stack-launch processes (head with 1 GPU, worker with 1 GPU) for
-                    a TP 1 x PP 2 plan, and the real vLLM the head started with the lab
-                    override; the worker gets its ``ray start`` the way KubeRay hands
-                    it over (KUBERAY_GEN_RAY_START_CMD). Stopped by PID at the end of
+                    a TP 1 x PP 2 plan, and the real vLLM the head started (on CPU
+                    through the lab's pod site: serving_procs.base_env); the worker
+                    gets its ``ray start`` the way KubeRay hands it over
+                    (KUBERAY_GEN_RAY_START_CMD). Stopped by PID at the end of
                     the session; the teardown asserts that every process of both
                     launchers' trees is gone.
 """
@@ -96,7 +97,7 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
         "--tensor-parallel-size", "1", "--pipeline-parallel-size", "2",
         "--max-model-len", "512", "--host", "127.0.0.1", "--port", str(api_port),
         "--api-key-file", str(key_file), "--ray-port", str(gcs_port), "--num-gpus", "1",
-        "--gpu-timeout", "180", "--progress-interval", "1", "--lab", "--stop-grace", "20",
+        "--gpu-timeout", "180", "--progress-interval", "1", "--stop-grace", "20",
         *head_dir.ray_args(), "--", *LAB_VLLM_EXTRA,
     ], base_env(POD_IP=HEAD_IP), logs, head_dir)
     worker = None

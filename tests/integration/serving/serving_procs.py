@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpu_lab.controllers.process_util import POD_SITE
+
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME_SRC = REPO / "images" / "runtime"
 LAB_SRC = REPO / "tests" / "lab"
@@ -59,9 +61,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def base_env(**extra: str) -> dict[str, str]:
+    """The environment of a launcher: with the lab's pod site first on PYTHONPATH, as
+    the lab's kubelet gives a process pod (vLLM's server then runs as CPU vLLM can)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(RUNTIME_SRC), str(LAB_SRC), *filter(None, [env.get("PYTHONPATH")])]
+        [str(POD_SITE), str(RUNTIME_SRC), str(LAB_SRC), *filter(None, [env.get("PYTHONPATH")])]
     )
     env.pop("RAY_ADDRESS", None)
     env.pop("VLLM_API_KEY", None)

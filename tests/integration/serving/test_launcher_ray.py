@@ -101,8 +101,7 @@ _PARSER_PROBE = """
         except LaunchError as exc:
             out[name] = str(exc)
     env = {"GPU_STACK_MODEL_DIR": "/models/m", "GPU_STACK_SERVED_MODEL_NAME": "m",
-           "GPU_STACK_TENSOR_PARALLEL_SIZE": "2", "GPU_STACK_PIPELINE_PARALLEL_SIZE": "8",
-           "GPU_STACK_LAB_OVERRIDE": "1"}  # ignored: check-args checks production
+           "GPU_STACK_TENSOR_PARALLEL_SIZE": "2", "GPU_STACK_PIPELINE_PARALLEL_SIZE": "8"}
     for name, argv in {"cli_ok": ["check-args"],
                        "cli_bad": ["check-args", "--", "--no-such-vllm-option"]}.items():
         stdout, stderr = io.StringIO(), io.StringIO()

@@ -1,4 +1,4 @@
-"""End to end: tiny model + launcher (lab override) + real vLLM, through the openai client."""
+"""End to end: tiny model + launcher + real vLLM (CPU, lab pod site), through the openai client."""
 
 from __future__ import annotations
 

@@ -52,13 +52,12 @@ def test_environment_drives_the_plan(capsys, model, no_spawn, tmp_path_factory):
 def test_arguments_win_over_the_environment(capsys, model, no_spawn):
     env = {**BASE_ENV, "GPU_STACK_TENSOR_PARALLEL_SIZE": "8", "RAY_ADDRESS": "10.1.1.1:6379"}
     plan = _plan(capsys, ["head", "--model-dir", str(model), "--served-model-name", "m",
-                          "--tensor-parallel-size", "4", "--no-ray-start", "--lab",
-                          "--dry-run"], env)
+                          "--tensor-parallel-size", "4", "--no-ray-start", "--dry-run"], env)
     assert plan["gpus_needed"] == 4 and plan["ray_start"] is None
-    assert plan["lab_override"] is True
     assert plan["gpu_wait"][plan["gpu_wait"].index("--address") + 1] == "10.1.1.1:6379"
     vllm = plan["vllm"]
-    assert vllm[vllm.index("--distributed-executor-backend") + 1] == "mp"
+    assert vllm[vllm.index("--tensor-parallel-size") + 1] == "4"
+    assert vllm[vllm.index("--distributed-executor-backend") + 1] == "ray"
 
 
 def test_worker_plan_joins_the_head(capsys, no_spawn):

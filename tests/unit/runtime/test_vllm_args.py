@@ -1,4 +1,4 @@
-"""The vLLM command line from a plan, and the lab override."""
+"""The vLLM command line from a plan."""
 
 import sys
 
@@ -33,12 +33,8 @@ def test_production_command_carries_the_plan():
     assert PLAN.gpus_needed == 16
 
 
-def test_lab_override_changes_only_executor_and_sizes():
-    prod, lab = vllm_args(PLAN), vllm_args(PLAN, lab_override=True)
-    assert (_opt(lab, "--tensor-parallel-size"), _opt(lab, "--pipeline-parallel-size"),
-            _opt(lab, "--distributed-executor-backend")) == ("1", "1", "mp")
-    changed = {i for i, (a, b) in enumerate(zip(prod, lab, strict=True)) if a != b}
-    assert len(changed) == 3
+def test_args_are_the_command_after_the_server_module():
+    assert vllm_command(PLAN)[3:] == vllm_args(PLAN)
 
 
 def test_no_api_key_in_argv():

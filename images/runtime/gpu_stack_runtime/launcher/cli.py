@@ -110,11 +110,11 @@ def run_head(args, environ: Mapping[str, str]) -> int:
     wait_cmd = [sys.executable, "-m", "gpu_stack_runtime.launcher.wait_gpus",
                 "--address", address, "--gpus", str(config.gpus_needed),
                 "--timeout", f"{args.gpu_timeout:g}", "--interval", f"{args.progress_interval:g}"]
-    vllm_cmd = vllm_command(config, lab_override=args.lab)
+    vllm_cmd = vllm_command(config)
     if args.dry_run:
         _print_plan({"ray_start": ray_cmd, "gpu_wait": wait_cmd, "vllm": vllm_cmd,
-                     "gpus_needed": config.gpus_needed, "lab_override": args.lab,
-                     "model_marker": marker}, env, environ)
+                     "gpus_needed": config.gpus_needed, "model_marker": marker},
+                    env, environ)
         return 0
     _raise_nofile_limit()
     sup = Supervisor(log, adopt_orphans=True)
@@ -133,8 +133,6 @@ def run_head(args, environ: Mapping[str, str]) -> int:
             return EXIT_RAY
         if sup.exit_codes["gpu-wait"] != 0:
             return shell_exit_code(sup.exit_codes["gpu-wait"])
-        if args.lab:
-            log("lab override: vLLM runs with the mp executor, TP=1, PP=1")
         log(f"starting vLLM: {shlex.join(vllm_cmd)}")
         sup.spawn("vllm", vllm_cmd, env)
         first = sup.wait_first(["vllm", "ray"])
@@ -170,7 +168,7 @@ def run_worker(args, environ: Mapping[str, str]) -> int:
 
 def run_check_args(args, environ: Mapping[str, str]) -> int:
     config = options.serve_config(args, environ)
-    namespace = check_vllm_args(vllm_args(config, lab_override=False))
+    namespace = check_vllm_args(vllm_args(config))
     print(f"vLLM accepts the production command line: "
           f"tensor_parallel_size={namespace.tensor_parallel_size} "
           f"pipeline_parallel_size={namespace.pipeline_parallel_size} "

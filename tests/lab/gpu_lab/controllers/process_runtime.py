@@ -26,6 +26,9 @@ How a container becomes a process:
   pod IP; ``poll`` reports their readiness, and a probe that gives up kills the
   container (SIGTERM, SIGKILL after the grace period) so the kubelet restarts it;
 - each container start gets a fresh, private ``TMPDIR`` (removed when it stops);
+- ``PYTHONPATH`` starts with the lab's ``pod_site`` (``with_pod_site``): its
+  ``sitecustomize`` lets vLLM's server run on this CPU machine with the Ray executor,
+  TP and PP the production launcher passes (see ``gpu_lab/pod_site/sitecustomize.py``);
 - output goes to a log file per container, served as ``pods/log``; the exit code is the
   container's; stop sends SIGTERM to the process group and SIGKILL after the pod's
   grace period.
@@ -49,7 +52,14 @@ from typing import Any
 from ..apiserver import clock
 from .pod_network import ServiceResolver, Target, rewrite, rewrite_env
 from .probes import PodProber
-from .process_util import expand, lab_path, map_path, signal_container, wait_or_kill
+from .process_util import (
+    expand,
+    lab_path,
+    map_path,
+    signal_container,
+    wait_or_kill,
+    with_pod_site,
+)
 from .runtime import ContainerState, pod_dir
 
 PROCESS_IMAGES = ("gpu-stack-runtime", "ray-vllm")
@@ -145,7 +155,8 @@ class ProcessRuntime:
     def environment(self, pod: dict[str, Any], container: dict[str, Any],
                     mounts: dict[str, Path],
                     targets: dict[tuple[str, str], Target] | None = None) -> dict[str, str]:
-        return self._base_env(pod) | self.container_env(pod, container, mounts, targets)
+        return with_pod_site(self._base_env(pod)
+                             | self.container_env(pod, container, mounts, targets))
 
     # --- network --------------------------------------------------------------------------
     def _texts(self, pod: dict[str, Any]) -> list[str]:
@@ -184,7 +195,8 @@ class ProcessRuntime:
                 continue
             cwd = map_path(container.get("workingDir") or "", own) or str(base)
             Path(cwd).mkdir(parents=True, exist_ok=True)
-            env = self._base_env(pod) | {"TMPDIR": str(self._fresh_tmp(uid))} | defined
+            env = with_pod_site(self._base_env(pod) | {"TMPDIR": str(self._fresh_tmp(uid))}
+                                | defined)
             with log_path.open("ab") as log:
                 try:
                     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,

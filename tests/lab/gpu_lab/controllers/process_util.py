@@ -2,7 +2,9 @@
 to a local process, and how a container's processes are signalled.
 
 - ``expand``: Kubernetes' ``$(VAR)`` references; ``map_path``: mount paths to the local
-  directories; ``lab_path``: ``PATH`` with the lab's Python environment first.
+  directories; ``lab_path``: ``PATH`` with the lab's Python environment first;
+  ``with_pod_site``: ``PYTHONPATH`` with the lab's ``pod_site`` first (its
+  ``sitecustomize`` runs vLLM's server as vLLM on CPU can: see pod_site/sitecustomize.py).
 - ``signal_container``: a container is the session its main process leads (the runtime
   starts it with ``start_new_session``); every process of that session is signalled,
   also those in process groups of their own (Ray's workers).
@@ -19,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+POD_SITE = Path(__file__).resolve().parents[1] / "pod_site"
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -45,6 +48,12 @@ def map_path(value: str, mounts: dict[str, Path]) -> str:
 
 def lab_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def with_pod_site(env: dict[str, str]) -> dict[str, str]:
+    """env with the lab's pod_site first on PYTHONPATH (whatever the container set)."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(POD_SITE)]
+    return env | {"PYTHONPATH": os.pathsep.join([str(POD_SITE), *rest])}
 
 
 def wait_or_kill(procs: list[subprocess.Popen], deadline: float) -> None:
