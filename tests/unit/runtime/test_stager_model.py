@@ -16,7 +16,7 @@ from gpu_stack_runtime.stager.errors import (
 )
 from gpu_stack_runtime.stager.model import load_manifest, safe_relpath
 from gpu_stack_runtime.stager.progress import Progress, human_bytes
-from gpu_stack_runtime.stager.retry import backoff_delays, retry_call
+from gpu_stack_runtime.stager.retry import MAX_DELAY, backoff, retry_call
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -93,16 +93,36 @@ def test_retry_call_retries_transient_errors_then_gives_up():
     assert retry_call(flaky, retries=5, what="x", sleep=sleeps.append) == "ok"
     assert len(calls) == 3 and len(sleeps) == 2
 
+    attempts = []
+
     def broken():
+        attempts.append(1)
         raise TransientError("down")
 
-    with pytest.raises(TransferError, match="giving up after 2 retries"):
+    with pytest.raises(TransferError, match="giving up after 2 retries") as err:
         retry_call(broken, retries=2, what="x", sleep=lambda s: None)
+    assert len(attempts) == 3  # the first attempt and 2 retries
+    assert err.value.__cause__.details["attempts"] == 3  # counted as common/retry.py counts
 
 
-def test_backoff_is_capped_and_bounded():
-    delays = list(backoff_delays(10, base=1.0, cap=5.0))
-    assert len(delays) == 10 and all(0 <= d <= 5.0 for d in delays)
+def test_retry_call_does_not_retry_other_errors():
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise ConfigError("bad")
+
+    with pytest.raises(ConfigError):
+        retry_call(refused, retries=5, what="x", sleep=lambda s: None)
+    assert calls == [1]
+
+
+def test_backoff_counts_attempts_like_the_common_strategy_and_is_capped():
+    strategy = backoff(10, base=1.0)
+    assert strategy.tries == 11  # --retries 10: one attempt and 10 retries
+    delays = list(strategy)
+    assert len(delays) == 10 and all(0 <= d <= MAX_DELAY for d in delays)
+    assert max(delays) > 0
 
 
 def test_progress_line_reports_bytes_rate_and_eta():

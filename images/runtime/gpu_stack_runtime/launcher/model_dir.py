@@ -4,9 +4,8 @@ The model stager (``gpu_stack_runtime.stager``) publishes a model with a complet
 marker, a JSON object at the root of the model directory that exists exactly when the
 model is complete (written into the staging directory before the atomic rename). Its
 ``files`` list names each file with its ``path`` and ``size``; the launcher checks
-those by ``stat`` only (the stager owns the digests). ``MARKER_NAME`` is the single
-place the launcher names that file; it must equal ``gpu_stack_runtime.stager.marker.
-MARKER`` (a unit test compares them once both are in the package).
+those by ``stat`` only (the stager owns the digests). ``MARKER_NAME`` comes from the
+controller/runtime contract (``gpu_stack_runtime.common.contract``), as the stager's does.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gpu_stack_runtime.common.contract import MARKER_NAME
 from gpu_stack_runtime.launcher.errors import EXIT_MODEL, LaunchError
 
-MARKER_NAME = ".gpu-stack-stage.json"
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpu_stack_runtime.common.errors import WaitTimeout
+from gpu_stack_runtime.common.wait import WaitStatus, wait_for
 from gpu_stack_runtime.launcher.errors import EXIT_GPUS, EXIT_USAGE, LaunchError
 
 KUBERAY_CMD_ENV = "KUBERAY_GEN_RAY_START_CMD"
@@ -167,35 +169,38 @@ def wait_for_gpus(
 ) -> GpuSnapshot:
     """Poll probe until the cluster holds ``needed`` GPUs; log progress every interval.
 
-    Raises LaunchError (EXIT_GPUS) with the last progress line on timeout, or when
-    should_stop() turns true (a signal, or Ray's own process died).
+    The loop is the one wait helper (``common/wait.py``: monotonic clock, deadline, one
+    last check at the deadline), polling every second at most. Raises LaunchError
+    (EXIT_GPUS) with the last progress line on timeout, or when should_stop() turns
+    true (a signal, or Ray's own process died).
     """
     if needed < 1:
         raise LaunchError(f"the layout needs {needed} GPUs; it must need at least 1")
-    start = clock()
-    deadline = start + timeout
-    status = f"0 of {needed} GPUs joined (Ray not reachable yet)"
-    joined = 0
-    next_log = start
-    while True:
+    seen = {"status": f"0 of {needed} GPUs joined (Ray not reachable yet)", "joined": 0,
+            "snapshot": None, "next_log": clock()}
+
+    def _check() -> WaitStatus:
         try:
             snapshot = probe()
-            joined, status = snapshot.total, snapshot.describe(needed)
-            if joined >= needed:
-                log(status)
-                return snapshot
+            seen.update(snapshot=snapshot, joined=snapshot.total,
+                        status=snapshot.describe(needed))
         except ConnectionError as exc:
-            joined, status = 0, f"0 of {needed} GPUs joined ({exc})"
-        now = clock()
-        if should_stop():
-            raise LaunchError(f"stopped while waiting for GPUs: {status}", EXIT_GPUS)
-        if now >= deadline:
-            raise LaunchError(
-                f"timed out after {timeout:g} s waiting for GPUs: {status}; "
-                f"{needed - joined} missing",
-                EXIT_GPUS,
-            )
-        if now >= next_log:
-            log(status)
-            next_log = now + interval
-        sleep(max(0.0, min(1.0, interval, deadline - now)))
+            seen.update(snapshot=None, joined=0, status=f"0 of {needed} GPUs joined ({exc})")
+        done = seen["joined"] >= needed
+        if done or clock() >= seen["next_log"]:
+            log(seen["status"])
+            seen["next_log"] = clock() + interval
+        if not done and should_stop():
+            raise LaunchError(f"stopped while waiting for GPUs: {seen['status']}", EXIT_GPUS)
+        return WaitStatus(done=done, progress=seen["status"])
+
+    try:
+        wait_for(_check, timeout=timeout, what="GPUs", interval=min(1.0, interval),
+                 tolerate=(), clock=clock, sleep=sleep)
+    except WaitTimeout as exc:
+        raise LaunchError(
+            f"timed out after {timeout:g} s waiting for GPUs: {seen['status']}; "
+            f"{needed - seen['joined']} missing",
+            EXIT_GPUS,
+        ) from exc
+    return seen["snapshot"]

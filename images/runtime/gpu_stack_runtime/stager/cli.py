@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from gpu_stack_runtime import __version__
+from gpu_stack_runtime.common.contract import STAGE_ENV_PREFIX, STAGE_SOURCES
 from gpu_stack_runtime.stager.errors import ConfigError, CredentialsError, StageError
 from gpu_stack_runtime.stager.publish import StagingArea
 from gpu_stack_runtime.stager.stage import Options, Outcome, stage
 
 log = logging.getLogger("gpu_stack_runtime.stager")
 
-SOURCES = ("hub", "s3", "http", "archive", "local")
+SOURCES = STAGE_SOURCES
 
 
 def _env(name: str, *fallbacks: str, default=None):
-    for key in (f"STAGE_{name}", *fallbacks):
+    for key in (f"{STAGE_ENV_PREFIX}{name}", *fallbacks):
         if os.environ.get(key):
             return os.environ[key]
     return default

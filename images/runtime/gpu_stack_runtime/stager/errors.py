@@ -1,9 +1,31 @@
-"""The stager's typed errors. Each carries the process exit code the Job reports."""
+"""The stager's typed errors. Each carries the process exit code the Job reports.
+
+They belong to the one error hierarchy (``common/errors.py``, shared with the
+controller): ``StageError`` is a ``GpuStackError``, and ``TransientError`` (worth
+retrying; it never escapes a transfer) is the common one, which ``common/retry.py``
+retries.
+"""
 
 from __future__ import annotations
 
+from gpu_stack_runtime.common.errors import GpuStackError, TransientError
 
-class StageError(Exception):
+__all__ = [
+    "BusyError",
+    "ConfigError",
+    "CredentialsError",
+    "InsufficientSpaceError",
+    "IntegrityError",
+    "SourceChangedError",
+    "SourceNotFoundError",
+    "StageError",
+    "TransferError",
+    "TransientError",
+    "UnsafeArchiveError",
+]
+
+
+class StageError(GpuStackError):
     """Base of every error the stager reports on purpose."""
 
     exit_code = 1
@@ -71,7 +93,3 @@ class BusyError(StageError):
 
     exit_code = 10
     kind = "busy"
-
-
-class TransientError(Exception):
-    """A failure worth retrying (connection reset, short read, 5xx). Never escapes transfer."""

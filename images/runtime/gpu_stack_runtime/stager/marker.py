@@ -15,13 +15,14 @@ import os
 from pathlib import Path
 
 from gpu_stack_runtime import __version__
+from gpu_stack_runtime.common.contract import MARKER_FORMAT, MARKER_NAME
 from gpu_stack_runtime.stager.digest import file_digests
 from gpu_stack_runtime.stager.model import Listing
 
 log = logging.getLogger("gpu_stack_runtime.stager")
 
-MARKER = ".gpu-stack-stage.json"
-FORMAT = 1
+MARKER = MARKER_NAME  # the schema (top-level and per-file keys) is in common/contract.py
+FORMAT = MARKER_FORMAT
 
 
 def source_key(source: dict, listing: Listing) -> str:

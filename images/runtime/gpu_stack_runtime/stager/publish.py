@@ -20,12 +20,13 @@ import os
 import shutil
 from pathlib import Path
 
+from gpu_stack_runtime.common.contract import STAGING_AREA, UPLOAD_SUFFIX
 from gpu_stack_runtime.stager.errors import BusyError, InsufficientSpaceError
 from gpu_stack_runtime.stager.progress import human_bytes
 
 log = logging.getLogger("gpu_stack_runtime.stager")
 
-AREA = ".gpu-stack-staging"
+AREA = STAGING_AREA
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -35,7 +36,7 @@ class StagingArea:
         self.dest = Path(os.path.abspath(dest))
         self.root = self.dest.parent / AREA
         self.staging = self.root / self.dest.name
-        self.upload_dir = self.root / f"{self.dest.name}.upload"
+        self.upload_dir = self.root / f"{self.dest.name}{UPLOAD_SUFFIX}"
         self.old = self.root / f"{self.dest.name}.old"
         self._lock_path = self.root / f"{self.dest.name}.lock"
 
