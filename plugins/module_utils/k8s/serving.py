@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import secrets
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import has_changed
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
@@ -46,9 +47,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes imp
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
 
 API_KEY_FIELD = "api-key"
-# The launcher's exit codes that no restart can fix (see gpu_stack_runtime.launcher.cli).
-_LAUNCHER_EXITS = {2: "bad options", 3: "model directory not ready", 4: "GPUs missing",
-                   5: "Ray failed"}
+# The launcher's exit codes that no restart can fix (the controller/runtime contract).
+_LAUNCHER_EXITS = contract.LAUNCH_EXIT_REASONS
 
 
 def _selector(labels: dict) -> str:
