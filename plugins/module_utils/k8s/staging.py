@@ -21,6 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
     OperationFailedError,
@@ -30,7 +31,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     wait_for,
 )
 
-MOUNT = "/models"
+MOUNT = contract.MODEL_MOUNT
 SECRET_MOUNT = "/var/run/secrets/gpu-stack"
 MANIFEST_MOUNT = "/var/run/gpu-stack-manifest"
 ANNOTATION = "gpu-stack.llmops.io/staged"
@@ -42,11 +43,6 @@ _SOURCE_KEYS = {
     "hub": ("repo_id",), "s3": ("bucket",), "http": ("url", "manifest"),
     "archive": ("url",), "local": ("local_path",),
 }
-_ENV = {"repo_id": "REPO_ID", "revision": "REVISION", "endpoint": "ENDPOINT",
-        "bucket": "BUCKET", "prefix": "PREFIX", "endpoint_url": "S3_ENDPOINT_URL",
-        "region": "S3_REGION", "url": "URL", "manifest": "MANIFEST",
-        "archive_sha256": "ARCHIVE_SHA256", "strip_components": "STRIP_COMPONENTS",
-        "allow_patterns": "ALLOW_PATTERNS", "ignore_patterns": "IGNORE_PATTERNS"}
 
 
 def validate_source(source: dict) -> dict:
@@ -89,7 +85,7 @@ def source_identity(source: dict, manifest: dict | None) -> str:
 
 
 def upload_dir(model_dir: str) -> str:
-    return f"{MOUNT}/.gpu-stack-staging/{model_dir}.upload"
+    return contract.upload_dir(MOUNT, model_dir)
 
 
 class ModelStaging:
@@ -198,31 +194,32 @@ class ModelStaging:
     def job_manifests(self, source: dict, image: str, manifest: dict | None,
                       credentials: bool, job_options: dict) -> list:
         name = self.job_name()
-        env = [{"name": "STAGE_SOURCE", "value": source["type"]},
-               {"name": "STAGE_DEST", "value": f"{MOUNT}/{self.model_dir}"},
-               {"name": "STAGE_PROGRESS_INTERVAL",
+        env = [{"name": contract.STAGE_SOURCE, "value": source["type"]},
+               {"name": contract.STAGE_DEST, "value": f"{MOUNT}/{self.model_dir}"},
+               {"name": contract.STAGE_PROGRESS_INTERVAL,
                 "value": str(job_options.get("progress_interval", 10))},
-               {"name": "STAGE_JOBS", "value": str(job_options.get("parallel", 4))}]
-        for key, var in _ENV.items():
+               {"name": contract.STAGE_JOBS, "value": str(job_options.get("parallel", 4))}]
+        for key, var in contract.STAGE_SOURCE_ENV.items():
             if key in source:
                 value = source[key]
                 value = ",".join(value) if isinstance(value, list) else str(value)
-                env.append({"name": f"STAGE_{var}", "value": value})
+                env.append({"name": var, "value": value})
         mounts = [{"name": "models", "mountPath": MOUNT}]
         volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": self.pvc["name"]}}]
         out = []
         if credentials:
             mounts.append({"name": "credentials", "mountPath": SECRET_MOUNT, "readOnly": True})
             volumes.append({"name": "credentials", "secret": {"secretName": f"{name}-credentials"}})
-            env.append({"name": "STAGE_TOKEN_FILE", "value": f"{SECRET_MOUNT}/token"})
-            env.append({"name": "STAGE_S3_CREDENTIALS_DIR", "value": SECRET_MOUNT})
+            env.append({"name": contract.STAGE_TOKEN_FILE, "value": f"{SECRET_MOUNT}/token"})
+            env.append({"name": contract.STAGE_S3_CREDENTIALS_DIR, "value": SECRET_MOUNT})
         if manifest is not None:
             out.append({"apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": f"{name}-manifest", "namespace": self.ns},
                         "data": {"manifest.json": json.dumps(manifest, sort_keys=True)}})
             mounts.append({"name": "manifest", "mountPath": MANIFEST_MOUNT, "readOnly": True})
             volumes.append({"name": "manifest", "configMap": {"name": f"{name}-manifest"}})
-            env.append({"name": "STAGE_MANIFEST", "value": f"{MANIFEST_MOUNT}/manifest.json"})
+            env.append({"name": contract.STAGE_MANIFEST,
+                        "value": f"{MANIFEST_MOUNT}/manifest.json"})
         container = {
             "name": "stager", "image": image, "command": ["gpu-stack-stage"], "env": env,
             "volumeMounts": mounts,
