@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
 
 API_PORT = 8000
-MODEL_MOUNT = "/models"
+MODEL_MOUNT = contract.MODEL_MOUNT
 API_KEY_MOUNT = "/var/run/secrets/gpu-stack/api-key"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -100,7 +101,7 @@ def _launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
 def _env(head_gpus: int | None, extra: dict) -> list[dict]:
     """POD_IP from the downward API: the launcher derives VLLM_HOST_IP and the NCCL/Gloo
     interface from it (the interface holding that address, never a guessed name)."""
-    env = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    env = [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
     if head_gpus == 0:
         env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     env += [{"name": k, "value": str(v)} for k, v in sorted(extra.items())]
