@@ -74,8 +74,7 @@ STAGE_SOURCE_ENV = {
 STAGE_SOURCES = ("hub", "s3", "http", "archive", "local")
 
 # --- gpu-stack-launch ----------------------------------------------------------------
-# The environment the serving pods give the launcher.
-LAUNCH_ENV_PREFIX = "GPU_STACK_"
+# The pod's address, which the serving pods get from the downward API.
 POD_IP_ENV = "POD_IP"
 # Exit codes that no restart can fix: the controller stops waiting when it sees one.
 LAUNCH_EXIT_USAGE = 2  # bad options or environment: nothing was started

@@ -21,9 +21,9 @@ import socket
 import struct
 from collections.abc import Mapping
 
+from gpu_stack_runtime.common.contract import POD_IP_ENV
 from gpu_stack_runtime.launcher.errors import LaunchError
 
-POD_IP_ENV = "POD_IP"
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 

@@ -31,6 +31,28 @@ from gpu_stack_runtime.stager.sources._http import HttpClient, redact_url
 from gpu_stack_runtime.stager.sources.base import Source
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's transport failures (huggingface_hub 2.x: httpx2, 1.x: httpx)."""
+    found: list[type[BaseException]] = []
+    try:
+        import httpx2
+    except ImportError:
+        pass
+    else:
+        found.append(httpx2.TransportError)
+    try:
+        import httpx
+    except ImportError:
+        pass
+    else:
+        found.append(httpx.TransportError)
+    return tuple(found)
+
+
+# Failures to reach the Hub, worth retrying; classified by type, never by module name.
+NETWORK_ERRORS = _network_errors()
+
+
 class HubSource(Source):
     kind = "hub"
 
@@ -105,10 +127,8 @@ class HubSource(Source):
             if status is not None and (status >= 500 or status == 429):
                 raise TransientError(f"{what}: HTTP {status}") from exc
             raise SourceNotFoundError(f"{what}: HTTP {status}") from exc
-        except Exception as exc:
-            if type(exc).__module__.split(".", maxsplit=1)[0] in ("httpx", "httpx2", "httpcore"):
-                raise TransientError(f"{what}: {exc.__class__.__name__}") from exc
-            raise
+        except NETWORK_ERRORS as exc:
+            raise TransientError(f"{what}: {exc.__class__.__name__}") from exc
 
     def open(self, rf: RemoteFile, offset: int, etag: str | None = None):
         # The commit pins the content; the final digest check catches anything else.

@@ -8,9 +8,11 @@ against a manifest if one is given, and its ETag still pins the version (If-Matc
 from __future__ import annotations
 
 import hashlib
+import http.client
 import re
 
 import boto3
+import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -67,10 +69,10 @@ class _S3Stream(Stream):
                 yield data
         except (BotoCoreError, OSError) as exc:
             raise TransientError(f"{self._what}: {exc.__class__.__name__}") from exc
-        except Exception as exc:  # urllib3 ProtocolError and friends, raised under botocore
-            if type(exc).__module__.split(".", maxsplit=1)[0] in ("urllib3", "http"):
-                raise TransientError(f"{self._what}: {exc.__class__.__name__}") from exc
-            raise
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            # urllib3's ProtocolError and friends, and http.client's IncompleteRead, raised
+            # under botocore while the body streams: a broken transfer, worth retrying.
+            raise TransientError(f"{self._what}: {exc.__class__.__name__}") from exc
 
     def close(self) -> None:
         self._body.close()
