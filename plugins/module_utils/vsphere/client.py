@@ -25,7 +25,6 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connectio
     ConnectionParams,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.faults import (
-    fault_name,
     translate,
 )
 
@@ -83,7 +82,7 @@ class VsphereClient:
                                  sslContext=_ssl_context(p),
                                  httpConnectionTimeout=p.request_timeout)
         except Exception as exc:
-            if fault_name(exc) == "InvalidLogin":
+            if HAS_PYVMOMI and isinstance(exc, vim.fault.InvalidLogin):
                 raise AuthError(f"{what}: login refused (wrong user name or password)") from None
             raise translate(exc, what) from exc
 

@@ -19,13 +19,24 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     TransientError,
 )
 
-# Fault class names (vim.fault.X / vmodl.fault.X), matched along the fault's MRO so a
-# subclass (HostNotConnected < HostCommunication) maps like its parent.
-_TRANSIENT = {"TaskInProgress", "ConcurrentAccess", "HostCommunication", "SystemError"}
-_AUTH = {"InvalidLogin", "NotAuthenticated", "NoPermission", "NoPermissionOnAD"}
-_NOT_FOUND = {"ManagedObjectNotFound", "NotFound"}
-_INVALID = {"InvalidArgument", "InvalidDeviceSpec", "InvalidName", "InvalidRequest"}
-_CONFLICT = {"InvalidState", "InvalidPowerState", "InvalidVmConfig"}
+try:
+    from pyVmomi import vim, vmodl
+except ImportError:  # pragma: no cover
+    vim = vmodl = None
+
+# pyVmomi's fault types, matched with isinstance so a subclass (HostNotConnected <
+# HostCommunication) maps like its parent. Empty without pyVmomi: nothing to classify.
+if vim is not None:
+    _TRANSIENT = (vim.fault.TaskInProgress, vim.fault.ConcurrentAccess,
+                  vmodl.fault.HostCommunication, vmodl.fault.SystemError)
+    _AUTH = (vim.fault.InvalidLogin, vim.fault.NotAuthenticated, vim.fault.NoPermission,
+             vim.fault.NoPermissionOnAD)
+    _NOT_FOUND = (vmodl.fault.ManagedObjectNotFound, vim.fault.NotFound)
+    _INVALID = (vmodl.fault.InvalidArgument, vim.fault.InvalidDeviceSpec, vim.fault.InvalidName,
+                vmodl.fault.InvalidRequest)
+    _CONFLICT = (vim.fault.InvalidState, vim.fault.InvalidPowerState, vim.fault.InvalidVmConfig)
+else:  # pragma: no cover
+    _TRANSIENT = _AUTH = _NOT_FOUND = _INVALID = _CONFLICT = ()
 
 
 def fault_name(exc: BaseException) -> str:
@@ -37,13 +48,9 @@ def fault_message(exc: BaseException) -> str:
     return f"{fault_name(exc)}: {msg}" if msg else fault_name(exc)
 
 
-def _mro_names(exc: BaseException) -> set[str]:
-    return {cls.__name__.rsplit(".", 1)[-1] for cls in type(exc).__mro__}
-
-
 def is_retryable_fault(exc: BaseException) -> bool:
-    return bool(_mro_names(exc) & _TRANSIENT) or isinstance(
-        exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+    return isinstance(
+        exc, (*_TRANSIENT, http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
     )
 
 
@@ -51,7 +58,6 @@ def translate(exc: BaseException, what: str) -> GpuStackError:
     """The common error for an exception raised while doing ``what``."""
     if isinstance(exc, GpuStackError):
         return exc
-    names = _mro_names(exc)
     text = f"{what}: {fault_message(exc)}"
     details = {"fault": fault_name(exc)}
     if isinstance(exc, ssl.SSLError):
@@ -63,12 +69,12 @@ def translate(exc: BaseException, what: str) -> GpuStackError:
         return TransientError(text, **details)
     if isinstance(exc, (socket.error, http.client.HTTPException)):
         return ConnectionFailedError(f"{what}: cannot reach vCenter ({exc})")
-    if names & _AUTH:
+    if isinstance(exc, _AUTH):
         return AuthError(text, **details)
-    if names & _NOT_FOUND:
+    if isinstance(exc, _NOT_FOUND):
         return NotFoundError(text, **details)
-    if names & _INVALID:
+    if isinstance(exc, _INVALID):
         return InvalidInputError(text, **details)
-    if names & _CONFLICT:
+    if isinstance(exc, _CONFLICT):
         return ConflictError(text, **details)
     return OperationFailedError(text, reason=fault_message(exc), **details)
