@@ -3,45 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from gpu_lab.apiserver.server import LabServer
 from gpu_lab.config import default_crds
 from kubernetes import client
 
+from ..playbook import run_playbook
+
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
-def _run_playbook(tmp_path: Path, lab: LabServer, tasks: list[dict[str, Any]],
-                  extra: dict[str, Any]) -> dict[str, Any]:
-    out = tmp_path / "results.json"
-    names = [t["register"] for t in tasks if "register" in t]
-    play = [{
-        "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "vars": {"ansible_python_interpreter": sys.executable, **extra},
-        "tasks": [*tasks, {"ansible.builtin.copy": {
-            "dest": str(out),
-            "content": "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} | to_json }}"}}],
-    }]
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+def _run_playbook(tmp_path: Path, lab: LabServer, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tasks through the shared runner; {register name: that task's result}."""
     # TMPDIR: kubernetes.core caches discovery in the temp dir, keyed by host:port and user
-    env = {**os.environ, "K8S_AUTH_KUBECONFIG": lab.kubeconfig, "ANSIBLE_NOCOLOR": "1",
-           "TMPDIR": str(tmp_path),
+    env = {"K8S_AUTH_KUBECONFIG": str(lab.kubeconfig), "TMPDIR": str(tmp_path),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "home")}
-    runner = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) or \
-        "ansible-playbook"
-    done = subprocess.run([runner, "-i", "localhost,", str(playbook)], env=env, text=True,
-                          capture_output=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    return json.loads(out.read_text())
+    rc, results, out = run_playbook(tmp_path, tasks, env=env)
+    assert rc == 0, out[-6000:]
+    assert len(results) == len(tasks), out[-6000:]
+    return {t["register"]: r for t, r in zip(tasks, results, strict=True) if "register" in t}
 
 
 def _status_of(result: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +64,7 @@ def test_k8s_module_round_trip(tmp_path: Path, k8s_lab: LabServer, k8s_namespace
         {"kubernetes.core.k8s": {"kind": "ConfigMap", "name": "settings", "namespace": ns,
                                  "state": "absent", "wait": True}, "register": "deleted"},
     ]
-    r = _run_playbook(tmp_path, k8s_lab, tasks, {})
+    r = _run_playbook(tmp_path, k8s_lab, tasks)
     assert r["created"]["changed"] is True and not r["created"].get("failed")
     assert r["again"]["changed"] is False
     assert r["checked"]["changed"] is True
@@ -121,10 +104,12 @@ def test_k8s_module_reports_invalid_raycluster_and_apply_conflict(
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned", "namespace": ns},
           "data": {"mode": "a"}}
     tasks = [
+        # the CRD served before it is used: wait for its Established condition
         {"kubernetes.core.k8s": {"src": str(crd_file), "apply": True,
-                                 "server_side_apply": {"field_manager": "lab-test"}},
+                                 "server_side_apply": {"field_manager": "lab-test"},
+                                 "wait": True, "wait_timeout": 30,
+                                 "wait_condition": {"type": "Established", "status": "True"}},
          "register": "crd"},
-        {"ansible.builtin.pause": {"seconds": 1}},
         _k8s(raycluster, "bad_raycluster"),
         _k8s(cm, "first", apply=True, server_side_apply={"field_manager": "team-a"}),
         _k8s({**cm, "data": {"mode": "b"}}, "conflict", apply=True,
@@ -132,7 +117,7 @@ def test_k8s_module_reports_invalid_raycluster_and_apply_conflict(
         _k8s({**cm, "data": {"mode": "b"}}, "forced", apply=True,
              server_side_apply={"field_manager": "team-b", "force_conflicts": True}),
     ]
-    r = _run_playbook(tmp_path, k8s_lab, tasks, {})
+    r = _run_playbook(tmp_path, k8s_lab, tasks)
     assert not r["crd"].get("failed"), r["crd"]
     bad = r["bad_raycluster"]
     assert bad["failed"] is True and bad["reason"] == "Unprocessable Entity"

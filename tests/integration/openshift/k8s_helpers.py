@@ -2,73 +2,41 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
-import yaml
 from kubernetes import client, config
 
-REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+from .. import playbook
+from ..playbook import REPO
+
+__all__ = ["OLM", "REPO", "api", "custom", "lab_env", "lab_post", "namespaces", "node_labels",
+           "run_module", "run_play"]
+
 OLM = "operators.coreos.com/v1alpha1"
 
 
 def lab_env(lab) -> dict:
     """The credentials the way an AWX OpenShift credential passes them: K8S_AUTH_*.
-
-    Without a lab (None): no credentials at all, and none of the caller's ANSIBLE_*."""
-    drop = ("K8S_AUTH_",) if lab is not None else ("K8S_AUTH_", "ANSIBLE_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1")
-    if lab is not None:
-        env.update(K8S_AUTH_KUBECONFIG=str(lab.kubeconfig), K8S_AUTH_CONTEXT="lab-admin")
-    return env
+    Without a lab (None): no credentials at all (the runner drops the caller's)."""
+    if lab is None:
+        return {}
+    return {"K8S_AUTH_KUBECONFIG": str(lab.kubeconfig), "K8S_AUTH_CONTEXT": "lab-admin"}
 
 
-def run_play(lab, tmp_path: Path, tasks: list | None = None, *, playbook: Path | None = None,
-             extra: tuple = (), env_extra: dict | None = None, json_out: bool = True,
-             inventory: str = "localhost,", vars_file: dict | None = None):
-    """ansible-playbook on localhost with this venv's Python; (rc, task results, output).
-
-    lab: a LabServer whose admin credentials go in K8S_AUTH_*, or None. vars_file: extra
-    vars written to a file and passed as ``-e @file`` (kept out of the command line)."""
-    index = len(list(tmp_path.glob("play-*.yml")))
-    if playbook is None:
-        playbook = tmp_path / f"play-{index}.yml"
-        playbook.write_text(yaml.safe_dump(
-            [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], sort_keys=False))
-    args = list(extra)
-    if vars_file is not None:
-        path = tmp_path / f"vars-{index}.yml"
-        path.write_text(yaml.safe_dump(vars_file))
-        args += ["-e", f"@{path}"]
-    env = lab_env(lab)
-    if json_out:
-        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    env.update(env_extra or {})
-    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory, "-c", "local", "-e",
-           f"ansible_python_interpreter={sys.executable}", str(playbook), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
-                          check=False, cwd=REPO)
-    results = []
-    if json_out:
-        try:
-            data = json.loads(proc.stdout)
-            results = [t["hosts"]["localhost"] for p in data["plays"] for t in p["tasks"]
-                       if "localhost" in t["hosts"]]
-        except (ValueError, KeyError):
-            results = []
-    return proc.returncode, results, proc.stdout + proc.stderr
+def run_play(lab, tmp_path: Path, tasks: list | None = None, *, env_extra: dict | None = None,
+             **kwargs):
+    """The shared runner (integration/playbook.py) with the lab's admin credentials in
+    K8S_AUTH_*; (rc, task results, output). lab: a LabServer, or None."""
+    return playbook.run_playbook(tmp_path, tasks, env={**lab_env(lab), **(env_extra or {})},
+                                 **kwargs)
 
 
-def run_module(lab, tmp_path: Path, module: str, args: dict, **kwargs):
-    task = {"name": module, f"llmops.gpu_stack.{module}": args}
-    rc, results, out = run_play(lab, tmp_path, [task], **kwargs)
-    return rc, (results[0] if results else {}), out
+def run_module(lab, tmp_path: Path, module: str, args: dict, *, env_extra: dict | None = None,
+               **kwargs):
+    """One module call with the lab's credentials; (rc, its result, output)."""
+    return playbook.run_module(tmp_path, module, args,
+                               env={**lab_env(lab), **(env_extra or {})}, **kwargs)
 
 
 def api(lab) -> client.ApiClient:

@@ -19,33 +19,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from integration.openshift.k8s_helpers import run_play
+from integration.playbook import REPO, run_module, run_playbook
 from serving_procs import free_ports
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[3]
 ROUTE_HOST = "llm-llm.apps.lab.test"
 CHECKS = ["health", "models", "completion", "chat", "stream", "auth"]
 
 
-# --- running Ansible ----------------------------------------------------------------------
-def _play(tmp_path: Path, tasks: list, **kwargs):
-    """ansible-playbook on localhost, no cluster credentials; (rc, task results, output)."""
-    return run_play(None, tmp_path, tasks, **kwargs)
-
-
-def _module(tmp_path: Path, name: str, args: dict, **kwargs):
-    rc, results, out = _play(tmp_path, [{"name": name, f"llmops.gpu_stack.{name}": args}],
-                             **kwargs)
-    return rc, (results[0] if results else {}), out
-
-
+# --- running Ansible (the shared runner; no cluster credentials) ---------------------------
 def _role(tmp_path: Path, role_vars: dict, *extra: str, json_out: bool = False):
     # imported (static), so --tags select the role's tasks
     task = {"name": "validate",
             "ansible.builtin.import_role": {"name": "llmops.gpu_stack.validate"}}
-    return _play(tmp_path, [task], extra=extra, json_out=json_out, vars_file=role_vars)
+    return run_playbook(tmp_path, [task], extra=extra, json_out=json_out, vars_file=role_vars)
 
 
 # --- independent reads of vLLM ------------------------------------------------------------
@@ -78,7 +66,7 @@ def endpoint(served_model) -> dict:
 
 # --- llm_endpoint_check ---------------------------------------------------------------------
 def test_every_smoke_check_passes_with_the_api_key(endpoint, tmp_path):
-    rc, result, out = _module(tmp_path, "llm_endpoint_check", {**endpoint, "max_tokens": 12})
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check", {**endpoint, "max_tokens": 12})
     assert rc == 0, out[-3000:]
     assert result["changed"] is False
     assert [c["name"] for c in result["checks"]] == CHECKS
@@ -100,7 +88,7 @@ def test_every_smoke_check_passes_with_the_api_key(endpoint, tmp_path):
 
 
 def test_a_wrong_api_key_is_refused_with_401(endpoint, tmp_path):
-    rc, result, out = _module(tmp_path, "llm_endpoint_check",
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check",
                               {**endpoint, "api_key": "not-the-key"})
     assert rc != 0, out[-3000:]
     assert "endpoint check 'models' failed" in result["msg"]
@@ -112,7 +100,7 @@ def test_a_wrong_api_key_is_refused_with_401(endpoint, tmp_path):
 
 
 def test_a_wrong_model_name_fails_naming_v1_models(endpoint, tmp_path):
-    rc, result, out = _module(tmp_path, "llm_endpoint_check",
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check",
                               {**endpoint, "model": "no-such-model"})
     assert rc != 0, out[-3000:]
     assert "GET /v1/models does not list model 'no-such-model' (served: tiny)" in result["msg"]
@@ -122,7 +110,7 @@ def test_a_wrong_model_name_fails_naming_v1_models(endpoint, tmp_path):
 def test_an_unreachable_endpoint_is_retried_until_wait_timeout(tmp_path):
     (port,) = free_ports(1)
     start = time.monotonic()
-    rc, result, out = _module(tmp_path, "llm_endpoint_check", {
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check", {
         "base_url": f"http://127.0.0.1:{port}", "model": "tiny", "wait_timeout": 4})
     elapsed = time.monotonic() - start
     assert rc != 0, out[-3000:]
@@ -248,7 +236,7 @@ def test_through_a_router_with_host_header_and_ca(endpoint, router, tmp_path):
     router.hosts.clear()
     router.sni.clear()
     router.refused, router.unready = 0, 3  # the Route serves after three 503s
-    rc, result, out = _module(tmp_path, "llm_endpoint_check", args)
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check", args)
     assert rc == 0, out[-3000:]
     assert all(c["ok"] for c in result["checks"]) and len(result["checks"]) == 6
     health = result["checks"][0]
@@ -265,7 +253,7 @@ def test_tls_failures_are_not_retried(endpoint, router, tmp_path, drop, why):
     args.pop(drop)
     router.unready = 0
     start = time.monotonic()
-    rc, result, out = _module(tmp_path, "llm_endpoint_check", args)
+    rc, result, out = run_module(tmp_path, "llm_endpoint_check", args)
     assert rc != 0, f"{why}: {out[-3000:]}"
     assert "endpoint check 'health' failed: GET /health: TLS verification failed" in result["msg"]
     assert result["tls"] is True
@@ -277,7 +265,7 @@ def test_load_test_report_matches_its_requests(endpoint, tmp_path):
     out_dir = tmp_path / "out" / "new"  # created by the module
     tokens_before = _counter(endpoint["base_url"], "vllm:generation_tokens_total")
     requests_before = _counter(endpoint["base_url"], "vllm:request_success_total")
-    rc, result, out = _module(tmp_path, "llm_load_test", {
+    rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "requests": 12, "concurrency": 3, "max_tokens": 16,
         "report_path": str(out_dir / "load.json"), "chart_path": str(out_dir / "load.png")})
     assert rc == 0, out[-3000:]
@@ -316,7 +304,7 @@ def test_load_test_at_a_fixed_rate_sends_on_schedule(endpoint, router, tmp_path)
     where a closed loop would send all 6 together."""
     router.unready = 0
     router.arrivals.clear()
-    rc, result, out = _module(tmp_path, "llm_load_test", {
+    rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
         "ca_path": str(router.ca), "requests": 6, "concurrency": 6, "rate": 4,
         "max_tokens": 2, "report_path": str(tmp_path / "load.json")})
@@ -333,7 +321,7 @@ def test_load_test_at_a_fixed_rate_sends_on_schedule(endpoint, router, tmp_path)
 
 
 def test_load_test_fails_above_the_error_rate(endpoint, tmp_path):
-    rc, result, out = _module(tmp_path, "llm_load_test", {
+    rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "api_key": "not-the-key", "requests": 3, "concurrency": 3,
         "report_path": str(tmp_path / "load.json"), "wait_timeout": 5})
     assert rc != 0, out[-3000:]
@@ -345,7 +333,7 @@ def test_load_test_fails_above_the_error_rate(endpoint, tmp_path):
 def test_check_mode_sends_no_load_and_writes_nothing(endpoint, tmp_path):
     before = _counter(endpoint["base_url"], "vllm:request_success_total")
     out_dir = tmp_path / "reports"
-    rc, result, out = _module(tmp_path, "llm_load_test", {
+    rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "requests": 5, "report_path": str(out_dir / "load.json"),
         "chart_path": str(out_dir / "load.png")}, extra=("--check",))
     assert rc == 0, out[-3000:]

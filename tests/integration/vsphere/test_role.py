@@ -3,36 +3,28 @@ through playbooks/esxi.yml and the lab inventory, as a user runs it."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 from gpu_lab.vsphere import save_state
 
-from .vsphere_helpers import ANSIBLE_PLAYBOOK, REPO, connection_env, hosts, vm_state, vms
+from ..playbook import REPO, run_playbook
+from .vsphere_helpers import hosts, vm_state, vms
 
 pytestmark = pytest.mark.lab
 
 
 def _playbook(lab, tmp_path, *extra, json_out=True):
+    """playbooks/esxi.yml with the lab inventory, which brings the connection itself
+    (from $GPU_LAB_HOME/vsphere.json): no VMWARE_* in the environment."""
     save_state(lab, tmp_path / "vsphere.json")
-    env = connection_env(lab)
-    for key in list(env):
-        if key.startswith("VMWARE_"):
-            del env[key]  # the inventory must bring the connection itself
-    env["GPU_LAB_HOME"] = str(tmp_path)
-    if json_out:
-        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    cmd = [ANSIBLE_PLAYBOOK, "-i", str(REPO / "inventories" / "lab" / "esxi.yml"),
-           str(REPO / "playbooks" / "esxi.yml"), *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
-                          check=False, cwd=REPO)
+    return run_playbook(tmp_path, playbook=REPO / "playbooks" / "esxi.yml",
+                        inventory=str(REPO / "inventories" / "lab" / "esxi.yml"), local=False,
+                        extra=extra, json_out=json_out, env={"GPU_LAB_HOME": str(tmp_path)})
 
 
 def test_role_reference_site_then_no_change(vsphere_lab, vsphere_si, tmp_path):
     proc = _playbook(vsphere_lab, tmp_path)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["stats"]["localhost"]["changed"] > 0
+    assert proc.rc == 0, proc.output[-6000:]
+    assert proc.stats["localhost"]["changed"] > 0
 
     all_hosts = hosts(vsphere_si)
     for i in range(8):
@@ -47,8 +39,8 @@ def test_role_reference_site_then_no_change(vsphere_lab, vsphere_si, tmp_path):
         assert all(i.passthruActive for i in host.config.pciPassthruInfo if i.passthruEnabled)
 
     again = _playbook(vsphere_lab, tmp_path)
-    assert again.returncode == 0, again.stdout[-4000:]
-    assert json.loads(again.stdout)["stats"]["localhost"]["changed"] == 0
+    assert again.rc == 0, again.output[-4000:]
+    assert again.stats["localhost"]["changed"] == 0
 
 
 def test_role_check_mode_changes_nothing(vsphere_lab, vsphere_si, tmp_path):
@@ -56,13 +48,13 @@ def test_role_check_mode_changes_nothing(vsphere_lab, vsphere_si, tmp_path):
 
     before = snapshot(vsphere_si)
     proc = _playbook(vsphere_lab, tmp_path, "--check", "--tags", "preflight,hosts")
-    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert proc.rc == 0, proc.output[-4000:]
     assert snapshot(vsphere_si) == before
 
     # The whole role on a fresh site: hosts would change, so the VM phase is not
     # predicted (nothing was enabled) and says so instead of failing.
     whole = _playbook(vsphere_lab, tmp_path, "--check", json_out=False)
-    assert whole.returncode == 0, whole.stdout[-4000:]
+    assert whole.rc == 0, whole.output[-4000:]
     assert "the VM attach phase is predicted only once those hosts" in whole.stdout
     assert snapshot(vsphere_si) == before
 
@@ -71,8 +63,8 @@ def test_password_never_in_verbose_output(vsphere_lab, tmp_path):
     """-vvv through the role (password from vsphere.json) and a direct module call
     with the password as a module argument, including a failing call."""
     proc = _playbook(vsphere_lab, tmp_path, "-vvv", json_out=False)
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    text = proc.stdout + proc.stderr
+    assert proc.rc == 0, proc.output[-3000:]
+    text = proc.output
     assert "ocp-worker-7" in text  # the verbose output is really there
     assert vsphere_lab.password not in text
 

@@ -3,58 +3,28 @@ simulator directly with raw pyvmomi, independently of the code under test."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import yaml
 from pyVmomi import vim
 
-REPO = Path(__file__).resolve().parents[3]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+from .. import playbook
 
 
 def connection_env(lab) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VMWARE_", "ANSIBLE_"))}
-    env.update(lab.connection_env())
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"),
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-    )
-    return env
+    """The simulator's connection in VMWARE_*, for the shared runner's ``env``."""
+    return {**lab.connection_env(), "ANSIBLE_LOCALHOST_WARNING": "false",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"}
 
 
 def run_tasks(lab, tasks: list, tmp_path: Path, *, check=False, diff=False, verbose="",
               env_extra: dict | None = None, inventory: str | None = None, json_out=True):
-    """Run tasks on localhost; return (rc, per-task results, raw output)."""
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]
-    path = tmp_path / f"play-{len(list(tmp_path.glob('play-*.yml')))}.yml"
-    path.write_text(yaml.safe_dump(play, sort_keys=False))
-    env = connection_env(lab)
-    if json_out:
-        env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    env.update(env_extra or {})
-    cmd = [ANSIBLE_PLAYBOOK, "-i", inventory or "localhost,", "-c", "local", str(path)]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbose:
-        cmd.append(verbose)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    results = []
-    if json_out:
-        try:
-            data = json.loads(proc.stdout)
-            results = [t["hosts"]["localhost"] for p in data["plays"] for t in p["tasks"]]
-        except (ValueError, KeyError):
-            results = []
-    return proc.returncode, results, proc.stdout + proc.stderr
+    """Run tasks on localhost with the shared runner; return (rc, per-task results, raw
+    output)."""
+    extra = [flag for flag, on in (("--check", check), ("--diff", diff), (verbose, verbose))
+             if on]
+    return playbook.run_playbook(tmp_path, tasks, inventory=inventory or "localhost,",
+                                 extra=tuple(extra), json_out=json_out, timeout=600,
+                                 env={**connection_env(lab), **(env_extra or {})})
 
 
 def run_module(lab, tmp_path, module: str, args: dict, **kwargs):
