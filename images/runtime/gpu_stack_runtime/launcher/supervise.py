@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 
+from gpu_stack_runtime.common.errors import WaitTimeout
+from gpu_stack_runtime.common.wait import WaitStatus, wait_for
 from gpu_stack_runtime.launcher.errors import EXIT_SIGNAL_BASE
 
 _PR_SET_PDEATHSIG = 1
@@ -129,17 +131,22 @@ class Supervisor:
 
         With a timeout, also return None when it expires.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        exited: list[str] = []
+
+        def _check() -> WaitStatus:
             self._reap()
-            for name in names:
-                if name in self.exit_codes:
-                    return name
-            if self.stop_signal is not None:
-                return None
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(self._poll)
+            exited[:] = [name for name in names if name in self.exit_codes][:1]
+            return WaitStatus(done=bool(exited) or self.stop_signal is not None)
+
+        try:
+            self._wait(_check, math.inf if timeout is None else timeout, "a child to exit")
+        except WaitTimeout:
+            return None
+        return exited[0] if exited else None
+
+    def _wait(self, check: Callable[[], WaitStatus], timeout: float, what: str) -> None:
+        """The one wait helper, polling every ``poll_interval`` seconds."""
+        wait_for(check, timeout=timeout, what=what, interval=self._poll, tolerate=())
 
     def stop(self, name: str, grace: float) -> None:
         """SIGTERM the child, SIGKILL it after grace seconds, and reap it."""
@@ -149,15 +156,16 @@ class Supervisor:
         self._log(f"stopping {name} (pid {proc.pid})")
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.running(name) and time.monotonic() < deadline:
-            time.sleep(self._poll)
-        if self.running(name):
+        def gone() -> WaitStatus:
+            return WaitStatus(done=not self.running(name))
+
+        try:
+            self._wait(gone, grace, f"{name} to exit")
+        except WaitTimeout:
             self._log(f"{name} ignored SIGTERM for {grace:g} s: killing it")
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            while self.running(name):
-                time.sleep(self._poll)
+            self._wait(gone, math.inf, f"{name} to die")
 
     def stop_all(self, order: Sequence[str], grace: float) -> None:
         """Stop the named children in order, then any orphan adopted meanwhile."""
@@ -171,14 +179,17 @@ class Supervisor:
         if not orphans:
             return
         self._log(f"stopping {len(orphans)} left-over process(es): {orphans}")
+
+        def _none_left() -> WaitStatus:
+            self._reap()
+            return WaitStatus(done=not _orphans_of(os.getpid()))
+
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             for pid in orphans:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                self._reap()
+            try:
+                self._wait(_none_left, wait, "left-over processes to exit")
+                return
+            except WaitTimeout:
                 orphans = _orphans_of(os.getpid())
-                if not orphans:
-                    return
-                time.sleep(self._poll)
