@@ -38,6 +38,9 @@ Subclasses (pick the most specific one):
 
 Chaining keeps the original: ``raise NotFoundError("...") from exc`` leaves
 ``exc`` in ``__cause__`` (also available as ``.cause``).
+
+This file is also the runtime's (``images/runtime/gpu_stack_runtime/common/errors.py``),
+byte for byte: edit it here and copy it there; ``tests/unit/shared`` fails on any drift.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ tolerate=(TransientError,), clock=time.monotonic, sleep=time.sleep) -> WaitStatu
     nothing to wait for).
 
 ``clock`` and ``sleep`` are injectable so tests run instantly with a fake clock.
+
+This file is also the runtime's (``images/runtime/gpu_stack_runtime/common/wait.py``),
+byte for byte: edit it here and copy it there; ``tests/unit/shared`` fails on any drift.
 """
 
 from __future__ import annotations

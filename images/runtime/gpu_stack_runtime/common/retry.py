@@ -24,6 +24,9 @@ When the attempts run out, the last exception is re-raised unchanged (a
 propagate at once. Translate SDK exceptions into ``errors.py`` types *inside* the
 decorated function (or in a decorator stacked inside this one), so the predicate
 sees our types.
+
+This file is also the runtime's (``images/runtime/gpu_stack_runtime/common/retry.py``),
+byte for byte: edit it here and copy it there; ``tests/unit/shared`` fails on any drift.
 """
 
 from __future__ import annotations
