@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from unit.shared.drift import COMMON, RUNTIME_COMMON, SHARED, copy_drift, version_drift
+from unit.shared.drift import (
+    COMMON,
+    RUNTIME_COMMON,
+    SHARED,
+    copy_drift,
+    load_versions,
+    version_drift,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 _FILES = (
@@ -68,34 +75,38 @@ def test_a_missing_runtime_copy_is_reported(tree):
     assert copy_drift(tree) == [f"{COMMON}/wait.py or {RUNTIME_COMMON}/wait.py is missing"]
 
 
+V = load_versions(REPO)
+_OPS = V.OPERATORS
+# (file, text naming the version today, the same text with another version, reported)
 _PLANTED = [
-    ("roles/ray_vllm/defaults/main.yml", "ray_vllm_ray_version: 2.60.0",
-     "ray_vllm_ray_version: 2.59.0", "roles/ray_vllm/defaults/main.yml ray_vllm_ray_version"),
-    ("roles/ray_vllm/meta/argument_specs.yml", "default: 2.60.0", "default: 2.59.0",
+    ("roles/ray_vllm/defaults/main.yml", f"ray_vllm_ray_version: {V.RAY}",
+     "ray_vllm_ray_version: 0.0.1", "roles/ray_vllm/defaults/main.yml ray_vllm_ray_version"),
+    ("roles/ray_vllm/meta/argument_specs.yml", f"default: {V.RAY}", "default: 0.0.1",
      "roles/ray_vllm/meta/argument_specs.yml ray_vllm_ray_version"),
-    ("roles/ray_vllm/defaults/main.yml", "ray-vllm:0.1.0", "ray-vllm:0.1.1",
-     "roles/ray_vllm/defaults/main.yml ray_vllm_image"),
-    ("roles/model_storage/meta/argument_specs.yml", "gpu-stack-runtime:0.1.0",
-     "gpu-stack-runtime:latest", "roles/model_storage/meta/argument_specs.yml"),
-    ("roles/gpu_operators/defaults/main.yml", "kuberay-operator.v1.4.2",
-     "kuberay-operator.v1.4.3", "gpu_operators_kuberay.starting_csv"),
-    ("roles/gpu_operators/meta/argument_specs.yml", "gpu-operator-certified.v25.3.0",
-     "gpu-operator-certified.v25.3.1", "gpu_operators_gpu_operator.starting_csv"),
-    ("plugins/modules/ray_vllm_cluster.py", '"default": "2.60.0"', '"default": "2.59.0"',
+    ("roles/ray_vllm/defaults/main.yml", f"{V.RAY_VLLM_IMAGE}:{V.RAY_VLLM_IMAGE_TAG}",
+     f"{V.RAY_VLLM_IMAGE}:0.0.1", "roles/ray_vllm/defaults/main.yml ray_vllm_image"),
+    ("roles/model_storage/meta/argument_specs.yml", f"{V.RUNTIME_IMAGE}:{V.RUNTIME_IMAGE_TAG}",
+     f"{V.RUNTIME_IMAGE}:latest", "roles/model_storage/meta/argument_specs.yml"),
+    ("roles/gpu_operators/defaults/main.yml", _OPS["kuberay"]["starting_csv"],
+     "kuberay-operator.v0.0.1", "gpu_operators_kuberay.starting_csv"),
+    ("roles/gpu_operators/meta/argument_specs.yml", _OPS["gpu_operator"]["starting_csv"],
+     "gpu-operator-certified.v0.0.1", "gpu_operators_gpu_operator.starting_csv"),
+    ("plugins/modules/ray_vllm_cluster.py", f'"default": "{V.RAY}"', '"default": "0.0.1"',
      "ray_vllm_cluster.py argument spec ray_version"),
-    ("plugins/modules/ray_vllm_cluster.py", "default: 2.60.0", "default: 2.59.0",
+    ("plugins/modules/ray_vllm_cluster.py", f"default: {V.RAY}", "default: 0.0.1",
      "ray_vllm_cluster.py DOCUMENTATION ray_version"),
-    ("plugins/modules/model_stage.py", 'gpu-stack-runtime:0.1.0"', 'gpu-stack-runtime:0.2.0"',
-     "model_stage.py argument spec image"),
-    ("images/ray-vllm/Containerfile.ubuntu", "ARG RAY_VERSION=2.60.0", "ARG RAY_VERSION=2.6.0",
+    ("plugins/modules/model_stage.py", f'{V.RUNTIME_IMAGE}:{V.RUNTIME_IMAGE_TAG}"',
+     f'{V.RUNTIME_IMAGE}:0.0.1"', "model_stage.py argument spec image"),
+    ("images/ray-vllm/Containerfile.ubuntu", f"ARG RAY_VERSION={V.RAY}", "ARG RAY_VERSION=0.0.1",
      "Containerfile.ubuntu ARG RAY_VERSION"),
-    ("images/ray-vllm/Containerfile.ubi9", "ARG VLLM_VERSION=0.32.0",
-     "ARG VLLM_VERSION=0.32.1", "Containerfile.ubi9 ARG VLLM_VERSION"),
-    ("images/ray-vllm/Containerfile.ubi9", "cuda:13.0.0-base", "cuda:12.9.1-base",
+    ("images/ray-vllm/Containerfile.ubi9", f"ARG VLLM_VERSION={V.VLLM}",
+     "ARG VLLM_VERSION=0.0.1", "Containerfile.ubi9 ARG VLLM_VERSION"),
+    ("images/ray-vllm/Containerfile.ubi9", f"cuda:{V.CUDA}-base", "cuda:0.0.1-base",
      "Containerfile.ubi9 ARG CUDA_IMAGE"),
-    ("pyproject.toml", '"ray==2.60.0"', '"ray==2.59.0"', "pyproject.toml serving ray"),
-    ("pyproject.toml", 'version = "0.1.0"', 'version = "0.1.1"', "[project].version"),
-    ("images/runtime/gpu_stack_runtime/__init__.py", '"0.1.0"', '"0.2.0"', "__version__"),
+    ("pyproject.toml", f'"ray=={V.RAY}"', '"ray==0.0.1"', "pyproject.toml serving ray"),
+    ("pyproject.toml", f'version = "{V.RUNTIME}"', 'version = "0.0.1"', "[project].version"),
+    ("images/runtime/gpu_stack_runtime/__init__.py", f'"{V.RUNTIME}"', '"0.0.1"',
+     "__version__"),
 ]
 
 
@@ -118,7 +129,7 @@ def test_a_renamed_role_option_is_reported_not_skipped(tree):
 
 
 def test_changing_the_source_alone_reports_every_place_that_names_it(tree):
-    _plant(tree, f"{COMMON}/versions.py", 'RAY = "2.60.0"', 'RAY = "2.61.0"')
+    _plant(tree, f"{COMMON}/versions.py", f'RAY = "{V.RAY}"', 'RAY = "0.0.1"')
     problems = version_drift(tree)
     assert len(problems) == 7, problems  # module x2, role x2, Containerfile x2, pyproject
-    assert all("'2.61.0'" in p for p in problems)
+    assert all("'0.0.1'" in p for p in problems)
