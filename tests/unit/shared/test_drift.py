@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from unit.shared.drift import (
     COMMON,
@@ -133,3 +134,18 @@ def test_changing_the_source_alone_reports_every_place_that_names_it(tree):
     problems = version_drift(tree)
     assert len(problems) == 7, problems  # module x2, role x2, Containerfile x2, pyproject
     assert all("'0.0.1'" in p for p in problems)
+
+
+def test_a_dict_option_typed_with_nested_options_is_read_too(tree):
+    """Role options may carry their defaults per sub-option (``options:``) instead."""
+    path = tree / "roles/gpu_operators/meta/argument_specs.yml"
+    specs = yaml.safe_load(path.read_text())
+    option = specs["argument_specs"]["main"]["options"]["gpu_operators_kuberay"]
+    pins = option.pop("default")
+    option["options"] = {key: {"type": "str", "default": value} for key, value in pins.items()}
+    path.write_text(yaml.safe_dump(specs))
+    assert version_drift(tree) == []
+    option["options"]["starting_csv"]["default"] = "kuberay-operator.v0.0.1"
+    path.write_text(yaml.safe_dump(specs))
+    problems = version_drift(tree)
+    assert len(problems) == 1 and "gpu_operators_kuberay.starting_csv" in problems[0]
