@@ -78,8 +78,10 @@ attributes:
   check_mode:
     support: full
     details:
-      - In check mode no request is sent and no file is written; the options are checked
-        and C(changed) says whether files would be written.
+      - In check mode no request is sent and no file is written; the options are checked.
+      - C(changed) is always false - the load test changes nothing on the site; the report
+        and chart it writes are artifacts, named in RV(report), RV(report_path) and
+        RV(chart_path).
   diff_mode:
     support: none
   platform:
@@ -131,6 +133,13 @@ summary:
       C(error_samples) - and C(line), one readable line. Empty in check mode.
   returned: always
   type: dict
+report:
+  description:
+    - The JSON report written (would be, in check mode), an artifact of the test: the
+      module reports C(changed=false) whether or not it writes files.
+  returned: when O(report_path) is given
+  type: str
+  sample: /var/tmp/llm-validate/load.json
 report_path:
   description: Where the JSON report was written (would be, in check mode).
   returned: when O(report_path) is given
@@ -172,12 +181,21 @@ def _validate(p):
         loadtest.require_chart_support()
 
 
+def _artifacts(paths: dict) -> dict:
+    """The files are the test's artifacts, not a change of the site: ``changed`` stays
+    false and the files are named (``report``: the JSON report)."""
+    out = dict(paths)
+    if "report_path" in paths:
+        out["report"] = paths["report_path"]
+    return out
+
+
 def _run(module, p):
     _validate(p)
     endpoint = Endpoint.from_params(p)
     paths = {k: p[k] for k in ("report_path", "chart_path") if p[k]}
     if module.check_mode:
-        return {"changed": bool(paths), "summary": {}, **paths,
+        return {"changed": False, "summary": {}, **_artifacts(paths),
                 "msg": "check mode: no request sent, no file written"}
     with endpoint.http_client() as http:
         wait_ready(endpoint, http, p["wait_timeout"])
@@ -195,7 +213,7 @@ def _run(module, p):
     if p["chart_path"]:
         loadtest.write_chart(report, p["chart_path"])
     loadtest.check_error_rate(report, p["max_error_rate"])
-    return {"changed": bool(paths), "summary": loadtest.summary(report), **paths}
+    return {"changed": False, "summary": loadtest.summary(report), **_artifacts(paths)}
 
 
 def main():
