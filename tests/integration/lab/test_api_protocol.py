@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -173,9 +172,12 @@ def test_watch_streams_events_and_resumes(admin: Any, ns: str) -> None:
     seen: list[tuple[str, str]] = []
     w = watch.Watch()
     done = threading.Event()
+    # from this resourceVersion on: the watch sees the events below however late it starts
+    start = core.list_namespaced_config_map(ns).metadata.resource_version
 
     def consume() -> None:
-        for event in w.stream(core.list_namespaced_config_map, ns, timeout_seconds=10):
+        for event in w.stream(core.list_namespaced_config_map, ns, resource_version=start,
+                              timeout_seconds=10):
             seen.append((event["type"], event["object"].metadata.name))
             if len(seen) == 3:
                 w.stop()
@@ -183,7 +185,6 @@ def test_watch_streams_events_and_resumes(admin: Any, ns: str) -> None:
 
     thread = threading.Thread(target=consume)
     thread.start()
-    time.sleep(0.3)
     core.create_namespaced_config_map(ns, {"metadata": {"name": "w1"}})
     core.patch_namespaced_config_map("w1", ns, {"data": {"a": "1"}})
     core.delete_namespaced_config_map("w1", ns)

@@ -7,7 +7,6 @@ internals."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,12 +89,11 @@ def test_manual_subscription_waits_for_approval_then_installs(lab: LabServer, dy
     _subscribe(dyn, "nvidia-gpu-operator", "gpu-operator-certified", "certified-operators",
                "v25.3", "gpu-operator-certified.v25.3.0")
     subs = _res(dyn, f"{OLM}/v1alpha1", "Subscription")
+    # OLM has processed the Subscription: its InstallPlan waits for approval; nothing else
+    # may happen while it is unapproved
     sub = wait_for(lambda: (s := subs.get(name="gpu-operator-certified",
-                                          namespace="nvidia-gpu-operator")).status and s,
-                   "subscription status")
-    time.sleep(0.5)  # nothing may happen while unapproved
-    sub = subs.get(name="gpu-operator-certified", namespace="nvidia-gpu-operator")
-    assert sub.status.state == "UpgradePending"
+                                          namespace="nvidia-gpu-operator")).status.state
+                   == "UpgradePending" and s, "subscription UpgradePending")
     pending = [c for c in sub.status.conditions if c.type == "InstallPlanPending"]
     assert pending and pending[0].reason == "RequiresApproval"
     assert _csv_phase(dyn, "nvidia-gpu-operator", "gpu-operator-certified.v25.3.0") == ""

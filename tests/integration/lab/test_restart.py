@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +9,8 @@ import pytest
 from gpu_lab.apiserver.server import LabServer
 from gpu_lab.fixtures.k8s import api_client
 from kubernetes import client
+
+from .waiting import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -23,10 +24,7 @@ def test_state_survives_a_restart(k8s_lab_factory: Callable[..., LabServer],
         "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}},
                      "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}})
-    deadline = time.monotonic() + 20
-    while (apps.read_namespaced_deployment("web", "default").status.available_replicas or 0) < 2:
-        assert time.monotonic() < deadline, "deployment not available"
-        time.sleep(0.1)
+    _wait_available(apps, 2)
     pods = {p.metadata.name: p.metadata.uid
             for p in client.CoreV1Api(api).list_namespaced_pod("default").items}
     port, rv = first.port, first.store.rv
@@ -37,10 +35,19 @@ def test_state_survives_a_restart(k8s_lab_factory: Callable[..., LabServer],
     assert second.restored and second.port == port and second.store.rv >= rv
     api = api_client(second)
     core = client.CoreV1Api(api)
-    time.sleep(0.5)
-    after = core.list_namespaced_pod("default").items
-    assert {p.metadata.name: p.metadata.uid for p in after} == pods
-    assert all(p.status.phase == "Running" for p in after)
-    dep = client.AppsV1Api(api).read_namespaced_deployment("web", "default")
-    assert dep.status.available_replicas == 2
+    apps = client.AppsV1Api(api)
+    assert apps.read_namespaced_deployment("web", "default").status.available_replicas == 2
+    # the restarted controllers have run: a third replica is scheduled and available ...
+    apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 3}})
+    _wait_available(apps, 3)
+    # ... beside the two pods of before, kept (same uid) and running
+    after = {p.metadata.name: p for p in core.list_namespaced_pod("default").items}
+    assert {n: after[n].metadata.uid for n in pods if n in after} == pods
+    assert len(after) == 3 and all(p.status.phase == "Running" for p in after.values())
     api.close()
+
+
+def _wait_available(apps: client.AppsV1Api, replicas: int) -> None:
+    wait_for(lambda: (apps.read_namespaced_deployment("web", "default").status
+                      .available_replicas or 0) >= replicas,
+             f"deployment web: {replicas} available replicas", timeout=20)

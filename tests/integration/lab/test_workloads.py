@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,12 @@ def test_pod_goes_pending_running_ready_with_probe_delay(k8s_client: Any, k8s_na
     core = client.CoreV1Api(k8s_client)
     seen: list[tuple[str, bool]] = []
     done = threading.Event()
+    # from this resourceVersion on: the watch sees the pod's first state however late it starts
+    start = core.list_namespaced_pod(k8s_namespace).metadata.resource_version
 
     def follow() -> None:
         for event in watch.Watch().stream(core.list_namespaced_pod, k8s_namespace,
-                                          timeout_seconds=15):
+                                          resource_version=start, timeout_seconds=15):
             pod = event["object"]
             seen.append((pod.status.phase, _ready(pod)))
             if _ready(pod):
@@ -44,7 +45,6 @@ def test_pod_goes_pending_running_ready_with_probe_delay(k8s_client: Any, k8s_na
 
     thread = threading.Thread(target=follow)
     thread.start()
-    time.sleep(0.2)
     probe = {"httpGet": {"path": "/health", "port": 8000}, "initialDelaySeconds": 50,
              "periodSeconds": 10}
     core.create_namespaced_pod(k8s_namespace, _pod("probed", containers=[
@@ -157,8 +157,12 @@ def test_route_host_service_account_and_namespace_deletion(k8s_client: Any,
                                                                    "finalizers": ["lab/x"]}})
     core.delete_namespace("short-lived")
     assert core.read_namespace("short-lived").status.phase == "Terminating"
-    time.sleep(0.5)
-    assert core.read_namespace("short-lived").status.phase == "Terminating"  # finalizer holds
+    # the namespace controller has processed the deletion: the rest of the content is gone
+    # and "c" is marked for deletion; its finalizer holds it, and with it the namespace
+    wait_for(lambda: core.read_namespaced_config_map("c", "short-lived").metadata
+             .deletion_timestamp and not core.list_namespaced_service_account(
+                 "short-lived").items, "the namespace's content deleted but c")
+    assert core.read_namespace("short-lived").status.phase == "Terminating"
     core.patch_namespaced_config_map("c", "short-lived", {"metadata": {"finalizers": None}})
 
     def gone() -> bool:

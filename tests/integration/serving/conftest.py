@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from gpu_stack_runtime.launcher import MARKER_NAME
+from integration.lab.waiting import wait_for
 from serving_procs import (
     LAB_VLLM_EXTRA,
     Launcher,
@@ -135,7 +136,6 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
     print(f"\nserving stopped in {time.monotonic() - start:.1f} s")
     assert head_code == 143, head.text()[-2000:]
     assert worker_code == 143, worker.text()[-2000:]
-    deadline = time.monotonic() + 20
-    while [p for p in tree if pid_alive(p)] and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not [p for p in tree if pid_alive(p)], "processes outlived the launchers"
+    wait_for(lambda: not [p for p in tree if pid_alive(p)],
+             "every process of the launchers' trees gone", timeout=20, interval=0.5,
+             context=lambda: f"alive: {[p for p in tree if pid_alive(p)]}")

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from gpu_lab.controllers.process_util import POD_SITE
+from integration.lab.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 RUNTIME_SRC = REPO / "images" / "runtime"
@@ -121,20 +122,17 @@ class Launcher:
         return [ln for ln in self.text().splitlines() if ln.startswith("gpu-stack-launch: ")]
 
     def wait_for_line(self, pattern: str, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
-        while True:
-            for line in self.launcher_lines():
-                match = regex.search(line)
-                if match:
-                    return match
-            if self.proc.poll() is not None:
+
+        def found() -> re.Match | None:
+            match = next((m for ln in self.launcher_lines() if (m := regex.search(ln))), None)
+            if match is None and self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited {self.proc.returncode} before "
                                      f"{pattern!r}:\n{self.text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {pattern!r} in {timeout} s:\n"
-                                     f"{self.text()[-3000:]}")
-            time.sleep(0.2)
+            return match
+
+        return wait_for(found, f"{self.name}: {pattern!r}", timeout, interval=0.2,
+                        context=lambda: self.text()[-3000:])
 
     def child_pid(self, name: str) -> int | None:
         match = re.search(rf"started {re.escape(name)} \(pid (\d+)\)", self.text())
@@ -167,19 +165,21 @@ def wait_http_ok(url: str, timeout: float, launcher: Launcher) -> float:
     import urllib.request
 
     start = time.monotonic()
-    while True:
+
+    def ok() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
-                    return time.monotonic() - start
+                    return True
         except (urllib.error.URLError, OSError):
             pass
         if launcher.proc.poll() is not None:
             raise AssertionError(f"{launcher.name} exited {launcher.proc.returncode}:\n"
                                  f"{launcher.text()[-4000:]}")
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{url} not ready in {timeout} s:\n{launcher.text()[-4000:]}")
-        time.sleep(1)
+        return False
+
+    wait_for(ok, f"{url} ready", timeout, interval=1, context=lambda: launcher.text()[-4000:])
+    return time.monotonic() - start
 
 
 def descendants(pids: list[int]) -> set[int]:
