@@ -1,15 +1,20 @@
-"""Network failures are classified by type (isinstance), not by the name of a module."""
+"""Network failures are classified by type (isinstance), not by the name of a module.
+
+Needs the stager's libraries (huggingface_hub, boto3): runs in .venv-stager.
+"""
 
 from __future__ import annotations
 
 import http.client
 
-import httpx2
 import pytest
-import urllib3.exceptions
 from gpu_stack_runtime.stager.errors import TransientError
-from gpu_stack_runtime.stager.sources.hub import NETWORK_ERRORS, HubSource
-from gpu_stack_runtime.stager.sources.s3 import _S3Stream
+
+httpx2 = pytest.importorskip("httpx2")
+urllib3 = pytest.importorskip("urllib3")
+hub = pytest.importorskip("gpu_stack_runtime.stager.sources.hub")
+s3 = pytest.importorskip("gpu_stack_runtime.stager.sources.s3")
+NETWORK_ERRORS, HubSource, _S3Stream = hub.NETWORK_ERRORS, hub.HubSource, s3._S3Stream
 
 # Same module name as urllib3's errors, but not one of its types: must not be retried.
 _Impostor = type("ProtocolError", (Exception,), {"__module__": "urllib3.exceptions"})
