@@ -42,6 +42,8 @@ MARKER_KEYS = (
     "staged_at",
     "duration_seconds",
 )
+# Added by archive sources only (size, etag, sha256_verified, links of the archive).
+MARKER_OPTIONAL_KEYS = ("archive",)
 # Keys of each entry of "files"; the launcher checks "path" and "size" by stat.
 MARKER_FILE_KEYS = ("path", "size", "sha256", "digests", "verified", "mtime_ns", "etag")
 
