@@ -115,6 +115,7 @@ def test_check_mode_writes_nothing_and_the_key_is_generated_once(lab_with_model,
                               extra=("--check", "--diff"))
     assert rc == 0 and res["changed"] is True, out[-2000:]
     assert "RayCluster/llm-0" in res["diff"]["after"]
+    assert "ConfigMap/llm-endpoint" in res["diff"]["after"]  # the hand-over, in the diff
     assert _serving_objects(lab) == before
 
     rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(plan))
@@ -126,6 +127,12 @@ def test_check_mode_writes_nothing_and_the_key_is_generated_once(lab_with_model,
     assert base64.b64decode(key).decode() not in out  # the key is never in the output
     rc_obj = custom(lab, "ray.io/v1", "rayclusters", NS)[0]
     assert [g["replicas"] for g in rc_obj["spec"]["workerGroupSpecs"]] == [2]
+    # the stage's declared outputs, on the cluster for a later stage
+    handover = core.read_namespaced_config_map("llm-endpoint", NS).data
+    assert handover["api_key_secret"] == "llm-api-key"
+    assert handover["served_model_name"] == "tiny-llama" and handover["namespace"] == NS
+    assert handover["clusters"] == "llm-0" and handover["tensor_parallel_size"] == "2"
+    assert handover["endpoint"] == res.get("endpoint", "")
 
     # the same again: nothing changes, the generated key stays
     rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(plan),
@@ -146,6 +153,8 @@ def test_check_mode_writes_nothing_and_the_key_is_generated_once(lab_with_model,
     assert rc == 0 and res["changed"] is True, out[-2000:]
     after = _serving_objects(lab)
     assert after["rayclusters"] == [] and after["secrets"] == [] and after["routes"] == []
+    assert "llm-endpoint" not in {c.metadata.name for c in
+                                  core.list_namespaced_config_map(NS).items}
     assert "llm" not in after["services"]
 
 

@@ -129,6 +129,25 @@ def test_the_report_and_chart_were_written(served):
     assert charts[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_validate_alone_reads_what_serving_recorded(served):
+    """playbooks/validate.yml in a new process: no fact of stage 5, only its hand-over."""
+    lab, work, _out = served
+    recorded = client.CoreV1Api(api(lab)).read_namespaced_config_map(
+        f"{NAME}-endpoint", NS).data
+    route = custom(lab, "route.openshift.io/v1", "routes", NS)[0]
+    assert recorded["endpoint"] == f"https://{route['spec']['host']}"
+    assert recorded["api_key_secret"] == f"{NAME}-api-key"
+    assert recorded["served_model_name"] == MODEL and recorded["namespace"] == NS
+    report = lab.settings.home / "validate" / "load-test.json"
+    written = report.stat().st_mtime_ns if report.exists() else 0
+    rc, _t, out = _run(lab, work, REPO / "playbooks" / "validate.yml",
+                       "-e", "validate_requests=4")
+    assert rc == 0, out[-4000:]
+    assert f"Host {route['spec']['host']}" in out  # the recorded endpoint's host was used
+    assert report.stat().st_mtime_ns > written
+    assert json.loads(report.read_text())["counts"]["ok"] == 4
+
+
 def test_rerun_and_check_mode_change_nothing(served):
     lab, work, _out = served
     before = _head(lab).metadata.uid
