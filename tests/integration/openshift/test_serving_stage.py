@@ -38,7 +38,7 @@ def served(k8s_lab_factory, tmp_path_factory):
     stages = work / "stages.yml"
     stages.write_text("\n".join(
         f"- ansible.builtin.import_playbook: {REPO / 'playbooks' / p}"
-        for p in ("plan.yml", "openshift.yml", "storage.yml", "serving.yml", "validate.yml")))
+        for p in ("openshift.yml", "plan.yml", "storage.yml", "serving.yml", "validate.yml")))
     rc, _t, out = _run(lab, work, stages)
     assert rc == 0, out[-6000:]
     yield lab, work, out
