@@ -144,8 +144,7 @@ msg:
   description: One line saying what this run did to the model (or would do, in check mode).
   returned: always
   type: str
-  sample: "staged model on PVC models (3 files, 1024 bytes; 1024 bytes transferred; before
-    this run: not staged)"
+  sample: "staged model on PVC models: 3 files, 1024 bytes, 1024 bytes fetched (was: not staged)"
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -52,9 +52,10 @@ def summary(model_dir: str, pvc: str, out: dict, check_mode: bool, state: str) -
     marker = result.get("marker") or {}
     files = f"{marker.get('file_count', '?')} files, {marker.get('total_bytes', '?')} bytes"
     if result.get("changed"):
-        return (f"staged {where} ({files}; {result.get('transfer_bytes', 0)} bytes "
-                f"transferred; before this run: {result.get('reason', 'unknown')})")
-    return f"{where} was already staged ({files}; {result.get('reason', 'marker matches')})"
+        moved = result.get("transfer_bytes") or 0
+        fetched = f", {moved} bytes fetched" if moved else ""
+        return f"staged {where}: {files}{fetched} (was: {result.get('reason', 'unknown')})"
+    return f"{where} already staged: {files} ({result.get('reason', 'marker matches')})"
 
 
 def _validate(req: Request) -> tuple[dict, dict | None]:

@@ -61,6 +61,10 @@ def test_local_model_staged_then_noop(k8s_lab_factory, tmp_path):
     rc, _tasks, out = _storage(lab, tmp_path, model)
     assert rc == 0, out[-3000:]
     assert "Upload the model files" in out
+    # the summary says what happened, the read-back passes, Ansible warns of nothing
+    words = " ".join(out.split())  # the callback wraps long lines
+    assert "staged tiny on PVC models: 2 files, " in words and "(was: not staged)" in words
+    assert "The model is staged on the volume" in out and "is unsafe" not in out
     published = _volume_dir(lab, "models", "llm") / "tiny"
     assert _digests(published) == _digests(model)
     marker = json.loads((published / ".gpu-stack-stage.json").read_text())
@@ -73,7 +77,14 @@ def test_local_model_staged_then_noop(k8s_lab_factory, tmp_path):
     rc, _tasks, out = _storage(lab, tmp_path, model)
     assert rc == 0, out[-3000:]
     assert "changed=0" in out and "marker matches" in out
+    words = " ".join(out.split())
+    assert "tiny on PVC models already staged: 2 files, " in words and "not staged" not in words
     assert "Upload the model files" not in out  # the volume already holds this model
+
+    # each phase runs alone by its tag: verify reads the volume's record, stages nothing
+    rc, _tasks, out = _storage(lab, tmp_path, model, "--tags", "verify")
+    assert rc == 0, out[-3000:]
+    assert "The model is staged on the volume" in out and "Stage the model" not in out
 
 
 @pytest.fixture

@@ -68,8 +68,8 @@ def _request(clock=None, **kwargs):
 def test_stage_then_rerun_with_summaries_that_tell_the_truth(cluster):
     result = staging_runner.run(cluster, _request())
     assert result["changed"] and result["transfer_expected"]
-    assert result["msg"] == ("staged tiny on PVC models (2 files, 300 bytes; 300 bytes "
-                             "transferred; before this run: not staged)")
+    assert result["msg"] == ("staged tiny on PVC models: 2 files, 300 bytes, 300 bytes fetched "
+                             "(was: not staged)")
     pvc = cluster.render(("PersistentVolumeClaim", NS, "models"))
     recorded = json.loads(pvc["metadata"]["annotations"][staging.ANNOTATION])
     assert recorded == {"tiny": staging.source_identity(SOURCE, None)}
@@ -80,8 +80,7 @@ def test_stage_then_rerun_with_summaries_that_tell_the_truth(cluster):
 
     again = staging_runner.run(cluster, _request())
     assert not again["changed"] and not again["transfer_expected"]
-    assert again["msg"] == ("tiny on PVC models was already staged "
-                            "(2 files, 300 bytes; marker matches)")
+    assert again["msg"] == "tiny on PVC models already staged: 2 files, 300 bytes (marker matches)"
     assert "not staged" not in again["msg"]
 
 
@@ -150,8 +149,11 @@ def test_an_existing_rwo_pvc_is_refused_before_the_first_write(cluster):
     ({"transfer_expected": True, "result": {"changed": True, "reason": "stale files",
                                             "transfer_bytes": 5, "marker": {
                                                 "file_count": 1, "total_bytes": 5}}},
-     False, "staged", "staged m on PVC p (1 files, 5 bytes; 5 bytes transferred; "
-                      "before this run: stale files)"),
+     False, "staged", "staged m on PVC p: 1 files, 5 bytes, 5 bytes fetched (was: stale files)"),
+    ({"transfer_expected": True, "result": {"changed": True, "reason": "not staged",
+                                            "transfer_bytes": 0, "marker": {
+                                                "file_count": 2, "total_bytes": 9}}},
+     False, "staged", "staged m on PVC p: 2 files, 9 bytes (was: not staged)"),
 ])
 def test_summary(out, check, state, line):
     assert staging_runner.summary("m", "p", out, check, state) == line
