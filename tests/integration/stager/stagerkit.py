@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from gpu_stack_runtime.stager import cli
+from integration.lab.waiting import wait_for
 
 RUNTIME = Path(__file__).resolve().parents[3] / "images" / "runtime"
 SHARD = 3 << 20
@@ -80,3 +81,15 @@ def staged_bytes_on_disk(staging: Path) -> int:
     done = sum((staging / p).stat().st_size for p in journal if not p.startswith("_"))
     parts = sum(p.stat().st_size for p in staging.rglob("*.part"))
     return done + parts
+
+
+def wait_journalled(staging: Path, names: set[str], timeout: float = 30) -> None:
+    """Wait until the stager's journal lists ``names`` as finished: the positive signal
+    that a run blocked on another file has done everything else it can."""
+    journal = staging / ".gpu-stack-journal.json"
+
+    def done() -> set[str]:
+        return set(json.loads(journal.read_text())) if journal.exists() else set()
+
+    wait_for(lambda: names <= done(), f"{sorted(names)} journalled", timeout,
+             context=lambda: f"journalled: {sorted(done())}")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from fileserver import HubRepo
-from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk
+from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk, wait_journalled
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,8 @@ def test_killed_transfer_resumes(repo, model, fileserver, volume):
     dest = volume / "tiny"
     proc = spawn_cli(_args(fileserver, dest, "--jobs", "2"))
     assert fileserver.stalled.wait(30)
-    time.sleep(0.3)
+    # all but the stalled file is staged, and still nothing is visible at the final path
+    wait_journalled(volume / ".gpu-stack-staging" / "tiny", set(model) - {name})
     assert not dest.exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
