@@ -92,6 +92,11 @@ LAUNCH_EXIT_REASONS = {
 }
 
 
-def upload_dir(parent: str, name: str) -> str:
-    """The upload directory of the local source for the model ``<parent>/<name>``."""
-    return f"{parent.rstrip('/')}/{STAGING_AREA}/{name}{UPLOAD_SUFFIX}"
+def upload_dir(dest: str) -> str:
+    """Where the local source's files are uploaded for the model directory ``dest``.
+
+    The staging area lies beside the destination, in its parent directory:
+    ``/models/org/llama`` uploads to ``/models/org/.gpu-stack-staging/llama.upload``.
+    """
+    parent, _sep, name = dest.rstrip("/").rpartition("/")
+    return f"{parent}/{STAGING_AREA}/{name}{UPLOAD_SUFFIX}"

@@ -85,7 +85,7 @@ def source_identity(source: dict, manifest: dict | None) -> str:
 
 
 def upload_dir(model_dir: str) -> str:
-    return contract.upload_dir(MOUNT, model_dir)
+    return contract.upload_dir(f"{MOUNT}/{model_dir}")
 
 
 class ModelStaging:

@@ -41,7 +41,9 @@ def test_the_stager_knows_the_contracts_sources():
 def test_staging_area_and_upload_dir_follow_the_contract(tmp_path):
     area = StagingArea(tmp_path / "llama")
     assert area.root == tmp_path / contract.STAGING_AREA
-    assert str(area.upload_dir) == contract.upload_dir(str(tmp_path), "llama")
+    assert str(area.upload_dir) == contract.upload_dir(str(tmp_path / "llama"))
+    nested = StagingArea(tmp_path / "org" / "llama")
+    assert str(nested.upload_dir) == contract.upload_dir(str(tmp_path / "org" / "llama"))
 
 
 def _published_model(tmp_path):
