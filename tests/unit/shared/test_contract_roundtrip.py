@@ -4,6 +4,8 @@ codes are the ones the controller knows."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.staging import (
@@ -41,7 +43,7 @@ def _job_env(source, *, manifest=None, credentials=False):
 
 
 def _parse(monkeypatch, env):
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(contract.STAGE_ENV_PREFIX):
             monkeypatch.delenv(name)
     for name, value in env.items():
