@@ -16,8 +16,8 @@ description:
   - Names every problem, in particular a VM configured with fewer passthrough GPUs than
     expected and a node with fewer (or no) allocatable GPUs than expected.
   - Returns the hardware the planner may assume (P(llmops.gpu_stack.serving_plan#module)
-    O(llmops.gpu_stack.serving_plan#module:hardware)): GPU model and memory from vSphere,
-    GPU nodes and GPUs per node from the allocatable GPUs of the cluster.
+    O(llmops.gpu_stack.serving_plan#module:hardware)), with the GPU model and memory from
+    vSphere and the GPU nodes and GPUs per node from the allocatable GPUs of the cluster.
   - Without O(vcenter), the report is built from the cluster alone; GPU model and memory
     then come from the labels GPU Feature Discovery sets (C(nvidia.com/gpu.product),
     C(nvidia.com/gpu.memory)).
@@ -179,7 +179,7 @@ import contextlib
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.fleet import read
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.fleet import read, report
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
@@ -215,10 +215,11 @@ def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     p = module.params
     try:
+        workers = report.parse_workers(p["workers"], p["gpus_per_vm"])
         conn = ConnectionParams.from_params(p["vcenter"]) if p["vcenter"] else None
         k8s = K8sClient.from_params(p)
         with VsphereClient(conn) if conn else contextlib.nullcontext() as vclient:
-            result = read.run(k8s, vclient, p["workers"], p["gpus_per_vm"])
+            result = read.run(k8s, vclient, workers, p["gpus_per_vm"])
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
     module.exit_json(changed=False, **result)

@@ -55,8 +55,8 @@ def read_nodes(k8s) -> list[dict]:
 
 
 def run(k8s, vsphere_client, workers: list[dict], gpus_per_vm: int = 0) -> dict:
-    """Read both sides (after checking the request) and build the report."""
-    workers = report.parse_workers(workers, gpus_per_vm)
+    """Read both sides and build the report; ``workers`` as ``report.parse_workers``
+    returns them (checked before any connection is made)."""
     vsphere = None
     if vsphere_client is not None:
         hosts = [w["host"] for w in workers] if all(w["host"] for w in workers) else None
