@@ -2,8 +2,9 @@
 
 ``copy_drift(root)`` lists every shared file whose runtime copy differs from the
 collection's file. ``version_drift(root)`` lists every module default, role default,
-argument-spec default, Containerfile ARG, pyproject pin or package version that
-disagrees with ``plugins/module_utils/common/versions.py``. Both take the repository
+argument-spec default, Containerfile ARG, pyproject pin, package version or version
+named in the serving image's prose (README, Containerfile comments) that disagrees with
+``plugins/module_utils/common/versions.py``. Both take the repository
 root as an argument so their own tests can run them on a copy with one value changed.
 A place that cannot be found is reported too: a renamed option must not pass silently.
 """
@@ -198,11 +199,36 @@ def _expectations(root: Path, v) -> list[tuple[str, object, object]]:
     return out
 
 
+# Versions named in prose (comments, README tables, build examples): each one found must
+# agree; prose that names none is not an error.
+_PROSE = ("images/ray-vllm/README.md", *CONTAINERFILES)
+_MENTIONS = (
+    ("VLLM", r"\bvLLM (\d+\.\d+\.\d+)"),
+    ("VLLM", r"\bvllm(?:-cpu)?==(\d+\.\d+\.\d+)"),
+    ("VLLM", r"\bray-vllm:(\d+\.\d+\.\d+)-"),
+    ("RAY", r"\bRay (\d+\.\d+\.\d+)"),
+    ("RAY", r"\bray(?:\[[^\]]*\])?==(\d+\.\d+\.\d+)"),
+    ("CUDA", r"nvidia/cuda:(\d+\.\d+\.\d+)-"),
+)
+
+
+def _prose(root: Path, v) -> list[tuple[str, object, object]]:
+    out = []
+    for path in _PROSE:
+        for number, line in enumerate((root / path).read_text().splitlines(), start=1):
+            if line.startswith("ARG "):
+                continue  # checked as a structured value above
+            for name, pattern in _MENTIONS:
+                for found in re.findall(pattern, line):
+                    out.append((f"{path}:{number} ({name})", found, getattr(v, name)))
+    return out
+
+
 def version_drift(root: Path) -> list[str]:
     """One line per place whose version disagrees with versions.py (or cannot be found)."""
     versions = load_versions(root)
     problems = []
-    for where, found, expected in _expectations(root, versions):
+    for where, found, expected in [*_expectations(root, versions), *_prose(root, versions)]:
         if found in (None, (None, None)):
             problems.append(f"{where}: not found (expected {expected!r})")
         elif found != expected:
