@@ -41,6 +41,7 @@ def test_check_mode_then_install_then_no_change(k8s_lab_factory, tmp_path):
     rc, _tasks, out = _stage(lab, tmp_path)
     assert rc == 0, out[-3000:]
     assert _stats(out)["changed"] > 0
+    assert "Using a template for task args" not in out  # module args are passed key by key
     gpus = _allocatable(lab)
     assert sum(gpus.values()) == 16
     assert all(gpus[f"ocp-worker-{i}"] == 2 for i in range(8))
