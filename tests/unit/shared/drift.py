@@ -12,6 +12,7 @@ A place that cannot be found is reported too: a renamed option must not pass sil
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import re
 import tomllib
@@ -53,6 +54,17 @@ def load_versions(root: Path):
 
 
 # --- readers: each returns the value found, or None --------------------------------
+@functools.lru_cache(maxsize=64)
+def _yaml(text: str):
+    """Parsed YAML, cached by content (never mutated by the readers)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=16)
+def _python(text: str) -> ast.Module:
+    return ast.parse(text)
+
+
 def _dig(data, path: tuple):
     for key in path:
         if not isinstance(data, dict) or key not in data:
@@ -62,13 +74,13 @@ def _dig(data, path: tuple):
 
 
 def _role_default(root: Path, role: str, path: tuple):
-    data = yaml.safe_load((root / f"roles/{role}/defaults/main.yml").read_text()) or {}
+    data = _yaml((root / f"roles/{role}/defaults/main.yml").read_text()) or {}
     return _dig(data, path)
 
 
 def _spec_default(root: Path, role: str, path: tuple):
     """A default from the role's argument spec: a dict default, or nested options."""
-    specs = yaml.safe_load((root / f"roles/{role}/meta/argument_specs.yml").read_text())
+    specs = _yaml((root / f"roles/{role}/meta/argument_specs.yml").read_text())
     option = _dig(specs, ("argument_specs", "main", "options", path[0]))
     if option is None:
         return None
@@ -84,14 +96,14 @@ def _spec_default(root: Path, role: str, path: tuple):
 
 
 def _module_ast(root: Path, module: str) -> ast.Module:
-    return ast.parse((root / f"plugins/modules/{module}.py").read_text())
+    return _python((root / f"plugins/modules/{module}.py").read_text())
 
 
 def _doc_default(root: Path, module: str, option: str):
     for node in _module_ast(root, module).body:
         if (isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == "DOCUMENTATION" for t in node.targets)):
-            doc = yaml.safe_load(ast.literal_eval(node.value))
+            doc = _yaml(ast.literal_eval(node.value))
             return _dig(doc, ("options", option, "default"))
     return None
 
