@@ -56,3 +56,45 @@ def test_the_check_finds_an_untyped_dict():
     options = {"a": {"type": "dict", "options": {"b": {"type": "list", "elements": "dict"}}},
                "ocp_gpu_nodes_labels": {"type": "dict"}, "c": {"type": "dict"}}
     assert _untyped(options) == ["a.b", "c"]
+
+
+def _validate(role: str, values: dict) -> list[str]:
+    """Ansible's own validator (what a role runs at its start) on literal values."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    path = ROOT / "roles" / role / "meta" / "argument_specs.yml"
+    spec = yaml.safe_load(path.read_text())["argument_specs"]["main"]["options"]
+    literal = {k: v for k, v in values.items()
+               if k in spec and not (isinstance(v, str) and "{{" in v)}
+    errors = ArgumentSpecValidator(spec).validate(literal).error_messages
+    # a required top-level option comes from the inventory, not from defaults
+    return [e for e in errors if not (e.startswith("missing required") and "found in" not in e)]
+
+
+ALL_ROLES = sorted(p.parent.parent.name for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
+
+
+@pytest.mark.parametrize("role", ALL_ROLES)
+def test_defaults_pass_the_roles_own_validation(role):
+    defaults = ROOT / "roles" / role / "defaults" / "main.yml"
+    values = yaml.safe_load(defaults.read_text()) if defaults.exists() else {}
+    assert _validate(role, values or {}) == []
+
+
+@pytest.mark.parametrize("inventory", ["example", "lab"])
+@pytest.mark.parametrize("role", TYPED_ROLES)
+def test_inventory_values_pass_the_typed_options(role, inventory):
+    values = {}
+    for path in sorted((ROOT / "inventories" / inventory / "group_vars").rglob("*.yml")):
+        values.update(yaml.safe_load(path.read_text()) or {})
+    assert _validate(role, values) == []
+
+
+def test_the_validation_catches_a_bad_nested_value():
+    errors = _validate("model_storage", {
+        "model_storage_pvc": {"size": "1Gi", "reclaim_policy": "Keep"},
+        "model_storage_source": {"type": "ftp", "repo": "x"}})
+    text = " ".join(errors)
+    assert "reclaim_policy" in text and "ftp" in text and "repo" in text
+    missing = _validate("model_storage", {"model_storage_pvc": {"size": "1Gi"}})
+    assert any("name found in model_storage_pvc" in e for e in missing), missing
