@@ -1,18 +1,15 @@
 """Stage 6 against the real vLLM of the session (``served_model``): llm_endpoint_check,
 llm_load_test and the validate role run through ansible-playbook; results are read back
-independently (vLLM's own answers and Prometheus counters, the report file, a router that
-records what reached it, Ray asked from inside a lab pod)."""
+independently (vLLM's own answers and Prometheus counters, the report file, the requests
+that the lab's router passed to the Route's pod, Ray asked from inside a lab pod)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import json
 import re
-import ssl
 import statistics
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,11 +18,11 @@ import pytest
 import yaml
 from integration.lab.waiting import wait_for
 from integration.playbook import REPO, run_module, run_playbook
+from routed import RoutedEndpoint, route_to
 from serving_procs import free_ports
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-ROUTE_HOST = "llm-llm.apps.lab.test"
 CHECKS = ["health", "models", "completion", "chat", "stream", "auth"]
 
 
@@ -120,144 +117,47 @@ def test_an_unreachable_endpoint_is_retried_until_wait_timeout(tmp_path):
     assert 4 <= elapsed < 60
 
 
-# --- through a TLS router that routes by Host -----------------------------------------------
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a serving certificate for ROUTE_HOST only (not for 127.0.0.1)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("validate-test-ca"))
-          .issuer_name(name("validate-test-ca")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now)
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(name(ROUTE_HOST)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(ROUTE_HOST)]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "ca.crt", directory / "router.crt", directory / "router.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
-
-
-class HostRouter:
-    """An edge-TLS reverse proxy like an OpenShift router: serves ROUTE_HOST only, answers
-    503 "Application is not available" to any other host and to the next ``unready``
-    requests (a Route without ready endpoints yet), and streams responses through.
-    Records the Host headers and TLS server names it saw, the 503s it sent and when each
-    request arrived (method, path, monotonic time)."""
-
-    def __init__(self, backend: str, directory: Path):
-        self.backend = backend
-        self.ca, crt, key = _certificates(directory)
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(crt, key)
-        self.context.sni_callback = lambda _sock, server_name, _ctx: self.sni.append(server_name)
-        self.hosts: list[str] = []
-        self.arrivals: list[tuple[str, str, float]] = []
-        self.sni: list[str | None] = []
-        self.unready = 0
-        self.refused = 0
-        (self.port,) = free_ports(1)
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    async def _handle(self, request):
-        from aiohttp import web
-
-        self.hosts.append(request.headers.get("Host", ""))
-        self.arrivals.append((request.method, request.path, time.monotonic()))
-        if request.headers.get("Host") != ROUTE_HOST or self.unready > 0:
-            self.unready = max(0, self.unready - 1)
-            self.refused += 1
-            return web.Response(status=503, text="Application is not available")
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self._session.request(request.method, self.backend + request.path_qs,
-                                         headers=headers, data=await request.read()) as up:
-            response = web.StreamResponse(status=up.status, headers={
-                k: v for k, v in up.headers.items() if k.lower() == "content-type"})
-            await response.prepare(request)
-            async for chunk in up.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
-
-    async def _start(self):
-        import aiohttp
-        from aiohttp import web
-
-        self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.context).start()
-
-    async def _stop(self):
-        await self._runner.cleanup()
-        await self._session.close()
-
-    def start(self):
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-        return self
-
-    def stop(self):
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
+# --- through the lab's router (edge TLS, the lab CA), which routes by Host ----------------
 @pytest.fixture(scope="module")
-def router(endpoint, tmp_path_factory):
-    proxy = HostRouter(endpoint["base_url"], tmp_path_factory.mktemp("router")).start()
-    yield proxy
-    proxy.stop()
+def router(endpoint, lab, tmp_path_factory) -> RoutedEndpoint:
+    """Route llm (namespace edge) of the module's lab to the session's vLLM."""
+    server, core = lab
+    upstream = endpoint["base_url"].removeprefix("http://")
+    return route_to(server, core, upstream, tmp_path_factory.mktemp("route"))
 
 
-def test_through_a_router_with_host_header_and_ca(endpoint, router, tmp_path):
-    args = {**endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
-            "ca_path": str(router.ca), "wait_timeout": 60, "max_tokens": 4}
-    router.hosts.clear()
-    router.sni.clear()
-    router.refused, router.unready = 0, 3  # the Route serves after three 503s
+def test_through_the_lab_router_with_host_header_and_ca(endpoint, router, tmp_path):
+    args = {**endpoint, "base_url": router.url, "host_header": router.host,
+            "ca_path": router.ca, "wait_timeout": 60, "max_tokens": 4}
+    router.clear()
+    router.refuse(3)  # the Route serves after three 503s
     rc, result, out = run_module(tmp_path, "llm_endpoint_check", args)
     assert rc == 0, out[-3000:]
     assert all(c["ok"] for c in result["checks"]) and len(result["checks"]) == 6
     health = result["checks"][0]
-    assert router.refused == 3 and health["waited_s"] >= 2  # 1 s + 1.5 s between tries
-    assert router.hosts.count(ROUTE_HOST) >= 9 and set(router.hosts) == {ROUTE_HOST}
-    assert router.sni and set(router.sni) == {ROUTE_HOST}
+    arrivals = router.arrivals()  # what the router passed to the Route's pod
+    refused = [a for a in arrivals if a["refused"]]
+    assert [(a["method"], a["path"]) for a in refused] == [("GET", "/health")] * 3
+    assert health["waited_s"] >= 2  # 1 s + 1.5 s between tries
+    assert len(arrivals) >= 9
+    assert {a["forwarded_host"] for a in arrivals} == {router.host}
 
 
-@pytest.mark.parametrize(("drop", "why"), [("ca_path", "system trust store"),
-                                           ("host_header", "certificate lacks 127.0.0.1")])
-def test_tls_failures_are_not_retried(endpoint, router, tmp_path, drop, why):
-    args = {**endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
-            "ca_path": str(router.ca), "wait_timeout": 60}
-    args.pop(drop)
-    router.unready = 0
+@pytest.mark.parametrize(("change", "why"), [
+    ({"ca_path": None}, "system trust store"),
+    ({"host_header": "llm.not-the-apps-domain.test"}, "the certificate lacks that name")])
+def test_tls_failures_are_not_retried(endpoint, router, tmp_path, change, why):
+    args = {**endpoint, "base_url": router.url, "host_header": router.host,
+            "ca_path": router.ca, "wait_timeout": 60}
+    args = {k: v for k, v in {**args, **change}.items() if v is not None}
+    router.refuse(0)
+    router.clear()
     start = time.monotonic()
     rc, result, out = run_module(tmp_path, "llm_endpoint_check", args)
     assert rc != 0, f"{why}: {out[-3000:]}"
     assert "endpoint check 'health' failed: GET /health: TLS verification failed" in result["msg"]
     assert result["tls"] is True
+    assert router.arrivals() == []  # nothing got past the TLS handshake
     assert time.monotonic() - start < 40  # failed at once, not after wait_timeout
 
 
@@ -301,17 +201,17 @@ def test_load_test_report_matches_its_requests(endpoint, tmp_path):
 
 
 def test_load_test_at_a_fixed_rate_sends_on_schedule(endpoint, router, tmp_path):
-    """rate=4 with room for all 6 requests at once: the router sees them 0.25 s apart,
-    where a closed loop would send all 6 together."""
-    router.unready = 0
-    router.arrivals.clear()
+    """rate=4 with room for all 6 requests at once: the Route's pod sees them 0.25 s
+    apart, where a closed loop would send all 6 together."""
+    router.refuse(0)
+    router.clear()
     rc, result, out = run_module(tmp_path, "llm_load_test", {
-        **endpoint, "base_url": router.url, "host_header": ROUTE_HOST,
-        "ca_path": str(router.ca), "requests": 6, "concurrency": 6, "rate": 4,
+        **endpoint, "base_url": router.url, "host_header": router.host,
+        "ca_path": router.ca, "requests": 6, "concurrency": 6, "rate": 4,
         "max_tokens": 2, "report_path": str(tmp_path / "load.json")})
     assert rc == 0, out[-3000:]
-    sent = [at for method, path, at in router.arrivals
-            if (method, path) == ("POST", "/v1/completions")]
+    sent = [a["at"] for a in router.arrivals()
+            if (a["method"], a["path"]) == ("POST", "/v1/completions")]
     assert len(sent) == 6
     gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
     assert min(gaps) > 0.15, gaps
@@ -354,10 +254,10 @@ def test_check_mode_sends_no_load_and_writes_nothing(endpoint, tmp_path):
 
 def test_the_role_and_no_api_key_in_verbose_output(endpoint, router, tmp_path):
     key = endpoint["api_key"]
-    router.unready = 0
+    router.refuse(0)
     report_dir = tmp_path / "report"
-    role_vars = {"validate_base_url": router.url, "validate_host_header": ROUTE_HOST,
-                 "validate_ca_path": str(router.ca), "validate_api_key": key,
+    role_vars = {"validate_base_url": router.url, "validate_host_header": router.host,
+                 "validate_ca_path": router.ca, "validate_api_key": key,
                  "validate_model": "tiny", "validate_gpu_check": False,
                  "validate_requests": 4, "validate_concurrency": 2, "validate_max_tokens": 8,
                  "validate_rate": 8, "validate_report_dir": str(report_dir)}
