@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import versions
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import merge_diffs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
@@ -63,7 +64,7 @@ class Request:
     startup_checks: int = 180
     route_host: str | None = None
     route_timeout: str = "600s"
-    ray_version: str = "2.60.0"
+    ray_version: str = versions.RAY
     extra_vllm_args: list = field(default_factory=list)
     env: dict = field(default_factory=dict)
     head_ray_params: dict = field(default_factory=dict)
