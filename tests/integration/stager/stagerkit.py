@@ -83,13 +83,20 @@ def staged_bytes_on_disk(staging: Path) -> int:
     return done + parts
 
 
-def wait_journalled(staging: Path, names: set[str], timeout: float = 30) -> None:
-    """Wait until the stager's journal lists ``names`` as finished: the positive signal
-    that a run blocked on another file has done everything else it can."""
+def journalled(staging: Path) -> set[str]:
+    """The files a run finished, from its journal (none before it wrote one)."""
     journal = staging / ".gpu-stack-journal.json"
+    if not journal.exists():
+        return set()
+    return {p for p in json.loads(journal.read_text()) if not p.startswith("_")}
 
-    def done() -> set[str]:
-        return set(json.loads(journal.read_text())) if journal.exists() else set()
 
-    wait_for(lambda: names <= done(), f"{sorted(names)} journalled", timeout,
-             context=lambda: f"journalled: {sorted(done())}")
+def wait_journalled(staging: Path, names: set[str] | int, timeout: float = 30) -> None:
+    """Wait until the stager's journal lists ``names`` (or that many files) as finished:
+    the positive signal that a run blocked on another file has done all it can."""
+    def done() -> bool:
+        found = journalled(staging)
+        return len(found) >= names if isinstance(names, int) else names <= found
+
+    wait_for(done, f"{names} journalled", timeout,
+             context=lambda: f"journalled: {sorted(journalled(staging))}")
