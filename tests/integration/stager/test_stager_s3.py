@@ -11,7 +11,14 @@ import time
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk, write_manifest
+from stagerkit import (
+    assert_staged,
+    run_cli,
+    spawn_cli,
+    staged_bytes_on_disk,
+    wait_journalled,
+    write_manifest,
+)
 from tcpproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -108,12 +115,14 @@ def test_killed_transfer_resumes_and_resends_only_unfinished(s3, model, volume):
     dest = volume / "m"
     proc = spawn_cli(_args(s3, dest, "--jobs", "2"))
     assert s3["proxy"].stalled.wait(30)
-    time.sleep(0.3)
+    staging = volume / ".gpu-stack-staging" / "m"
+    # one connection is stalled; the other job stages every other file, and still
+    # nothing is at the final path
+    wait_journalled(staging, len(model) - 1)
     assert not dest.exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     s3["proxy"].release.set()
-    staging = volume / ".gpu-stack-staging" / "m"
     untrusted = staging / f"{MULTIPART}.part"  # no digest: its partial bytes are not reused
     on_disk = staged_bytes_on_disk(staging) - (untrusted.stat().st_size
                                                if untrusted.exists() else 0)
