@@ -58,13 +58,20 @@ DESCRIPTIONS = {
 }
 
 
+# Secret whatever the installed kubernetes.core says: newer releases mark kubeconfig
+# no_log too (it may be a dictionary with credentials), and the roles' contract must be
+# the same on every ansible-core the collection supports.
+SECRETS = frozenset({"kubeconfig", "api_key", "password", "client_key", "proxy_basic_auth",
+                     "basic_auth"})
+
+
 def _options(spec: dict) -> dict:
     out = {}
     for name, upstream in spec.items():
         entry = {"description": DESCRIPTIONS[name], "type": upstream.get("type", "str")}
         if "elements" in upstream:
             entry["elements"] = upstream["elements"]
-        if upstream.get("no_log"):
+        if upstream.get("no_log") or name in SECRETS:
             entry["no_log"] = True
         if "options" in upstream:
             entry["options"] = _options(upstream["options"])
