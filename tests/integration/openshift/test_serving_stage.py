@@ -141,7 +141,7 @@ def test_validate_alone_reads_what_serving_recorded(served):
     report = lab.settings.home / "validate" / "load-test.json"
     written = report.stat().st_mtime_ns if report.exists() else 0
     rc, _t, out = _run(lab, work, REPO / "playbooks" / "validate.yml",
-                       "-e", "validate_requests=4")
+                       "-e", json.dumps({"validate_requests": 4}))
     assert rc == 0, out[-4000:]
     assert f"Host {route['spec']['host']}" in out  # the recorded endpoint's host was used
     assert report.stat().st_mtime_ns > written
