@@ -9,9 +9,11 @@
    namespace, so an existing one with other target namespaces is a conflict.
 3. ``ensure`` applies Namespace, OperatorGroup and Subscription (server-side apply).
 4. ``wait_installed`` approves, with Manual approval, only an InstallPlan whose CSVs
-   are the target (the pinned CSV, the installed one, or the channel head when an
-   upgrade is asked) and waits for that CSV to reach Succeeded and its owned CRDs to
-   be Established. A CSV in phase Failed ends the wait with its reason.
+   are all the target (the pinned CSV, the installed one, or the channel head when an
+   upgrade is asked): a plan holding the target and other CSVs ends the wait with a
+   ConflictError, unapproved; a plan without the target is left alone. It waits for
+   that CSV to reach Succeeded and its owned CRDs to be Established. A CSV in phase
+   Failed ends the wait with its reason.
 """
 
 from __future__ import annotations
@@ -177,6 +179,15 @@ class OlmOperator:
         if plan is None or (plan.get("spec") or {}).get("approved"):
             return
         csvs = (plan.get("spec") or {}).get("clusterServiceVersionNames") or []
+        others = sorted(set(csvs) - {target})
+        if target in csvs and others:
+            # approving would also install what was never pinned (another version, a
+            # dependency): a person decides that, not this module
+            raise ConflictError(
+                f"InstallPlan {spec.namespace}/{ref['name']} installs {', '.join(others)} "
+                f"besides {target}; only a plan of {target} alone is approved. Review the "
+                "plan and approve it by hand, or pin the CSV the plan installs",
+                install_plan=ref["name"], csvs=sorted(csvs), target_csv=target)
         if target in csvs:
             self.client.apply({"apiVersion": OLM_V1A1, "kind": "InstallPlan",
                                "metadata": {"name": ref["name"], "namespace": spec.namespace},

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    ConflictError,
     InvalidInputError,
     WaitTimeout,
 )
@@ -18,8 +19,10 @@ PKG, NS, CRD = "gpu-operator-certified", "nvidia-gpu-operator", "clusterpolicies
 PINNED, HEAD = "gpu-operator-certified.v25.3.0", "gpu-operator-certified.v25.3.1"
 
 
-def _olm(crds_established=True):
-    """Plays OLM: an InstallPlan per Subscription; once approved, the CSV and its CRD."""
+def _olm(crds_established=True, extra_csvs=()):
+    """Plays OLM: an InstallPlan per Subscription; once approved, the CSV and its CRD.
+    extra_csvs: more CSVs the plan holds besides the subscribed one (a dependency, or
+    a resolution that bundles another version)."""
 
     def _controller(cluster):
         for key in [k for k in cluster.objects if k[0] == "Subscription"]:
@@ -30,7 +33,8 @@ def _olm(crds_established=True):
                 cluster.put({"kind": "InstallPlan", "metadata": {"name": "install-1",
                                                                   "namespace": key[1]},
                              "spec": {"approved": sub["spec"]["installPlanApproval"] ==
-                                      "Automatic", "clusterServiceVersionNames": [csv]}})
+                                      "Automatic",
+                                      "clusterServiceVersionNames": [csv, *extra_csvs]}})
                 cluster.put({"kind": "Subscription", "metadata": {"name": key[2],
                                                                    "namespace": key[1]},
                              "status": {"installPlanRef": {"name": "install-1"}}})
@@ -123,3 +127,24 @@ def test_bad_input_is_refused_before_the_first_write(cluster, spec, message):
     with pytest.raises(InvalidInputError, match=message):
         olm_runner.run(cluster, _request(**spec))
     assert cluster.writes == []
+
+
+@pytest.mark.parametrize("extra", [(HEAD,), ("nfd.v4.18.0", HEAD)])
+def test_a_plan_holding_other_csvs_besides_the_pinned_one_is_refused_unapproved(cluster, extra):
+    cluster.controllers[:] = [_olm(extra_csvs=extra)]
+    with pytest.raises(ConflictError) as err:
+        olm_runner.run(cluster, _request())
+    for name in extra:
+        assert name in err.value.msg
+    assert f"besides {PINNED}" in err.value.msg and "approve it by hand" in err.value.msg
+    assert err.value.details["csvs"] == sorted([PINNED, *extra])
+    # read back: the plan is still unapproved, nothing was installed
+    assert cluster.render(("InstallPlan", NS, "install-1"))["spec"]["approved"] is False
+    assert ("apply", "InstallPlan", "install-1") not in cluster.writes
+    assert cluster.render(("ClusterServiceVersion", NS, PINNED)) is None
+
+
+def test_a_plan_of_the_pinned_csv_alone_is_approved_once(cluster):
+    result = olm_runner.run(cluster, _request())
+    assert result["approved_install_plans"] == ["install-1"]
+    assert cluster.writes.count(("apply", "InstallPlan", "install-1")) == 1
