@@ -18,7 +18,9 @@ description:
     all with server-side apply (field manager C(llmops.gpu_stack), strict validation).
   - With V(Manual) approval it approves only the InstallPlan of the target CSV - the
     pinned one on a fresh install, the installed one afterwards - never a newer one,
-    unless O(upgrade=true) asks for the channel head.
+    unless O(upgrade=true) asks for the channel head. A plan that holds other CSVs
+    besides the target (another version, a dependency) is never approved; the task
+    fails naming them, and a person reviews and approves that plan.
   - Waits for the CSV to reach C(Succeeded) and its CRDs to be C(Established) (custom
     resources applied earlier fail), and returns the CSV name, version and the parsed
     C(alm-examples). A CSV in phase C(Failed) fails the task with its reason.
