@@ -11,6 +11,13 @@ TLS verification stays on unless the user turns it off. On top of it:
   request is sent with ``dryRun=All``, so check mode is enforced here, once;
 - API errors mapped to the common error types (409 conflict, 401/403 auth, 404 not
   found, 400/422 invalid, 429/5xx transient and retried with the common backoff);
+- a 409 on a write is retried where sending the same request again is right: an apply
+  without a precondition (the object changed or was created under us: server-side apply
+  merges our fields into whatever is there now) and a delete. It is not retried, and
+  raises ``ConflictError`` at once, when the apply carries ``metadata.resourceVersion``
+  (the caller re-reads and rebuilds its change) or when another field manager owns a
+  field we set (``FieldManagerConflict``: taking it over is the caller's choice, with
+  ``force_conflicts``; the message names the manager and the fields);
 - ``resource()`` re-reads discovery once when a kind is unknown (an operator may just
   have registered its CRD).
 """
@@ -84,11 +91,25 @@ def _status_message(exc) -> str:
     return data.get("message") or getattr(exc, "reason", None) or str(exc)
 
 
-def translate(exc: BaseException, what: str) -> GpuStackError:
-    """Map a kubernetes client error to the common error types."""
+def _field_conflict(exc) -> bool:
+    """A server-side apply refused because another field manager owns a field."""
+    try:
+        data = json.loads(getattr(exc, "body", None) or "{}")
+    except (TypeError, ValueError):
+        return False
+    causes = ((data.get("details") or {}).get("causes") or []) if isinstance(data, dict) else []
+    return any(c.get("reason") == "FieldManagerConflict" for c in causes)
+
+
+def translate(exc: BaseException, what: str, retry_conflict: bool = False) -> GpuStackError:
+    """Map a kubernetes client error to the common error types; a 409 becomes a
+    ``TransientError`` (retried) when ``retry_conflict`` and it is no field-manager
+    conflict."""
     status = getattr(exc, "status", None)
     msg = f"{what}: {_status_message(exc)}"
     if status == 409:
+        if retry_conflict and not _field_conflict(exc):
+            return TransientError(msg, status=status)
         return ConflictError(msg, status=status)
     if status in (401, 403):
         return AuthError(msg, status=status)
@@ -131,12 +152,12 @@ class K8sClient:
         return cls(api.client, **kwargs)
 
     # --- plumbing -----------------------------------------------------------------------
-    def _call(self, what: str, func, *args, **kwargs):
+    def _call(self, what: str, func, *args, retry_conflict: bool = False, **kwargs):
         def _once():
             try:
                 return func(*args, **kwargs)
             except (ApiException, DynamicApiError) as exc:
-                raise translate(exc, what) from exc
+                raise translate(exc, what, retry_conflict) from exc
             except Urllib3Error as exc:
                 raise ConnectionFailedError(f"{what}: cannot reach the API server: {exc}") from exc
 
@@ -209,7 +230,7 @@ class K8sClient:
             query.append(("dryRun", "All"))
         path = res.path(name=name, namespace=namespace)
         after = self._call(f"apply {kind} {_ref(name, namespace)}", self._patch, path, query,
-                           manifest)
+                           manifest, retry_conflict="resourceVersion" not in meta)
         changed = before is None or has_changed(before, after)
         return ApplyResult(changed=changed, before=before, after=after,
                            diff=make_diff(before or {}, after) if changed else {})
@@ -246,7 +267,7 @@ class K8sClient:
             kwargs["propagation_policy"] = propagation
         try:
             self._call(f"delete {kind} {_ref(name, namespace)}", res.delete, name=name,
-                       namespace=namespace, **kwargs)
+                       namespace=namespace, retry_conflict=True, **kwargs)
         except NotFoundError:
             return False
         return True
