@@ -47,6 +47,19 @@ def test_environment_drives_the_plan(capsys, model, no_spawn, tmp_path_factory):
     assert plan["env"]["VLLM_API_KEY"] == "<redacted>"
     assert plan["env"]["NCCL_SOCKET_IFNAME"] == "lo"
     assert "s3cret" not in json.dumps(plan)
+    assert plan["vllm"][plan["vllm"].index("--middleware") + 1].endswith(".RequireApiKey")
+
+
+def test_metrics_key_reaches_vllm_env_only_and_no_key_means_no_middleware(
+        capsys, model, no_spawn, tmp_path):
+    (tmp_path / "metrics-key").write_text("scrape-key\n")
+    argv = ["head", "--model-dir", str(model), "--served-model-name", "m", "--dry-run"]
+    plan = _plan(capsys, [*argv, "--metrics-key-file", str(tmp_path / "metrics-key")],
+                 {**BASE_ENV, "VLLM_API_KEY": "from-env"})
+    assert plan["env"]["GPU_STACK_METRICS_KEY"] == "<redacted>"
+    assert "scrape-key" not in json.dumps(plan) and "--middleware" in plan["vllm"]
+    plan = _plan(capsys, argv, BASE_ENV)
+    assert "--middleware" not in plan["vllm"] and "VLLM_API_KEY" not in plan["env"]
 
 
 def test_arguments_win_over_the_environment(capsys, model, no_spawn):
@@ -92,11 +105,15 @@ def test_empty_api_key_file_is_refused(capsys, model, tmp_path, no_spawn):
 
 
 def test_child_env_keeps_explicit_values_and_adds_the_venv_bin():
-    env = cli.child_env({"POD_IP": "127.0.0.9", "GLOO_SOCKET_IFNAME": "eth1",
-                         "PATH": "/usr/bin", "HF_HUB_OFFLINE": "0"}, api_key="k")
+    environ = {"POD_IP": "127.0.0.9", "GLOO_SOCKET_IFNAME": "eth1", "PATH": "/usr/bin",
+               "HF_HUB_OFFLINE": "0", "VLLM_API_KEY": "inherited"}
+    env = cli.child_env(environ, {"VLLM_API_KEY": "k"})
     assert env["GLOO_SOCKET_IFNAME"] == "eth1" and env["NCCL_SOCKET_IFNAME"] == "lo"
     assert env["VLLM_API_KEY"] == "k" and env["HF_HUB_OFFLINE"] == "0"
     assert env["PATH"].endswith("/usr/bin") and env["PATH"] != "/usr/bin"
+    # Ray's environment: no key, not even one inherited from the pod's
+    ray_env = cli.child_env({**environ, "GPU_STACK_METRICS_KEY": "m"})
+    assert "VLLM_API_KEY" not in ray_env and "GPU_STACK_METRICS_KEY" not in ray_env
 
 
 def test_healthcheck_fails_when_nothing_listens(capsys):

@@ -41,6 +41,18 @@ def test_no_api_key_in_argv():
     assert not any("api-key" in a for a in vllm_command(PLAN))
 
 
+def test_the_key_guards_every_path_through_the_middleware():
+    import importlib
+
+    argv = vllm_args(PLAN)
+    path = _opt(argv, "--middleware")
+    module, name = path.rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name).__name__ == "RequireApiKey"
+    # an open server (no key at all) gets no middleware that would refuse to start
+    open_argv = vllm_args(ServeConfig(**{**PLAN.__dict__, "require_api_key": False}))
+    assert "--middleware" not in open_argv
+
+
 @pytest.mark.parametrize(("change", "fragment"), [
     ({"served_model_name": "llama 70b"}, "served model name"),
     ({"served_model_name": "-llama"}, "served model name"),

@@ -8,12 +8,14 @@ Subcommands (``gpu-stack-launch SUBCOMMAND --help`` lists every option and varia
     2. set ``VLLM_HOST_IP``/``NCCL_SOCKET_IFNAME``/``GLOO_SOCKET_IFNAME`` from the pod's
        address, raise the open-files limit (KubeRay's ``ulimit -n 65536``);
     3. start the Ray head (KubeRay's ``$KUBERAY_GEN_RAY_START_CMD`` when present,
-       ``--block``), unless ``--no-ray-start``;
+       ``--block``), unless ``--no-ray-start``; Ray gets no key in its environment;
     4. wait until the cluster holds TP x PP GPUs, logging "N of M GPUs joined
        (nodes: ...)" every few seconds; on timeout exit 4 with that line;
     5. run vLLM's OpenAI server with the planned arguments (API key via
-       ``VLLM_API_KEY``, never argv) and supervise it and Ray: the first to exit stops
-       the other; SIGTERM/SIGINT are forwarded (vLLM first, Ray last).
+       ``VLLM_API_KEY``, the metrics key via ``GPU_STACK_METRICS_KEY``, never argv; with
+       a key every path but ``/health`` needs it: ``auth.py``) and supervise it and Ray:
+       the first to exit stops the other; SIGTERM/SIGINT are forwarded (vLLM first, Ray
+       last).
 ``worker``
     set the same network variables, then run ``ray start --block`` joining the head.
 ``check-args``
@@ -27,6 +29,7 @@ Exit codes: 0 done, 2 bad options, 3 model not ready, 4 GPUs missing, 5 Ray fail
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -38,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gpu_stack_runtime.launcher import options
+from gpu_stack_runtime.launcher.auth import API_KEY_ENV, METRICS_KEY_ENV
 from gpu_stack_runtime.launcher.errors import EXIT_RAY, EXIT_SIGNAL_BASE, LaunchError
 from gpu_stack_runtime.launcher.model_dir import check_model_dir
 from gpu_stack_runtime.launcher.netenv import network_env
@@ -46,19 +50,20 @@ from gpu_stack_runtime.launcher.supervise import Supervisor, shell_exit_code
 from gpu_stack_runtime.launcher.vllm_args import check_vllm_args, vllm_args, vllm_command
 
 NOFILE_TARGET = 65536
-_REDACT = ("VLLM_API_KEY",)
+_REDACT = (API_KEY_ENV, METRICS_KEY_ENV)
 
 
 def log(line: str) -> None:
     print(f"gpu-stack-launch: {line}", file=sys.stderr, flush=True)
 
 
-def child_env(environ: Mapping[str, str], api_key: str | None = None) -> dict[str, str]:
-    """The environment for Ray and vLLM: network variables, API key, offline hub."""
-    env = dict(environ)
+def child_env(environ: Mapping[str, str], keys: Mapping[str, str] | None = None
+              ) -> dict[str, str]:
+    """The environment for Ray (no keys: a key in ``environ`` is dropped) or, with
+    ``keys``, for vLLM: network variables, offline hub, the keys given."""
+    env = {k: v for k, v in environ.items() if k not in _REDACT}
     env.update(network_env(environ))
-    if api_key:
-        env["VLLM_API_KEY"] = api_key
+    env.update(keys or {})
     env.setdefault("HF_HUB_OFFLINE", "1")  # weights come from the volume, never a hub
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Ray >= 2.5x drains a node for up to 30 s on SIGTERM (for Ray Serve). Nothing
@@ -90,11 +95,12 @@ def _stopped(sup: Supervisor) -> int:
 
 def run_head(args, environ: Mapping[str, str]) -> int:
     config = options.serve_config(args, environ)
-    api_key = options.read_api_key(args.api_key_file)
+    keys = _keys(args, environ)
     marker = check_model_dir(config.model_dir)
-    if not api_key and not environ.get("VLLM_API_KEY"):
+    if API_KEY_ENV not in keys:
         log("warning: no API key (--api-key-file or VLLM_API_KEY): the API is open")
-    env = child_env(environ, api_key)
+    config = dataclasses.replace(config, require_api_key=API_KEY_ENV in keys)
+    env = child_env(environ)  # Ray's and the GPU wait's: no key
     node_ip = env["VLLM_HOST_IP"]
     # A head this launcher starts listens on the pod address (KubeRay's own
     # RAY_ADDRESS for a head, 127.0.0.1:port, names the same GCS from inside the pod);
@@ -111,10 +117,11 @@ def run_head(args, environ: Mapping[str, str]) -> int:
                 "--address", address, "--gpus", str(config.gpus_needed),
                 "--timeout", f"{args.gpu_timeout:g}", "--interval", f"{args.progress_interval:g}"]
     vllm_cmd = vllm_command(config)
+    vllm_env = {**child_env(environ, keys), "RAY_ADDRESS": address}
     if args.dry_run:
         _print_plan({"ray_start": ray_cmd, "gpu_wait": wait_cmd, "vllm": vllm_cmd,
                      "gpus_needed": config.gpus_needed, "model_marker": marker},
-                    env, environ)
+                    vllm_env, environ)
         return 0
     _raise_nofile_limit()
     sup = Supervisor(log, adopt_orphans=True)
@@ -134,7 +141,7 @@ def run_head(args, environ: Mapping[str, str]) -> int:
         if sup.exit_codes["gpu-wait"] != 0:
             return shell_exit_code(sup.exit_codes["gpu-wait"])
         log(f"starting vLLM: {shlex.join(vllm_cmd)}")
-        sup.spawn("vllm", vllm_cmd, env)
+        sup.spawn("vllm", vllm_cmd, vllm_env)
         first = sup.wait_first(["vllm", "ray"])
         if first is None:
             return _stopped(sup)
@@ -144,6 +151,14 @@ def run_head(args, environ: Mapping[str, str]) -> int:
         return shell_exit_code(sup.exit_codes["vllm"])
     finally:
         sup.stop_all(["vllm", "gpu-wait", "ray"], args.stop_grace)
+
+
+def _keys(args, environ: Mapping[str, str]) -> dict[str, str]:
+    """vLLM's keys: from the files given, else inherited from the environment."""
+    keys = {API_KEY_ENV: options.read_api_key(args.api_key_file),
+            METRICS_KEY_ENV: options.read_api_key(args.metrics_key_file)}
+    return {name: value or environ.get(name) for name, value in keys.items()
+            if value or environ.get(name)}
 
 
 def run_worker(args, environ: Mapping[str, str]) -> int:

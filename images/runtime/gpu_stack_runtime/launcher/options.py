@@ -53,6 +53,10 @@ def _add_serve_options(parser: argparse.ArgumentParser, environ: Mapping[str, st
     group.add_argument("--api-key-file", default=environ.get(ENV_PREFIX + "API_KEY_FILE"),
                        help="file holding the API key (a mounted Secret); passed to vLLM "
                             "as VLLM_API_KEY [GPU_STACK_API_KEY_FILE]")
+    group.add_argument("--metrics-key-file",
+                       default=environ.get(ENV_PREFIX + "METRICS_KEY_FILE"),
+                       help="file holding Prometheus' key: it opens GET /metrics and "
+                            "nothing else [GPU_STACK_METRICS_KEY_FILE]")
 
 
 def _add_ray_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:

