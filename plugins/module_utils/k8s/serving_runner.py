@@ -32,6 +32,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff impor
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
+    check_model_dir,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
     RayVllmDeployment,
 )
@@ -101,6 +104,7 @@ def _check(req: Request) -> dict | None:
     missing = [key for key in _NEEDED_FOR_PRESENT if not getattr(req, key)]
     if missing:
         raise InvalidInputError(f"state=present needs: {', '.join(missing)}")
+    check_model_dir(req.model_dir)
     plan = render.check_plan(req.plan)
     render.manifests(plan, req.config())  # every input problem raises here
     return plan

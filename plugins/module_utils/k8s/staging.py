@@ -26,6 +26,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     InvalidInputError,
     OperationFailedError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
+    check_model_dir,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
     WaitStatus,
     wait_for,
@@ -90,9 +93,7 @@ def upload_dir(model_dir: str) -> str:
 
 class ModelStaging:
     def __init__(self, client, namespace: str, pvc: dict, model_dir: str):
-        if not model_dir or model_dir.startswith("/") or ".." in model_dir.split("/"):
-            raise InvalidInputError(f"model_dir must be a relative path on the volume, "
-                                    f"got {model_dir!r}")
+        check_model_dir(model_dir)
         self.client, self.ns, self.pvc, self.model_dir = client, namespace, pvc, model_dir
 
     # --- the volume -------------------------------------------------------------------

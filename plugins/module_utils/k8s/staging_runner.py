@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
+    check_model_dir,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging
 
 STATES = ("staged", "volume")
@@ -61,6 +64,7 @@ def summary(model_dir: str, pvc: str, out: dict, check_mode: bool, state: str) -
 def _validate(req: Request) -> tuple[dict, dict | None]:
     if req.state not in STATES:
         raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {req.state!r}")
+    check_model_dir(req.model_dir)
     if req.parallel < 1 or req.timeout <= 0:
         raise InvalidInputError("parallel must be >= 1 and timeout > 0")
     if not (req.pvc or {}).get("name"):
