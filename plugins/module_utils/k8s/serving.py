@@ -19,7 +19,9 @@ namespace, image, pvc, model_dir, node_selector, ...):
 - ``wait(plan, timeout, progress, check_mode) -> status``: (skipped in check mode) pods
   scheduled, workers joined, vLLM healthy (the head's readiness probe on ``/health``),
   the Route admitted; a head that fails (the launcher's exit codes: bad options, model
-  not ready, GPUs missing) stops the wait at once with the launcher's last log lines.
+  not ready, GPUs missing) stops the wait at once with the launcher's last log lines,
+  and a pod that cannot start (image pull, crash loop, unschedulable: ``pods.py``)
+  stops it with the pod's reason and message.
 - ``endpoint() -> str``: ``https://<route host>``.
 - ``remove(check_mode) -> bool``: everything ``apply`` wrote, the Secret and the
   hand-over ConfigMap.
@@ -44,6 +46,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     wait_for,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import allocatable
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
 
 API_KEY_FIELD = "api-key"
@@ -221,6 +224,7 @@ class RayVllmDeployment:
         want_workers = sum(g["replicas"] for g in shape["worker_groups"])
         names = [f"{self.name}-{i}" for i in range(shape["clusters"])]
         seen: dict = {}
+        faults = PodFaults()
 
         def _check() -> WaitStatus:
             pods = self.client.list("v1", "Pod", self.ns,
@@ -231,6 +235,7 @@ class RayVllmDeployment:
                 lines.append(line)
                 if done:
                     ready.append(cluster)
+            faults.check(pods, f"the serving stack {self.ns}/{self.name}")
             host = self.route_host()
             if host:
                 ready.append("route")
