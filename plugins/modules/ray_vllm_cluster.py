@@ -73,11 +73,13 @@ options:
   model_dir:
     description: Directory of the model on the volume (the stager's destination).
     type: str
-  api_key:
+  llm_api_key:
     description:
       - The API key clients must send. Written to the Secret O(api_key_secret). When
         omitted, an existing Secret is kept and a missing one gets a random key (read it
         from the Secret).
+      - Not O(api_key), which is kubernetes.core's bearer token for the API server (both
+        arrive through C(module_defaults) of the action group).
     type: str
   api_key_secret:
     description:
@@ -186,7 +188,7 @@ EXAMPLES = r"""
     served_model_name: llama-3-70b
     model_pvc: models
     model_dir: llama-3-70b
-    api_key: "{{ vault_llm_api_key }}"
+    llm_api_key: "{{ vault_llm_api_key }}"
   register: serving
 
 - name: Show the endpoint
@@ -265,7 +267,7 @@ def _argument_spec() -> dict:
         served_model_name={"type": "str"},
         model_pvc={"type": "str", "default": "models"},
         model_dir={"type": "str"},
-        api_key={"type": "str", "no_log": True},
+        llm_api_key={"type": "str", "no_log": True},
         api_key_secret={"type": "str", "no_log": False},
         service_account={"type": "str", "default": "ray-vllm"},
         node_selector={"type": "dict", "default": {"gpu-stack.llmops.io/gpu-node": "true"}},
@@ -296,8 +298,7 @@ def main():
     request = Request(**params, check_mode=module.check_mode, diff=module._diff)
     out: dict = {}
     try:
-        # api_key is the endpoint's key here, never a Kubernetes bearer token
-        client = K8sClient.from_params({**module.params, "api_key": None})
+        client = K8sClient.from_params(module.params)
         run(client, request, progress=module.log, out=out)
     except GpuStackError as exc:
         out.pop("warnings", None)

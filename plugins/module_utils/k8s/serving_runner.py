@@ -56,7 +56,7 @@ class Request:
     served_model_name: str | None = None
     model_pvc: str = "models"
     model_dir: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    llm_api_key: str | None = field(default=None, repr=False)
     api_key_secret: str | None = None  # None: <name>-api-key; "": an open API
     service_account: str = "ray-vllm"
     node_selector: dict = field(default_factory=lambda: {"gpu-stack.llmops.io/gpu-node": "true"})
@@ -140,7 +140,7 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
     out["warnings"] += report.pop("warnings")
     out.update(report)
     out["clusters"] = [f"{req.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
-    out["changed"] |= svc.ensure_api_key(req.api_key, req.check_mode)
+    out["changed"] |= svc.ensure_api_key(req.llm_api_key, req.check_mode)
     changed, diffs = svc.apply(plan, req.check_mode)
     out["changed"] |= changed
     if req.wait:

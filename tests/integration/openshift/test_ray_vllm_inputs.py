@@ -142,7 +142,7 @@ def test_check_mode_writes_nothing_and_the_key_is_generated_once(lab_with_model,
 
     # a given key replaces it; then removal deletes what was written
     rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster",
-                              _args(plan, api_key="given-key-0123"), extra=("-vvv",),
+                              _args(plan, llm_api_key="given-key-0123"), extra=("-vvv",),
                               json_out=False)
     assert rc == 0 and "changed: [localhost]" in out, out[-2000:]
     assert "given-key-0123" not in out
