@@ -166,3 +166,31 @@ def test_existing_rwo_claim_is_refused(k8s_lab, tmp_path):
     assert rc != 0, out
     assert "must be ReadWriteMany" in result["msg"]
     assert client.BatchV1Api(api(k8s_lab)).list_namespaced_job("rwo").items == []
+
+
+@pytest.mark.parametrize("model_dir", ["tiny ../other", "../other", "/models/other"])
+def test_an_unsafe_model_dir_is_refused_before_any_write(k8s_lab, tmp_path, model_dir):
+    """The model_storage role (model_stage, then the loader pod's command) and
+    ray_vllm_cluster: a model_dir with a space, a '..' or a leading '/' fails at once."""
+    model = _model(tmp_path / "model")
+    before = namespaces(k8s_lab)
+    vars_file = tmp_path / "unsafe.json"
+    vars_file.write_text(json.dumps({
+        "gpu_stack_k8s_auth": {"kubeconfig": str(k8s_lab.kubeconfig)},
+        "model_storage_namespace": "unsafe", "model_storage_model_dir": model_dir,
+        "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+        "model_storage_source": {"type": "local", "local_path": str(model)}}))
+    rc, _tasks, out = run_play(k8s_lab, tmp_path, playbook=REPO / "playbooks" / "storage.yml",
+                               extra=("-e", f"@{vars_file}"), json_out=False)
+    assert rc != 0, out[-3000:]
+    words = " ".join(out.split())
+    assert "model_dir must be a relative path on the model volume" in words, out[-3000:]
+    assert "Upload the model files" not in out
+    assert namespaces(k8s_lab) == before  # no namespace, claim, Job or pod was created
+
+    rc, result, out = run_module(k8s_lab, tmp_path, "ray_vllm_cluster", {
+        "namespace": "unsafe", "plan": {"replicas": 1}, "image": "quay.io/example/sim:1.0",
+        "served_model_name": "m", "model_dir": model_dir, "wait": False})
+    assert rc != 0, out[-3000:]
+    assert result["msg"].startswith("model_dir must be a relative path"), result
+    assert namespaces(k8s_lab) == before
