@@ -26,6 +26,7 @@ from aiohttp import web
 from ..apiserver import clock
 from ..apiserver.errors import ApiError, bad_request
 from .base import Controller, condition
+from .image_pull import PullBackOff
 from .pod_network import LoopbackPool
 from .process_runtime import ProcessRuntime, wants_process
 from .runtime import (
@@ -72,6 +73,7 @@ class Kubelet(Controller):
         self.runtime_selector: Callable[[dict[str, Any]], str | None] | None = _by_image
         self._pods: dict[str, _PodRecord] = {}
         self._ips = 0
+        self.pulls = PullBackOff(self.scaled)  # images that cannot be pulled (image_pull.py)
         server.http.pod_hooks["log"] = self._serve_logs
         server.http.pod_hooks["exec"] = self._serve_exec
 
@@ -115,6 +117,7 @@ class Kubelet(Controller):
             if gone.started is not None and gone.pod is not None:  # deleted with grace 0
                 self.runtimes[gone.runtime].stop(gone.pod)
             self.pod_ips.release(uid)
+            self.pulls.forget(uid)
         return min(waits) if waits else None
 
     def _sync(self, pod: dict[str, Any]) -> float | None:
@@ -158,6 +161,12 @@ class Kubelet(Controller):
         if now - record.seen < delay:
             self._waiting(pod, "ContainerCreating")
             return delay - (now - record.seen)
+        pull = self.pulls.check(pod, now)
+        if pull is not None:
+            self._waiting(pod, pull.reason, pull.message)
+            if pull.event[0]:
+                self.event(pod, *pull.event, "Warning")
+            return pull.wait
         runtime = self.runtimes[record.runtime]
         unresolved = getattr(runtime, "unresolved", None)  # held before the first start only
         missing = unresolved(pod) if unresolved is not None and not record.restarts else []
@@ -316,10 +325,11 @@ class Kubelet(Controller):
             status["lastState"] = record.last_state[c["name"]]
         return status
 
-    def _waiting(self, pod: dict[str, Any], reason: str) -> None:
+    def _waiting(self, pod: dict[str, Any], reason: str, message: str = "") -> None:
+        waiting = {"reason": reason, **({"message": message} if message else {})}
         statuses = [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
                      "ready": False, "restartCount": 0, "started": False,
-                     "state": {"waiting": {"reason": reason}}}
+                     "state": {"waiting": dict(waiting)}}
                     for c in pod["spec"].get("containers") or []]
         self._write_status(pod, "Pending", statuses, False, None)
 
