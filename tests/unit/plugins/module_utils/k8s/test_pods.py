@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
     OperationFailedError,
     WaitTimeout,
 )
@@ -13,6 +14,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import (
     PodFaults,
+    PodWatch,
     stuck_reason,
 )
 
@@ -149,3 +151,71 @@ def test_the_wait_ends_early_through_wait_for():
     with pytest.raises(WaitTimeout):  # a pod merely pending still waits to the timeout
         pods[:] = [_pod()]
         wait_for(_check, timeout=60, clock=clock, sleep=clock.sleep, interval=1.0)
+
+
+class _Cluster:
+    """list/logs as K8sClient answers them; a log that cannot be read raises like it."""
+
+    def __init__(self, pods, logs):
+        self.pods, self.logs_by_pod, self.log_reads = pods, logs, 0
+
+    def list(self, api_version, kind, namespace=None, label_selector=None):
+        assert (kind, namespace, label_selector) == ("Pod", "ns", "job-name=j")
+        return self.pods
+
+    def logs(self, pod, namespace, container=None):
+        self.log_reads += 1
+        found = self.logs_by_pod.get(pod)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+STAGER_LOG = ("2026-12-06 10:00:00 INFO listing 9 files\n"
+              "2026-12-06 10:00:10 INFO progress: 1.0 GiB / 9.8 GiB (10.2%), 40.0 MiB/s, "
+              "ETA 225s, files 1/9\n"
+              "2026-12-06 10:00:20 INFO progress: 1.4 GiB / 9.8 GiB (14.3%), 41.0 MiB/s, "
+              "ETA 210s, files 2/9\n"
+              "2026-12-06 10:00:21 INFO fetched model-00002.safetensors\n")
+
+
+def _job_pod(name, created):
+    pod = _pod(name, phase="Running")
+    pod["metadata"]["creationTimestamp"] = created
+    return pod
+
+
+def test_progress_reports_carry_the_stagers_last_progress_line():
+    cluster = _Cluster([_job_pod("j-old", "2026-12-06T09:00:00Z"),
+                        _job_pod("j-new", "2026-12-06T10:00:00Z")],
+                       {"j-old": "progress: stale", "j-new": STAGER_LOG})
+    watch = PodWatch(cluster, "ns", "job-name=j", "the Job", marker="progress: ")
+    reports = []
+    report = watch.reporting(lambda status, elapsed: reports.append((status.progress, elapsed)))
+    watch.check()
+    assert cluster.log_reads == 0  # checks never read logs; only reports do
+    report(WaitStatus(done=False, progress="Job j: 1 running, 0 failed"), 30.0)
+    assert reports == [("Job j: 1 running, 0 failed; progress: 1.4 GiB / 9.8 GiB (14.3%), "
+                        "41.0 MiB/s, ETA 210s, files 2/9", 30.0)]
+
+
+def test_a_log_not_readable_yet_leaves_the_report_as_it_was():
+    cluster = _Cluster([_job_pod("j-1", "t")], {"j-1": InvalidInputError("waiting to start")})
+    watch = PodWatch(cluster, "ns", "job-name=j", "the Job", marker="progress: ")
+    reports = []
+    watch.check()
+    watch.reporting(lambda status, elapsed: reports.append(status.progress))(
+        WaitStatus(done=False, progress="Job j: 0 running"), 30.0)
+    assert reports == ["Job j: 0 running"]
+    assert watch.reporting(None) is None
+
+
+def test_the_watch_ends_the_wait_on_a_stuck_pod():
+    stuck = _pod("j-1", waiting={"reason": "CreateContainerConfigError",
+                                 "message": 'secret "creds" not found'})
+    watch = PodWatch(_Cluster([stuck], {}), "ns", "job-name=j", "the stager Job ns/j",
+                     faults=PodFaults(grace={"CreateContainerConfigError": 0.0}))
+    with pytest.raises(OperationFailedError, match=r'the stager Job ns/j: pod ns/j-1 cannot '
+                       r'become ready: CreateContainerConfigError \(container main\): '
+                       r'secret "creds" not found'):
+        watch.check()
