@@ -86,18 +86,23 @@ class VsphereClient:
                 raise AuthError(f"{what}: login refused (wrong user name or password)") from None
             raise translate(exc, what) from exc
 
+    def call_once(self, what: str, func, *args, **kwargs):
+        """Run ``func(*args, **kwargs)`` once, faults translated (see ``submit.py``)."""
+        try:
+            return func(*args, **kwargs)
+        except GpuStackError:
+            raise
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
     def call(self, what: str, func, *args, **kwargs):
-        """Run ``func(*args, **kwargs)``: faults translated, transient ones retried."""
+        """Run ``func(*args, **kwargs)``: faults translated, transient ones retried.
 
-        def _once():
-            try:
-                return func(*args, **kwargs)
-            except GpuStackError:
-                raise
-            except Exception as exc:
-                raise translate(exc, what) from exc
-
-        return call_with_retries(_once, strategy=self.backoff, should_retry=is_transient)
+        Only for reads and idempotent writes: a task that must not run twice is
+        submitted with ``submit.submit_task``.
+        """
+        return call_with_retries(self.call_once, what, func, *args, strategy=self.backoff,
+                                 should_retry=is_transient, **kwargs)
 
     def retrieve(self, spec_set, what: str = "reading inventory"):
         """One RetrievePropertiesEx (plus ContinueRetrievePropertiesEx pages, if any)."""

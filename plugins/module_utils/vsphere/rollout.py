@@ -22,6 +22,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.finders import (
     load_objects,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.submit import (
+    submit_task,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.tasks import (
     wait_for_tasks,
 )
@@ -61,8 +64,10 @@ def _set_marker(client, hosts, key: int, value: str) -> None:
                     entity=plan.record.obj, key=key, value=value)
 
 
-def _tasks(client, plans, what: str, start) -> dict:
-    return {p.name: client.call(f"{what} on host {p.name}", start, p.record.obj) for p in plans}
+def _tasks(client, plans, what: str, method: str, **kwargs) -> dict:
+    return {p.name: submit_task(client, p.record.obj, method, what=f"{what} on host {p.name}",
+                                **kwargs)
+            for p in plans}
 
 
 def _wait_reconnected(client, plans, boot_before: dict, timeout: float) -> None:
@@ -90,19 +95,23 @@ def _roll_batch(client, batch, req, key: int) -> list[str]:
     needs_reboot = [p for p in batch if any(g.reboot_pending for g in p.gpus)]
     enter = [p for p in batch if not p.record.get("runtime.inMaintenanceMode")]
     wait_for_tasks(client, _tasks(client, enter, "entering maintenance mode",
-                                  lambda h: h.EnterMaintenanceMode_Task(timeout=0)),
+                                  "EnterMaintenanceMode_Task", timeout=0),
                    what="entering maintenance mode", timeout=req.task_timeout)
     _set_marker(client, enter, key, "entered")
     if needs_reboot:
         boot_before = _boot_times(client, needs_reboot)
         wait_for_tasks(client, _tasks(client, needs_reboot, "rebooting",
-                                      lambda h: h.RebootHost_Task(force=False)),
+                                      "RebootHost_Task", force=False),
                        what="host reboot", timeout=req.task_timeout)
         _wait_reconnected(client, needs_reboot, boot_before, req.reboot_timeout)
-    wait_for_tasks(client, _tasks(client, batch, "exiting maintenance mode",
-                                  lambda h: h.ExitMaintenanceMode_Task(timeout=0)),
+    # Only the hosts this rollout (or an interrupted earlier one, by the marker) put
+    # into maintenance mode leave it; an operator's maintenance is theirs to end.
+    entered = {p.name for p in enter}
+    ours = [p for p in batch if p.name in entered or p.resume]
+    wait_for_tasks(client, _tasks(client, ours, "exiting maintenance mode",
+                                  "ExitMaintenanceMode_Task", timeout=0),
                    what="exiting maintenance mode", timeout=req.task_timeout)
-    _set_marker(client, batch, key, "")
+    _set_marker(client, ours, key, "")
     return [p.name for p in needs_reboot]
 
 

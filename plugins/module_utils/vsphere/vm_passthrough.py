@@ -31,6 +31,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu impor
     host_gpus,
     mmio_size_gb,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.submit import submit_task
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.tasks import wait_for_task
 
 try:
@@ -235,7 +236,7 @@ def _predicted(before: dict, ctx: _Context, plan: _Plan, on: bool) -> dict:
 
 def _power(client, vm_obj, name: str, on: bool, timeout: float) -> None:
     what = f"powering {'on' if on else 'off'} VM {name}"
-    task = client.call(what, vm_obj.PowerOnVM_Task if on else vm_obj.PowerOffVM_Task)
+    task = submit_task(client, vm_obj, "PowerOnVM_Task" if on else "PowerOffVM_Task", what=what)
     wait_for_task(client, name, task, what=what, timeout=timeout)
 
 
@@ -264,7 +265,8 @@ def run(client, req: VmRequest) -> dict:
     if reconfig:
         try:
             spec = _config_spec(client, ctx, plan, req)
-            task = client.call(f"reconfiguring VM {req.vm}", vm_obj.ReconfigVM_Task, spec=spec)
+            task = submit_task(client, vm_obj, "ReconfigVM_Task", what=f"reconfiguring VM {req.vm}",
+                               spec=spec)
             wait_for_task(client, req.vm, task, what=f"reconfiguring VM {req.vm}",
                           timeout=req.task_timeout)
         except GpuStackError as exc:

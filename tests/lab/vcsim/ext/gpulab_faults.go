@@ -2,7 +2,9 @@
 // POST /gpulab/faults   {"method": "ReconfigVM_Task", "fault": "NoDiskSpace", "target": "ocp-worker-3",
 //                        "count": 1, "delay_ms": 0, "message": "...", "fields": {"datastore": "LocalDS_0"}}
 //                       fault "" with delay_ms > 0 only delays; fault "NeverReconnect" on
-//                       RebootHost_Task makes the host stay notResponding after the reboot.
+//                       RebootHost_Task makes the host stay notResponding after the reboot;
+//                       fault "LoseResponse" runs the method (the task is accepted and runs)
+//                       and then drops the connection without an answer, as a lost response.
 // GET /gpulab/faults    pending injections;  DELETE /gpulab/faults  clears them.
 
 package simulator
@@ -40,7 +42,10 @@ var (
 	gpulabNever      = map[string]bool{}
 )
 
-const gpulabNeverReconnect = "NeverReconnect"
+const (
+	gpulabNeverReconnect = "NeverReconnect"
+	gpulabLoseResponse   = "LoseResponse"
+)
 
 // gpulabFaultMessage is the localized message of a task fault (patched into task.go).
 func gpulabFaultMessage(err types.BaseMethodFault) string {
@@ -168,6 +173,11 @@ func (s *Service) call(ctx *Context, method *Method) soap.HasFault {
 	if inj.Fault == "" {
 		return s.callOrig(ctx, method)
 	}
+	if inj.Fault == gpulabLoseResponse {
+		s.callOrig(ctx, method)
+		// net/http closes the connection without writing a response.
+		panic(http.ErrAbortHandler)
+	}
 	fault, err := gpulabNewFault(inj, method.This)
 	if err != nil {
 		return serverFault(err.Error())
@@ -200,7 +210,7 @@ func GpuLabFaultsHandler(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "body must be JSON with at least \"method\"", http.StatusBadRequest)
 			return
 		}
-		if inj.Fault != "" && inj.Fault != gpulabNeverReconnect {
+		if inj.Fault != "" && inj.Fault != gpulabNeverReconnect && inj.Fault != gpulabLoseResponse {
 			if _, ok := types.TypeFunc()(inj.Fault); !ok {
 				http.Error(w, "unknown fault type "+inj.Fault, http.StatusBadRequest)
 				return
