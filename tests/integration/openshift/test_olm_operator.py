@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 
-from .k8s_helpers import OLM, custom, lab_post, namespaces, run_module
+from ..lab.waiting import wait_for
+from .k8s_helpers import OLM, api, custom, lab_post, namespaces, run_module
 
 pytestmark = pytest.mark.lab
 
@@ -105,3 +107,33 @@ def test_transient_api_errors_are_retried(k8s_lab, tmp_path):
     assert result["csv"].startswith("nfd.")
     assert [s["metadata"]["name"] for s in custom(k8s_lab, OLM, "subscriptions",
                                                   "nfd-retried")] == ["nfd"]
+
+
+def test_a_plan_holding_another_csv_besides_the_target_is_never_approved(k8s_lab_factory,
+                                                                         tmp_path):
+    """OLM can resolve more than asked (a dependency, a bundled version): approving such a
+    plan would install what nobody pinned, so the module refuses it and approves nothing."""
+    lab = k8s_lab_factory()
+    ns, head = "nvidia-gpu-operator", "gpu-operator-certified.v25.3.1"
+    rc, _first, out = run_module(lab, tmp_path, "olm_operator", GPU)
+    assert rc == 0, out
+    # OLM proposes the channel head; a second actor's resolution adds another CSV to it
+    plan = wait_for(lambda: next((p for p in custom(lab, OLM, "installplans", ns)
+                                  if p["spec"]["clusterServiceVersionNames"] == [head]), None),
+                    "the channel head's InstallPlan")
+    extra = "nfd.4.18.0-202501010000"
+    client.CustomObjectsApi(api(lab)).patch_namespaced_custom_object(
+        "operators.coreos.com", "v1alpha1", ns, "installplans", plan["metadata"]["name"],
+        {"spec": {"clusterServiceVersionNames": [head, extra]}})
+
+    rc, res, out = run_module(lab, tmp_path, "olm_operator", {**GPU, "upgrade": True})
+    assert rc != 0, out
+    assert res["msg"].startswith(f"InstallPlan {ns}/{plan['metadata']['name']} installs {extra} "
+                                 f"besides {head}"), res
+    assert res["csvs"] == sorted([head, extra])
+    # read back: the plan stays unapproved and the installed CSV is still the pinned one
+    plans = {p["metadata"]["name"]: p["spec"]["approved"]
+             for p in custom(lab, OLM, "installplans", ns)}
+    assert plans[plan["metadata"]["name"]] is False
+    csvs = {c["metadata"]["name"] for c in custom(lab, OLM, "clusterserviceversions", ns)}
+    assert csvs == {"gpu-operator-certified.v25.3.0"}
