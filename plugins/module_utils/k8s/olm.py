@@ -30,6 +30,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     WaitStatus,
     wait_for,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
 
 OLM_V1 = "operators.coreos.com/v1"
 OLM_V1A1 = "operators.coreos.com/v1alpha1"
@@ -71,6 +72,15 @@ class Resolved:
 
 def _status(obj: dict | None) -> dict:
     return (obj or {}).get("status") or {}
+
+
+def _phase_line(csv: dict | None) -> str:
+    """``Installing (InstallWaiting: waiting for deployment x to become ready)``."""
+    st = _status(csv)
+    if not st.get("phase"):
+        return "not created yet"
+    why = ": ".join(x for x in (st.get("reason"), st.get("message")) if x)
+    return f"{st['phase']} ({why})" if why else st["phase"]
 
 
 class OlmOperator:
@@ -208,9 +218,22 @@ class OlmOperator:
             (ready if ok else missing).append(name)
         return ready, missing
 
+    def _operator_pods(self, csv: dict | None) -> list:
+        """The pods of the CSV's deployments (by each deployment's selector)."""
+        pods = []
+        install = (((csv or {}).get("spec") or {}).get("install") or {}).get("spec") or {}
+        for item in install.get("deployments") or []:
+            labels = ((item.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if labels:
+                pods += self.client.list("v1", "Pod", csv["metadata"].get("namespace"),
+                                         label_selector=",".join(
+                                             f"{k}={v}" for k, v in sorted(labels.items())))
+        return pods
+
     def wait_installed(self, spec: OperatorSpec, target: str, timeout: float,
                        progress=None, **kwargs) -> dict:
         approved, skipped, seen = [], [], {}
+        faults = PodFaults()  # an operator pod that cannot start ends the wait (pods.py)
 
         def _check() -> WaitStatus:
             if spec.approval == "Manual":
@@ -223,8 +246,9 @@ class OlmOperator:
                     f"CSV {target} failed: {st.get('reason', '')}: {st.get('message', '')}",
                     reason=st.get("reason"))
             if phase != "Succeeded":
+                faults.check(self._operator_pods(csv), f"operator {spec.package}")
                 return WaitStatus(done=False, missing=(f"CSV {target} (phase {phase or 'none'})",),
-                                  progress=f"CSV {target}: {phase or 'not created yet'}")
+                                  progress=f"CSV {target}: {_phase_line(csv)}")
             ready, missing = self._crds_established(csv)
             seen["csv"], seen["crds"] = csv, ready
             return WaitStatus(done=not missing, present=tuple(ready),
