@@ -21,7 +21,13 @@ description:
     matches does nothing.
   - Waits for the Job with progress and returns the stager's result with the marker.
   - Credentials become a Secret mounted as files (C(token), C(AWS_ACCESS_KEY_ID),
-    C(AWS_SECRET_ACCESS_KEY)); they never reach arguments or logs.
+    C(AWS_SECRET_ACCESS_KEY)); they never reach arguments or logs. A source URL that
+    carries a query string or user info (a presigned URL) goes into the same Secret and
+    reaches the stager through C(secretKeyRef), and is masked in the module's output.
+    The Secret is removed when the Job ends, whatever its outcome.
+  - Each run has its own Job; a concurrent run of the same model waits for the stager's
+    lock on the volume instead of replacing the other's transfer, and the PVC's record of
+    staged models is updated with a resourceVersion precondition (retried on conflict).
   - With O(state=volume) only the volume is ensured and the module reports whether the
     source is already staged there (used before an upload).
 version_added: 0.1.0
@@ -82,6 +88,18 @@ options:
     description: The runtime image holding C(gpu-stack-stage).
     type: str
     default: quay.io/llmops/gpu-stack-runtime:0.1.0
+  verify:
+    description:
+      - How a rerun decides that the staged files are intact. V(stat) compares each file's
+        size and modification time with the completion marker (reads no data).
+        V(digests) has the stager re-hash every published file against the marker's
+        sha256, so same-size corruption is found and the damaged files are fetched again
+        (for C(source.type=local) the files must be uploaded again, so O(state=volume)
+        then reports C(transfer_expected)). It reads every byte, so use it after a suspected
+        fault or on a schedule, not on every run.
+    type: str
+    choices: [stat, digests]
+    default: stat
   state:
     description: V(staged) runs the stager; V(volume) only ensures the volume and reports.
     type: str
@@ -149,7 +167,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging_runner
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging, staging_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     K8sClient,
     k8s_argument_spec,
@@ -161,6 +179,7 @@ def _request(module) -> staging_runner.Request:
     return staging_runner.Request(
         namespace=p["namespace"], pvc=p["pvc"], model_dir=p["model_dir"], source=p["source"],
         credentials=p["credentials"] or {}, image=p["image"], state=p["state"],
+        verify=p["verify"],
         parallel=p["parallel"], timeout=p["timeout"], check_mode=module.check_mode,
         progress=lambda status, elapsed: module.log(f"+{elapsed:.0f}s {status.progress}"))
 
@@ -181,6 +200,7 @@ def _argument_spec() -> dict:
         credentials={"type": "dict", "no_log": True},
         image={"type": "str", "default": "quay.io/llmops/gpu-stack-runtime:0.1.0"},
         state={"type": "str", "choices": ["staged", "volume"], "default": "staged"},
+        verify={"type": "str", "choices": ["stat", "digests"], "default": "stat"},
         parallel={"type": "int", "default": 4},
         timeout={"type": "int", "default": 3600},
     )
@@ -189,6 +209,8 @@ def _argument_spec() -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    # a presigned URL is a secret: masked wherever it would appear in the output
+    module.no_log_values.update(staging.secret_urls(module.params["source"] or {}).values())
     try:
         result = staging_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:

@@ -24,6 +24,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging
 
 STATES = ("staged", "volume")
+VERIFY = ("stat", "digests")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Request:
     credentials: dict = field(default_factory=dict)
     image: str = ""
     state: str = "staged"
+    verify: str = "stat"  # digests: the stager re-hashes every published file
     parallel: int = 4
     timeout: float = 3600.0
     check_mode: bool = False
@@ -65,6 +67,8 @@ def _validate(req: Request) -> tuple[dict, dict | None]:
     if req.state not in STATES:
         raise InvalidInputError(f"state must be one of {', '.join(STATES)}, got {req.state!r}")
     check_model_dir(req.model_dir)
+    if req.verify not in VERIFY:
+        raise InvalidInputError(f"verify must be one of {', '.join(VERIFY)}, got {req.verify!r}")
     if req.parallel < 1 or req.timeout <= 0:
         raise InvalidInputError("parallel must be >= 1 and timeout > 0")
     if not (req.pvc or {}).get("name"):
@@ -83,7 +87,10 @@ def run(client, req: Request) -> dict:
     existing = svc.check_volume()
     identity = staging.source_identity(source, local)
     staged_before = svc.staged_identity(existing)
-    out = {"changed": False, "transfer_expected": staged_before != identity,
+    # A local model checked by digests needs its files uploaded again: a damaged file can
+    # only be repaired from the controller's copy (the stager moved the last upload in).
+    repair = source["type"] == "local" and req.verify == "digests"
+    out = {"changed": False, "transfer_expected": staged_before != identity or repair,
            "pvc": {"name": req.pvc["name"]}}
     if source["type"] == "local":
         out["upload_dir"] = staging.upload_dir(req.model_dir)
@@ -103,16 +110,11 @@ def run(client, req: Request) -> dict:
         out["changed"] |= (req.check_mode and out["transfer_expected"]
                            and req.state == "staged")
         return _finish(req, out, diffs, staged_before, identity)
-    if req.credentials:
-        client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                      "metadata": {"name": f"{svc.job_name()}-credentials",
-                                   "namespace": req.namespace},
-                      "stringData": {k: str(v) for k, v in req.credentials.items()}},
-                     check_mode=False)  # never in the diff: it holds the secret values
-    jobs = svc.job_manifests(source, req.image, local, bool(req.credentials),
-                             {"parallel": req.parallel})
+    jobs = svc.job_manifests(source, req.image, local, req.credentials,
+                             {"parallel": req.parallel, "verify": req.verify == "digests",
+                              "lock_wait": req.timeout})
     result = svc.run_job(jobs, timeout=req.timeout, progress=req.progress, **req.wait_options)
-    svc.record(pvc, identity)
+    svc.record(identity, sleep=req.wait_options.get("sleep"))
     out.update(result=result, transfer_expected=bool(result.get("changed")))
     out["changed"] |= bool(result.get("changed"))
     return _finish(req, out, diffs, staged_before, identity)

@@ -7,12 +7,14 @@ import functools
 import hashlib
 import http.server
 import json
+import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from ..lab.waiting import wait_for
 from .k8s_helpers import REPO, api, namespaces, run_module, run_play
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -30,6 +32,11 @@ def _volume_dir(lab, claim: str, ns: str) -> Path:
     pv = core.read_namespaced_persistent_volume_claim(claim, ns).spec.volume_name
     path = core.read_persistent_volume(pv).metadata.annotations["gpu-lab.llmops.io/local-path"]
     return Path(path)
+
+
+def _stager_secrets(lab, ns: str) -> list[str]:
+    return [s.metadata.name for s in client.CoreV1Api(api(lab)).list_namespaced_secret(
+        ns, label_selector="app.kubernetes.io/component=model-stager-credentials").items]
 
 
 def _digests(root: Path) -> dict:
@@ -116,9 +123,10 @@ def test_http_source_through_the_job_and_secret_never_logged(k8s_lab_factory, tm
     published = _volume_dir(lab, "models", "web") / "from-http"
     assert _digests(published) == {k: v for k, v in _digests(root).items()
                                    if k != "manifest.json"}
-    secret = client.CoreV1Api(api(lab)).read_namespaced_secret("stage-from-http-credentials",
-                                                               "web")
-    assert set(secret.data) == {"token"}
+    # the credentials lived as long as the Job: none is left once it ended
+    assert _stager_secrets(lab, "web") == []
+    (job,) = client.BatchV1Api(api(lab)).list_namespaced_job("web").items
+    assert job.status.succeeded == 1
 
     rc, again, out = run_module(lab, tmp_path, "model_stage", args)
     assert rc == 0, out[-3000:]
@@ -135,7 +143,8 @@ def test_missing_file_fails_cleanly(k8s_lab_factory, tmp_path, web_root):
         "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
         "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"}})
     assert rc != 0, out
-    assert result["msg"].startswith("the stager Job web/stage-broken failed"), result
+    assert result["msg"].startswith("the stager Job web/stage-broken-"), result
+    assert " failed: " in result["msg"]
     assert not (_volume_dir(lab, "models", "web") / "broken").exists()
 
 
@@ -194,3 +203,105 @@ def test_an_unsafe_model_dir_is_refused_before_any_write(k8s_lab, tmp_path, mode
     assert rc != 0, out[-3000:]
     assert result["msg"].startswith("model_dir must be a relative path"), result
     assert namespaces(k8s_lab) == before
+
+
+class _GatedHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the model, but holds every weights download until the test opens the gate:
+    the first stager is then mid-transfer (holding the lock) while the others start."""
+
+    gate: threading.Event
+
+    def do_GET(self):
+        if self.path.endswith(".bin"):
+            self.gate.wait(120)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gated_web(tmp_path):
+    root = _model(tmp_path / "gated")
+    gate = threading.Event()
+    handler = functools.partial(type("Gated", (_GatedHandler,), {"gate": gate}),
+                                directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", gate
+    gate.set()
+    server.shutdown()
+
+
+def _jobs_of(lab, ns: str, model_dir: str) -> list:
+    key = hashlib.sha256(model_dir.encode()).hexdigest()[:16]
+    return client.BatchV1Api(api(lab)).list_namespaced_job(
+        ns, label_selector=f"gpu-stack.llmops.io/model={key}").items
+
+
+def test_concurrent_stagings_of_one_model_and_of_two_models_on_one_pvc(
+        k8s_lab_factory, tmp_path, gated_web):
+    lab = k8s_lab_factory()
+    root, url, gate = gated_web
+    manifest = {"files": [{"path": p, "size": (root / p).stat().st_size, "sha256": d}
+                          for p, d in _digests(root).items()]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    runs = {"first": "m1", "same": "m1", "other": "m2"}
+    results: dict = {}
+
+    def _stage(run: str, model_dir: str) -> None:
+        results[run] = run_module(lab, tmp_path / run, "model_stage", {
+            "namespace": "both", "model_dir": model_dir, "timeout": 300,
+            "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+            "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"},
+            "credentials": {"token": f"token-{run}"}})
+
+    threads = []
+    for run, model_dir in runs.items():
+        (tmp_path / run).mkdir()
+        threads.append(threading.Thread(target=_stage, args=(run, model_dir)))
+        threads[-1].start()
+    # every run's Job exists while the first transfers are held: they really overlap
+    wait_for(lambda: len(_jobs_of(lab, "both", "m1")) == 2 and _jobs_of(lab, "both", "m2"),
+             "three stager Jobs at once", timeout=240,
+             context=lambda: str({r: v[2][-1500:] for r, v in results.items()}))
+    gate.set()
+    for thread in threads:
+        thread.join(300)
+    for run, (rc, _result, out) in results.items():
+        assert rc == 0, (run, out[-3000:])
+    # both Jobs of m1 ran to completion: neither run deleted the other's live Job
+    assert [j.status.succeeded for j in _jobs_of(lab, "both", "m1")] == [1, 1]
+    changed = sorted(results[r][1]["result"]["changed"] for r in ("first", "same"))
+    assert changed == [False, True]  # the later one waited and found the model staged
+    volume = _volume_dir(lab, "models", "both")
+    expected = {k: v for k, v in _digests(root).items() if k != "manifest.json"}
+    assert _digests(volume / "m1") == expected and _digests(volume / "m2") == expected
+    pvc = client.CoreV1Api(api(lab)).read_namespaced_persistent_volume_claim("models", "both")
+    assert set(json.loads(pvc.metadata.annotations["gpu-stack.llmops.io/staged"])) == {
+        "m1", "m2"}
+    assert _stager_secrets(lab, "both") == []
+
+
+def test_a_signed_archive_url_never_reaches_the_job_env_nor_the_output(
+        k8s_lab_factory, tmp_path, web_root):
+    lab = k8s_lab_factory()
+    root, url = web_root
+    with tarfile.open(root / "m.tar", "w") as tar:
+        for name in ("config.json", "sub/weights.bin"):
+            tar.add(root / name, arcname=name)
+    signed = f"{url}/m.tar?X-Amz-Signature=s1gn4ture-{tmp_path.name}"
+    rc, _result, out = run_module(lab, tmp_path, "model_stage", {
+        "namespace": "signed", "model_dir": "arch", "timeout": 300,
+        "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+        "source": {"type": "archive", "url": signed}}, extra=("-vvv",), json_out=False)
+    assert rc == 0, out[-3000:]
+    assert "s1gn4ture" not in out
+    (job,) = client.BatchV1Api(api(lab)).list_namespaced_job("signed").items
+    env = job.spec.template.spec.containers[0].env
+    assert "s1gn4ture" not in json.dumps(api(lab).sanitize_for_serialization(env))
+    assert any(e.value_from and e.value_from.secret_key_ref for e in env)
+    assert _stager_secrets(lab, "signed") == []
+    published = _volume_dir(lab, "models", "signed") / "arch"
+    assert (published / "sub" / "weights.bin").read_bytes() == (
+        root / "sub" / "weights.bin").read_bytes()

@@ -33,9 +33,9 @@ _PARSED = {"repo_id": "repo_id", "revision": "revision", "endpoint": "endpoint",
            "allow_patterns": "allow_pattern", "ignore_patterns": "ignore_pattern"}
 
 
-def _job_env(source, *, manifest=None, credentials=False):
+def _job_env(source, *, manifest=None, credentials=None):
     staging = ModelStaging(None, "ns", {"name": "models"}, "org/model")
-    objs = staging.job_manifests(source, "runtime:1", manifest, credentials,
+    objs = staging.job_manifests(source, "runtime:1", manifest, credentials or {},
                                  {"parallel": 3, "progress_interval": 7})
     job = next(o for o in objs if o["kind"] == "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -67,7 +67,7 @@ def test_the_stager_parses_the_job_the_controller_renders(monkeypatch, source):
 
 def test_credentials_and_an_uploaded_manifest_reach_the_stager(monkeypatch):
     env, _container = _job_env({"type": "hub", "repo_id": "org/model"},
-                               manifest={"files": []}, credentials=True)
+                               manifest={"files": []}, credentials={"token": "t"})
     args = _parse(monkeypatch, env)
     assert args.token_file.endswith("/token")
     assert args.s3_credentials_dir and args.manifest.endswith("/manifest.json")

@@ -37,7 +37,13 @@ from gpu_stack_runtime.stager.progress import Progress, human_bytes
 from gpu_stack_runtime.stager.publish import StagingArea
 from gpu_stack_runtime.stager.retry import retry_call
 from gpu_stack_runtime.stager.sources._http import HttpClient, redact_url
-from gpu_stack_runtime.stager.stage import Options, Outcome, current_marker, stale_published
+from gpu_stack_runtime.stager.stage import (
+    Options,
+    Outcome,
+    current_marker,
+    decision_lock,
+    stale_published,
+)
 from gpu_stack_runtime.stager.transfer import JOURNAL, FileResult, _write_json, load_journal
 
 log = logging.getLogger("gpu_stack_runtime.stager")
@@ -111,6 +117,12 @@ def stage_archive(source: ArchiveSource, dest: Path, opts: Options) -> Outcome:
     area = StagingArea(dest)
     started = time.monotonic()
     archive = source.identity()
+    with decision_lock(area, opts):
+        return _stage_identified(source, area, archive, started, opts)
+
+
+def _stage_identified(source: ArchiveSource, area: StagingArea, archive: RemoteFile,
+                      started: float, opts: Options) -> Outcome:
     desc = source.describe()
     key = marker.source_key(desc, Listing([archive], None))
     doc = current_marker(area, opts)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report whether a transfer would happen; write nothing")
     p.add_argument("--replace-unmanaged", action="store_true",
                    default=_env_flag("REPLACE_UNMANAGED"))
+    p.add_argument("--lock-wait", type=float, default=float(_env("LOCK_WAIT", default=0)),
+                   help="seconds to wait for another stager of the same destination "
+                        "(default 0: exit 10 at once)")
     p.add_argument("--result-file", default=_env("RESULT_FILE"))
     p.add_argument("--log-level", default=_env("LOG_LEVEL", default="INFO"))
     p.add_argument("--ca-file", default=_env("CA_FILE"))
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace) -> Outcome:
         raise ConfigError("--jobs must be >= 1 and --retries >= 0")
     opts = Options(jobs=args.jobs, retries=args.retries, progress_interval=args.progress_interval,
                    verify=args.verify, check=args.check, replace_unmanaged=args.replace_unmanaged,
-                   space_margin=args.space_margin)
+                   space_margin=args.space_margin, lock_wait=args.lock_wait)
     area = StagingArea(Path(args.dest))
     if not area.dest.parent.is_dir():
         raise ConfigError(f"{area.dest.parent} does not exist (is the volume mounted?)")

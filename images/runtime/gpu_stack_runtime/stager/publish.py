@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from gpu_stack_runtime.common.contract import STAGING_AREA, UPLOAD_SUFFIX
@@ -28,6 +29,7 @@ log = logging.getLogger("gpu_stack_runtime.stager")
 
 AREA = STAGING_AREA
 _RENAME_EXCHANGE = 2
+_HELD: set[str] = set()  # lock files this process holds
 _AT_FDCWD = -100
 
 
@@ -41,19 +43,27 @@ class StagingArea:
         self._lock_path = self.root / f"{self.dest.name}.lock"
 
     @contextlib.contextmanager
-    def locked(self):
-        """Hold an exclusive POSIX lock (works on NFSv4) for the whole run."""
+    def locked(self, wait: float = 0.0, poll: float = 0.5):
+        """Hold an exclusive POSIX lock (works on NFSv4) for the whole run.
+
+        With ``wait`` > 0 another stager's lock is waited for (up to ``wait`` seconds)
+        instead of refused at once: a second run of the same model then finds the first
+        one's result. Reentrant within the process (POSIX locks are per process, and
+        closing a second descriptor would drop the first one's lock)."""
+        if str(self._lock_path) in _HELD:
+            yield self
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                raise BusyError(f"another stager is working on {self.dest} "
-                                f"(lock {self._lock_path} is held)") from exc
+            _acquire(fd, self._lock_path, self.dest, wait, poll)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            yield self
+            _HELD.add(str(self._lock_path))
+            try:
+                yield self
+            finally:
+                _HELD.discard(str(self._lock_path))
         finally:
             os.close(fd)
 
@@ -151,3 +161,20 @@ def _fsync_dir(path: Path) -> None:
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, _files in os.walk(root):
         _fsync_dir(Path(dirpath))
+
+
+def _acquire(fd: int, path: Path, dest: Path, wait: float, poll: float) -> None:
+    deadline = time.monotonic() + wait
+    announced = False
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise BusyError(f"another stager is working on {dest} "
+                                f"(lock {path} is held)") from exc
+        if not announced:
+            log.info("another stager is working on %s; waiting up to %.0fs for it", dest, wait)
+            announced = True
+        time.sleep(poll)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Options:
     check: bool = False
     replace_unmanaged: bool = False
     space_margin: int = 64 << 20
+    lock_wait: float = 0.0  # seconds to wait for another stager of the same destination
 
 
 @dataclass
@@ -72,11 +74,24 @@ def stale_published(area: StagingArea, doc: dict, opts: Options) -> list[str]:
     return sorted(stale)
 
 
+def decision_lock(area: StagingArea, opts: Options):
+    """The lock held from the decision (marker, stale files, uploads) to the publish, so a
+    run that waited for another one of the same model sees what that one published. Taken
+    after the source is listed: a source that cannot be listed writes nothing."""
+    return contextlib.nullcontext() if opts.check else area.locked(wait=opts.lock_wait)
+
+
 def stage(source, dest: Path, opts: Options) -> Outcome:
     area = StagingArea(dest)
     started = time.monotonic()
     listing = source.list()
     _check_listing(listing)
+    with decision_lock(area, opts):
+        return _stage_listed(source, area, listing, started, opts)
+
+
+def _stage_listed(source, area: StagingArea, listing: Listing, started: float,
+                  opts: Options) -> Outcome:
     desc = source.describe()
     key = marker.source_key(desc, listing)
     doc = current_marker(area, opts)
