@@ -3,6 +3,7 @@ and a summary line that tells the truth."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -119,6 +120,13 @@ class _SeeSecrets:
 SIGNED = "https://files.example/m?X-Amz-Signature=5ig"
 
 
+def _values(secret: dict) -> dict:
+    """A Secret's values, as applied (stringData) or as the API server stores them (data)."""
+    if "stringData" in secret:
+        return secret["stringData"]
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
 def test_credentials_and_signed_urls_reach_a_secret_removed_when_the_job_ends(cluster):
     seen = _SeeSecrets()
     cluster.controllers.insert(0, seen)
@@ -126,7 +134,7 @@ def test_credentials_and_signed_urls_reach_a_secret_removed_when_the_job_ends(cl
     result = staging_runner.run(cluster, _request(credentials={"token": "s3cr3t-value"},
                                                   source=source))
     (name, secret), = seen.secrets.items()
-    assert secret["stringData"] == {"token": "s3cr3t-value", "source-url": SIGNED}
+    assert _values(secret) == {"token": "s3cr3t-value", "source-url": SIGNED}
     assert [k for k in cluster.objects if k[0] == "Secret"] == []  # removed after the Job
     job = seen.jobs[name.removesuffix("-credentials")]
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
