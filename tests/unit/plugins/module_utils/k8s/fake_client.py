@@ -1,14 +1,25 @@
-"""An in-memory stand-in for K8sClient (get, list, apply, delete, logs) for runner tests.
+"""The one in-memory stand-in for K8sClient (get, list, apply, delete, logs) for runner tests.
 
-Server-side apply is modelled per field manager: an object is its server-owned part
-(``base``: what the cluster itself wrote, e.g. status) merged with the last manifest
-each manager applied, so a manager that applies fewer labels drops exactly its own.
-Check mode (a dry run) computes the answer and stores nothing. ``controllers`` are
-called before every read and play the cluster's controllers (bind a PVC, finish a Job).
+Objects are kept by ``(kind, namespace, name)`` (namespace ``None`` for cluster-scoped
+kinds). Server-side apply is modelled per field manager: an object is its server-owned
+part (``base``: what the cluster itself wrote, e.g. status, through ``put``) merged with
+the last manifest each manager applied, so a manager that applies fewer labels drops
+exactly its own. As the API server does, a Secret's ``stringData`` is stored as base64
+``data`` and never read back. Check mode (a dry run) computes the answer and stores
+nothing.
+
+What a test sees: ``writes`` (every real write: ``(verb, kind, name)``), ``calls`` (every
+call, dry runs included: ``("get", kind, namespace, name)``, ``("list", kind, namespace,
+label_selector)``, ``("apply", kind, check_mode)``, ``("delete", kind, check_mode)``).
+The cluster's controllers are played two ways: ``controllers``, called before every read
+(bind a PVC, finish a Job), and ``on_apply``, a kind -> ``fn(fake, applied_object)`` called
+after a real apply of that kind (a kubelet making a RayCluster's pods, a router admitting a
+Route).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import (
@@ -33,6 +44,25 @@ def _merge(into: dict, new: dict) -> dict:
     return into
 
 
+def _as_stored(obj: dict) -> dict:
+    """What the API server stores: a Secret's ``stringData`` folded into base64 ``data``."""
+    obj = copy.deepcopy(obj)
+    if obj.get("kind") == "Secret" and "stringData" in obj:
+        encoded = {key: base64.b64encode(str(value).encode()).decode()
+                   for key, value in (obj.pop("stringData") or {}).items()}
+        obj["data"] = {**(obj.get("data") or {}), **encoded}
+    return obj
+
+
+def _matches(obj: dict, selector: str | None) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for term in filter(None, (selector or "").split(",")):
+        key, _sep, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
 class FakeClock:
     """A monotonic clock that only moves when the code under test sleeps."""
 
@@ -50,24 +80,31 @@ class FakeClock:
 
 
 class FakeClient:
-    def __init__(self):
+    def __init__(self, objects=(), on_apply=None, logs=None):
         self.objects: dict = {}  # (kind, namespace, name) -> {"base": {}, "applied": {}}
-        self.writes: list = []  # (verb, kind, name) of every real (not dry-run) write
+        self.writes: list = []
+        self.calls: list = []
         self.controllers: list = []
-        self.pod_logs: dict = {}
+        self.on_apply: dict = dict(on_apply or {})
+        self.pod_logs: dict = dict(logs or {})
+        for obj in objects:
+            self.put(obj)
 
     # --- test setup -------------------------------------------------------------------
     @staticmethod
     def key(kind: str, name: str, namespace: str | None = None) -> tuple:
         return (kind, None if kind in CLUSTER_SCOPED else namespace, name)
 
-    def put(self, obj: dict) -> None:
-        """What the cluster holds without us (written by others or by controllers)."""
+    def put(self, obj: dict, *, replace: bool = False) -> None:
+        """What the cluster holds without us (written by others or by controllers), merged
+        into what it held, or ``replace``-ing it; no write is recorded."""
         meta = obj["metadata"]
         entry = self.objects.setdefault(self.key(obj["kind"], meta["name"],
                                                  meta.get("namespace")),
                                         {"base": {}, "applied": {}})
-        _merge(entry["base"], obj)
+        if replace:
+            entry["base"] = {}
+        _merge(entry["base"], _as_stored(obj))
 
     def render(self, key: tuple) -> dict | None:
         entry = self.objects.get(key)
@@ -78,6 +115,9 @@ class FakeClient:
             _merge(obj, manifest)
         return obj
 
+    def find(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        return self.render(self.key(kind, name, namespace))
+
     def snapshot(self) -> dict:
         return {key: self.render(key) for key in self.objects}
 
@@ -87,31 +127,31 @@ class FakeClient:
 
     # --- the K8sClient surface ----------------------------------------------------------
     def get(self, api_version, kind, name, namespace=None):
+        self.calls.append(("get", kind, namespace, name))
         self._tick()
-        return self.render(self.key(kind, name, namespace))
+        return self.find(kind, name, namespace)
 
     def list(self, api_version, kind, namespace=None, label_selector=None, field_selector=None):
+        self.calls.append(("list", kind, namespace, label_selector))
         self._tick()
         out = []
         for key in sorted(self.objects, key=str):
             if key[0] != kind or (namespace and key[1] != namespace):
                 continue
             obj = self.render(key)
-            labels = obj.get("metadata", {}).get("labels") or {}
-            if label_selector and any(labels.get(k) != v for k, v in (
-                    term.split("=", 1) for term in label_selector.split(","))):
-                continue
-            out.append(obj)
+            if _matches(obj, label_selector):
+                out.append(obj)
         return out
 
     def apply(self, manifest, *, check_mode, force_conflicts=False, manager_suffix=""):
+        self.calls.append(("apply", manifest["kind"], check_mode))
         meta = manifest["metadata"]
         key = self.key(manifest["kind"], meta["name"], meta.get("namespace"))
         manager = f"{FIELD_MANAGER}/{manager_suffix}" if manager_suffix else FIELD_MANAGER
         before = self.render(key)
         saved = copy.deepcopy(self.objects.get(key))
         entry = self.objects.setdefault(key, {"base": {}, "applied": {}})
-        entry["applied"][manager] = copy.deepcopy(manifest)
+        entry["applied"][manager] = _as_stored(manifest)
         after = self.render(key)
         if check_mode:
             if saved is None:
@@ -120,11 +160,14 @@ class FakeClient:
                 self.objects[key] = saved
         else:
             self.writes.append(("apply", manifest["kind"], meta["name"]))
+            if manifest["kind"] in self.on_apply:
+                self.on_apply[manifest["kind"]](self, copy.deepcopy(after))
         changed = before is None or has_changed(before, after)
         return ApplyResult(changed=changed, before=before, after=after,
                            diff=make_diff(before or {}, after) if changed else {})
 
     def delete(self, api_version, kind, name, namespace=None, *, check_mode, propagation=None):
+        self.calls.append(("delete", kind, check_mode))
         key = self.key(kind, name, namespace)
         if key not in self.objects:
             return False

@@ -20,7 +20,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runne
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
-from .k8s_fakes import FakeK8s
+from .fake_client import FakeClient
 
 NS = "llm"
 HOST = "llm-llm.apps.example.com"
@@ -47,7 +47,7 @@ def _pod(cluster: dict, name: str, node_type: str, index: int = 0) -> dict:
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
 
 
-def _kubelet(fake: FakeK8s, cluster: dict) -> None:
+def _kubelet(fake: FakeClient, cluster: dict) -> None:
     """KubeRay and the kubelet at once: the cluster's pods, scheduled and ready."""
     name = cluster["metadata"]["name"]
     fake.put(_pod(cluster, f"{name}-head", "head"))
@@ -56,21 +56,21 @@ def _kubelet(fake: FakeK8s, cluster: dict) -> None:
             fake.put(_pod(cluster, f"{name}-worker-{i}", "worker", i))
 
 
-def _router(fake: FakeK8s, route: dict) -> None:
+def _router(fake: FakeClient, route: dict) -> None:
     admitted = copy.deepcopy(route)
     admitted["status"] = {"ingress": [{"host": HOST, "conditions": [
         {"type": "Admitted", "status": "True"}]}]}
     fake.put(admitted)
 
 
-def _cluster(gpus_per_node: int = 2, controllers: bool = True) -> FakeK8s:
+def _cluster(gpus_per_node: int = 2, controllers: bool = True) -> FakeClient:
     pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
            "metadata": {"name": "models", "namespace": NS},
            "spec": {"accessModes": ["ReadWriteMany"]}}
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
-    return FakeK8s([ns, pvc, _node("node-0", gpus_per_node), _node("node-1", gpus_per_node)],
-                   controllers={"RayCluster": _kubelet, "Route": _router} if controllers
-                   else None)
+    return FakeClient([ns, pvc, _node("node-0", gpus_per_node), _node("node-1", gpus_per_node)],
+                      on_apply={"RayCluster": _kubelet, "Route": _router} if controllers
+                      else None)
 
 
 def _request(**change) -> Request:
@@ -96,7 +96,7 @@ def test_first_run_applies_waits_and_records_the_handover():
     assert handover["data"]["served_model_name"] == "tiny-llama"
     assert handover["data"]["namespace"] == NS and handover["data"]["clusters"] == "llm-0"
     # recorded last, after the wait found the Route admitted
-    assert fake.writes[-1] == ("apply", "ConfigMap", NS, "llm-endpoint")
+    assert fake.writes[-1] == ("apply", "ConfigMap", "llm-endpoint")
     assert "vLLM healthy" in " ".join(result["status"])
 
 
@@ -155,7 +155,7 @@ def test_a_failed_head_ends_the_wait_with_its_log():
         fake.put(pod)
 
     fake = _cluster()
-    fake.controllers["RayCluster"] = _failing_kubelet
+    fake.on_apply["RayCluster"] = _failing_kubelet
     fake.pod_logs["llm-0-head"] = "loading\nno config.json in /models/tiny-llama\n"
     with pytest.raises(OperationFailedError,
                        match=r"(?s)model directory not ready.*no config.json"):
