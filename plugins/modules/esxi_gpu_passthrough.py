@@ -60,6 +60,15 @@ options:
     description: Seconds to wait for one vSphere task.
     type: int
     default: 600
+  lock_timeout:
+    description:
+      - Seconds to wait for another rolling reboot of the same cluster to finish.
+      - Rolling reboots take turns per cluster through a lock held on vCenter (the custom
+        attribute C(llmops.gpu_stack.rollout_lock.<cluster id>), whose value on the cluster
+        names the holder and the lease's end), so concurrent runs, from any controller,
+        never have more than O(batch_size) hosts of a cluster in maintenance mode at once.
+    type: int
+    default: 3600
 attributes:
   check_mode:
     support: full
@@ -128,6 +137,7 @@ def main():
         parallel={"type": "int", "default": 16},
         reboot_timeout={"type": "int", "default": 900},
         task_timeout={"type": "int", "default": 600},
+        lock_timeout={"type": "int", "default": 3600},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -138,7 +148,7 @@ def main():
             enabled=p["state"] == "enabled", apply_now=p["apply_now"], reboot=p["reboot"],
             batch_size=p["batch_size"], parallel=p["parallel"],
             reboot_timeout=p["reboot_timeout"], task_timeout=p["task_timeout"],
-            check_mode=module.check_mode,
+            lock_timeout=p["lock_timeout"], check_mode=module.check_mode,
         )
         with VsphereClient(ConnectionParams.from_params(p)) as client:
             result = host_passthrough.run(client, request)

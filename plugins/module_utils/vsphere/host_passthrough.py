@@ -6,7 +6,8 @@
 hosts without matching GPUs, disconnected hosts, GPUs in use, running VMs on hosts
 that must reboot) before the first write, then calls UpdatePassthruConfig on the hosts
 that need a change, reads the state back, and, with ``reboot="if_needed"``, reboots the
-hosts whose changes are still pending (see ``rollout.py``).
+hosts whose changes are still pending (see ``rollout.py``), holding each of their
+clusters' rollout lock (``rollout_lock.py``) so that concurrent runs take turns.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu impor
     GpuFilter,
     host_gpus,
     select_hosts,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.rollout_lock import (
+    RolloutLock,
 )
 
 try:
@@ -61,6 +65,7 @@ class Request:
     parallel: int = 16
     reboot_timeout: float = 900.0
     task_timeout: float = 600.0
+    lock_timeout: float = 3600.0
     check_mode: bool = False
 
 
@@ -168,8 +173,34 @@ def _apply(client, todo: list[HostPlan], req: Request) -> list[str]:
 
 
 def run(client, req: Request) -> dict:
+    """Plan and apply; a rolling reboot holds its clusters' lock (``rollout_lock.py``).
+
+    The lock is taken before the plan that leads to writes, so a run that starts while
+    another reboots the same cluster waits for it, then plans from what it left (the
+    other's hosts in maintenance or rebooting are not mistaken for its own to resume).
+    A rerun with nothing to do takes no lock."""
     marker_key = rollout.marker_key(client, create=False)
     inventory = load_inventory(client, host_props=HOST_PROPS)
+    if req.reboot != "if_needed" or req.check_mode:
+        return _run(client, req, inventory, marker_key, None)
+    try:
+        quiet = not any(p.changes or p.pending_after or p.resume
+                        for p in plan(inventory, req, marker_key))
+    except ConflictError:
+        quiet = False  # e.g. a host another run is rebooting: decide under the lock
+    if quiet:
+        return _run(client, req, inventory, marker_key, None)
+    selected = select_hosts(inventory, req.hosts, req.clusters, req.datacenter)
+    targets = {inventory.host_cluster.get(h.name) or h.get("parent")._moId: h.get("parent")
+               for h in selected}
+    lease = req.reboot_timeout + 4 * req.task_timeout  # the update and one batch, at worst
+    with RolloutLock(client, targets, lease=lease, timeout=req.lock_timeout) as lock:
+        marker_key = rollout.marker_key(client, create=False)
+        inventory = load_inventory(client, host_props=HOST_PROPS)
+        return _run(client, req, inventory, marker_key, lock)
+
+
+def _run(client, req: Request, inventory, marker_key, lock) -> dict:
     plans = plan(inventory, req, marker_key)
     to_change = [p for p in plans if p.changes]
     need_reboot = [p for p in plans if p.pending_after or p.resume]
@@ -194,7 +225,8 @@ def run(client, req: Request) -> dict:
     plans = plan(inventory, req, marker_key)
     pending = [p for p in plans if any(g.reboot_pending for g in p.gpus) or p.resume]
     if req.reboot == "if_needed" and pending:
-        result["rebooted"] = rollout.reboot_hosts(client, pending, req)
+        result["rebooted"] = rollout.reboot_hosts(
+            client, pending, req, on_batch=lock.renew if lock is not None else None)
         _refresh(client, inventory, [p.name for p in pending])
         plans = plan(inventory, req, marker_key)
     result["reboot_required"] = [p.name for p in plans if any(g.reboot_pending for g in p.gpus)]

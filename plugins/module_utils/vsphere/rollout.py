@@ -115,13 +115,17 @@ def _roll_batch(client, batch, req, key: int) -> list[str]:
     return [p.name for p in needs_reboot]
 
 
-def reboot_hosts(client, plans, req) -> list[str]:
-    """Reboot the hosts of ``plans`` in batches; return the names rebooted."""
+def reboot_hosts(client, plans, req, on_batch=None) -> list[str]:
+    """Reboot the hosts of ``plans`` in batches; return the names rebooted.
+
+    ``on_batch()`` runs before each batch (the caller renews its lock's lease)."""
     key = marker_key(client, create=True)
     rebooted: list[str] = []
     for start in range(0, len(plans), req.batch_size):
         batch = plans[start:start + req.batch_size]
         try:
+            if on_batch is not None:
+                on_batch()
             rebooted += _roll_batch(client, batch, req, key)
         except GpuStackError as exc:
             names = ", ".join(p.name for p in batch)

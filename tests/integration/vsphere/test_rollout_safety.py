@@ -84,3 +84,112 @@ def test_operator_maintenance_is_left_alone(vsphere_lab_factory, tmp_path):
     rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", args)
     assert rc == 0 and res["changed"] is False, out
     assert hosts(si)["esxi-1"].runtime.inMaintenanceMode is True
+
+
+# ---- concurrent rollouts take turns (the per-cluster lock on vCenter) ----------------
+
+LOCK_PREFIX = "llmops.gpu_stack.rollout_lock."
+
+
+def _maintenance_windows(si) -> dict:
+    """{host: [(entered, left)]} from vCenter's task list (enter/exit completions)."""
+    windows: dict = {}
+    open_since: dict = {}
+    infos = sorted((t.info for t in si.content.taskManager.recentTask
+                    if str(t.info.state) == "success"), key=lambda i: i.completeTime)
+    names = {h._moId: n for n, h in hosts(si).items()}
+    for info in infos:
+        what = info.descriptionId.rsplit(".", 1)[-1]
+        host = names.get(getattr(info.entity, "_moId", None))
+        if what == "enterMaintenanceMode":
+            open_since[host] = info.completeTime
+        elif what == "exitMaintenanceMode":
+            windows.setdefault(host, []).append((open_since.pop(host), info.completeTime))
+    return windows
+
+
+def _max_overlap(windows: dict) -> int:
+    edges = sorted((t, d) for spans in windows.values() for a, b in spans
+                   for t, d in ((a, 1), (b, -1)))
+    now = peak = 0
+    for _t, delta in edges:
+        now += delta
+        peak = max(peak, now)
+    return peak
+
+
+def _lock_fields(si) -> list:
+    return [f for f in si.content.customFieldsManager.field if f.name.startswith(LOCK_PREFIX)]
+
+
+def test_two_concurrent_rollouts_take_turns(vsphere_lab_factory, tmp_path):
+    import threading
+    import time
+
+    lab = vsphere_lab_factory(Topology(hosts=4, apply_now=False, power_on=False,
+                                       reboot_delay_ms=700))
+    si = connect(lab)
+    args = {"clusters": ["gpu-cluster"], "reboot": "if_needed", "reboot_timeout": 60,
+            "batch_size": 1, "parallel": 1}
+    results: dict = {}
+
+    def _run(n):
+        if n == 2:  # the second starts while the first rolls (or is about to)
+            time.sleep(3)
+        run_dir = tmp_path / f"run{n}"
+        run_dir.mkdir()
+        results[n] = run_module(lab, run_dir, "esxi_gpu_passthrough", args)
+
+    threads = [threading.Thread(target=_run, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    for rc, _res, out in results.values():
+        assert rc == 0, out
+    rebooted = [h for _rc, res, _out in results.values() for h in res["rebooted"]]
+    assert sorted(rebooted) == ["esxi-0", "esxi-1", "esxi-2", "esxi-3"]  # each once
+    windows = _maintenance_windows(si)
+    assert sorted(windows) == ["esxi-0", "esxi-1", "esxi-2", "esxi-3"], windows
+    assert _max_overlap(windows) == 1, windows  # batch_size held across both runs
+    for name, host in hosts(si).items():
+        assert set(gpu_state(host).values()) == {(True, True)}, name
+        assert host.runtime.inMaintenanceMode is False, name
+    assert _lock_fields(si) == []  # released
+
+
+def _plant_lock(si, expires: str, holder="other-controller pid 1 run x") -> None:
+    cluster = si.content.rootFolder.childEntity[0].hostFolder.childEntity[0]
+    cfm = si.content.customFieldsManager
+    field = cfm.AddCustomFieldDef(name=LOCK_PREFIX + cluster._moId, moType=type(cluster))
+    cfm.SetField(entity=cluster, key=field.key, value=f"holder={holder};expires={expires}")
+
+
+def test_held_lock_blocks_and_names_the_holder(vsphere_lab_factory, tmp_path):
+    import datetime
+
+    lab = vsphere_lab_factory(Topology(hosts=2, apply_now=False, power_on=False,
+                                       reboot_delay_ms=100))
+    si = connect(lab)
+    later = (si.CurrentTime() + datetime.timedelta(hours=1)).isoformat()
+    _plant_lock(si, later)
+    args = {"clusters": ["gpu-cluster"], "reboot": "if_needed", "lock_timeout": 3}
+    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", args)
+    assert rc != 0 and "other-controller pid 1" in res["msg"], out
+    assert "another rolling reboot" in res["msg"], res["msg"]
+    assert all(not h.runtime.inMaintenanceMode for h in hosts(si).values())
+    assert len(_lock_fields(si)) == 1  # not ours to remove
+
+
+def test_expired_lock_is_taken_over(vsphere_lab_factory, tmp_path):
+    import datetime
+
+    lab = vsphere_lab_factory(Topology(hosts=2, apply_now=False, power_on=False,
+                                       reboot_delay_ms=100))
+    si = connect(lab)
+    past = (si.CurrentTime() - datetime.timedelta(minutes=1)).isoformat()
+    _plant_lock(si, past, holder="dead-controller pid 2 run y")
+    args = {"clusters": ["gpu-cluster"], "reboot": "if_needed", "lock_timeout": 30}
+    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", args)
+    assert rc == 0 and sorted(res["rebooted"]) == ["esxi-0", "esxi-1"], out
+    assert _lock_fields(si) == []
