@@ -4,6 +4,8 @@ the launcher reads, and the launcher exits with the codes the controller knows."
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from gpu_stack_runtime.common import contract
 from gpu_stack_runtime.common.errors import GpuStackError, TransientError
@@ -54,7 +56,8 @@ def _published_model(tmp_path):
     for name, data in files.items():
         (d / name).write_bytes(data)
         remote.append(RemoteFile(name, len(data), etag="e"))
-        results[name] = FileResult(name, len(data), {"sha256": "00" * 32}, ["sha256"],
+        results[name] = FileResult(name, len(data), {"sha256": hashlib.sha256(data).hexdigest()},
+                                   ["sha256"],
                                    (d / name).stat().st_mtime_ns)
     doc = marker.build({"type": "http", "url": "http://h/m"}, Listing(remote, "r1"), results,
                        0.0, 1.0)

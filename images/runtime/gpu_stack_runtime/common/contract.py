@@ -44,7 +44,8 @@ MARKER_KEYS = (
 )
 # Added by archive sources only (size, etag, sha256_verified, links of the archive).
 MARKER_OPTIONAL_KEYS = ("archive",)
-# Keys of each entry of "files"; the launcher checks "path" and "size" by stat.
+# Keys of each entry of "files"; the launcher checks "path" and "size" by stat, then
+# "sha256" by reading the file (same-size damage on the volume is refused at launch).
 MARKER_FILE_KEYS = ("path", "size", "sha256", "digests", "verified", "mtime_ns", "etag")
 
 # --- gpu-stack-stage: every option also comes from STAGE_<OPTION> -------------------

@@ -3,14 +3,20 @@
 The model stager (``gpu_stack_runtime.stager``) publishes a model with a completion
 marker, a JSON object at the root of the model directory that exists exactly when the
 model is complete (written into the staging directory before the atomic rename). Its
-``files`` list names each file with its ``path`` and ``size``; the launcher checks
-those by ``stat`` only (the stager owns the digests). ``MARKER_NAME`` comes from the
-controller/runtime contract (``gpu_stack_runtime.common.contract``), as the stager's does.
+``files`` list names each file with its ``path``, ``size`` and ``sha256``; the launcher
+checks the sizes by ``stat`` and then each file's sha256, so a shard damaged on the volume
+(same size, even same mtime) is refused before it is served. The cost: the model is read
+once more at start (hashed in parallel), on top of the read vLLM does to load it; a
+damaged file names itself and is repaired by ``model_stage`` with ``verify: digests``.
+``MARKER_NAME`` comes from the controller/runtime contract
+(``gpu_stack_runtime.common.contract``), as the stager's does.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gpu_stack_runtime.common.contract import MARKER_NAME
@@ -71,6 +77,29 @@ def _check_marker_files(directory: Path, marker: dict) -> None:
         raise LaunchError(
             f"model directory {directory}: {len(bad)} of {len(entries)} files listed in the "
             f"completion marker are missing or changed: {', '.join(bad[:5])}",
+            EXIT_MODEL,
+        )
+    _check_marker_digests(directory, entries)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_marker_digests(directory: Path, entries: list) -> None:
+    hashed = [e for e in entries if isinstance(e.get("sha256"), str)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
+        actual = list(pool.map(lambda e: _sha256(directory / e["path"]), hashed))
+    bad = [e["path"] for e, digest in zip(hashed, actual, strict=True) if digest != e["sha256"]]
+    if bad:
+        raise LaunchError(
+            f"model directory {directory}: {len(bad)} of {len(entries)} files do not match "
+            f"the sha256 in the completion marker (damaged on the volume): "
+            f"{', '.join(bad[:5])}; stage the model again with verify: digests",
             EXIT_MODEL,
         )
 
