@@ -19,6 +19,7 @@ from aiohttp import web
 from . import discovery
 from .auth import Authenticator, User, authorize, authorize_path
 from .errors import ApiError, bad_request, method_not_allowed, path_not_found
+from .eviction import evict
 from .faults import Faults
 from .patch import APPLY_PATCH, JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH
 from .resources import Registry, ResourceType
@@ -156,6 +157,9 @@ class HttpApi:
             limit = int(q["limit"]) if q.get("limit", "").isdigit() else None
             return _json(svc.list(t.rt, t.namespace, q.get("labelSelector"),
                                   q.get("fieldSelector"), limit, q.get("continue")))
+        if verb == "create" and t.subresource == "eviction" and t.rt.plural == "pods":
+            return _json(evict(svc, t.namespace or "", t.name or "", await _body(request), ctx),
+                         201)
         if verb == "create" and t.subresource == "binding":
             body = await _body(request)
             target = (body.get("target") or {}).get("name") if isinstance(body, dict) else None
