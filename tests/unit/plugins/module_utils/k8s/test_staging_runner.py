@@ -121,9 +121,8 @@ SIGNED = "https://files.example/m?X-Amz-Signature=5ig"
 
 
 def _values(secret: dict) -> dict:
-    """A Secret's values, as applied (stringData) or as the API server stores them (data)."""
-    if "stringData" in secret:
-        return secret["stringData"]
+    """A Secret's values as the API server (and the fake) stores them: base64 ``data``."""
+    assert "stringData" not in secret
     return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 
