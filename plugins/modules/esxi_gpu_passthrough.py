@@ -14,7 +14,8 @@ description:
   - Reports the hosts that still need a reboot for the change to become active
     (C(reboot_required)); with O(reboot=if_needed) it rolls through them, O(batch_size)
     at a time (maintenance mode, reboot, wait for reconnection, exit maintenance mode),
-    stopping at the first failed host.
+    stopping at the first failed host. Hosts an operator had put into maintenance mode
+    are rebooted if they need it but left in maintenance mode.
   - Everything is validated before the first write (unknown hosts, hosts without a
     matching GPU, disconnected hosts, GPUs in use, hosts to reboot that still run VMs).
 version_added: 0.1.0

@@ -6,7 +6,9 @@ Hosts go ``batch_size`` at a time; the rollout stops at the first failed batch. 
 this code put into maintenance mode carries a custom attribute (``MARKER``) until it
 leaves maintenance mode again, so a rerun after an interrupted rollout (host never
 came back in time) finishes the job instead of leaving the host in maintenance mode,
-while hosts an operator put into maintenance mode are left alone.
+while hosts an operator put into maintenance mode stay there (rebooted if they need it,
+never taken out). Every task is submitted once (``submit.py``); concurrent rollouts
+take turns per cluster (``rollout_lock.py``, held by the caller).
 """
 
 from __future__ import annotations
