@@ -18,7 +18,13 @@ description:
     0 and a non-empty text).
   - C(chat) - C(POST /v1/chat/completions) returns an assistant message.
   - C(stream) - a streamed completion arrives in several chunks and ends with C([DONE]).
-  - C(auth) - with O(api_key) given, a request with a wrong key is refused with HTTP 401.
+  - C(auth) - with O(api_key) given, every route the server documents in
+    C(/openapi.json) (read with the key) and a fixed list (C(/metrics), C(/invocations),
+    C(/tokenize), C(/detokenize), C(/v1/models), C(/v1/completions),
+    C(/v1/chat/completions), C(/pooling), C(/score), C(/classify), ...) is sent without a
+    key and with a wrong key; each must answer HTTP 401, except C(GET /health). A POST
+    carries a body that is not valid JSON, so an unguarded route does nothing with it.
+    Every route that answers is named in the error.
   - Uses the C(openai) client; TLS, the CA and the Host header are set on its HTTP client.
 version_added: 0.1.0
 author:
@@ -71,7 +77,8 @@ checks:
   description:
     - One entry per check run, in order, with C(name), C(ok), C(request), C(elapsed_ms) and
       C(status), plus per check C(served), C(completion_tokens), C(text), C(chunks),
-      C(waited_s) or C(skipped). On failure the failing check ends the list with C(error).
+      C(waited_s), C(probed) and C(paths_from) (auth) or C(skipped). On failure the failing
+      check ends the list with C(error).
   returned: always
   type: list
   elements: dict

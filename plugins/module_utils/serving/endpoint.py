@@ -14,8 +14,10 @@ and goes through the same HTTP client.
 ``wait_ready`` retries only connection failures and HTTP 503 (a Route without ready
 endpoints) until ``wait_timeout``, with ``common/wait.py``. ``smoke_test`` then runs the
 checks in order and stops at the first failure with an error naming the check, the
-request and the HTTP status with a body excerpt. ``run_load`` sends the load test's
-requests with ``AsyncOpenAI`` and returns per-request records for ``serving/loadtest.py``.
+request and the HTTP status with a body excerpt; its ``auth`` check (``endpoint_auth.py``)
+sends every route the server documents, and a fixed list, without the key. ``run_load``
+sends the load test's requests with ``AsyncOpenAI`` and returns per-request records for
+``serving/loadtest.py``.
 The API key is only ever sent as the Authorization header; error texts are scrubbed of it.
 """
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import ssl
 import time
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
     WaitStatus,
     wait_for,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint_auth import (
+    check_every_path,
 )
 
 try:
@@ -358,20 +362,6 @@ def _stream(ep: Endpoint, client, prompt: str, max_tokens: int) -> dict:
             "text": "".join(text)}
 
 
-def _wrong_key(ep: Endpoint, http) -> dict:
-    wrong = ep.openai_client(http, api_key="wrong-" + secrets.token_hex(8))
-    try:
-        wrong.models.list()
-    except openai.APIStatusError as exc:
-        if exc.status_code == 401:
-            return {"status": 401}
-        raise _status_error(ep, "auth", "GET /v1/models with a wrong API key",
-                            exc.status_code, exc.response.text) from exc
-    raise AuthError("endpoint check 'auth' failed: GET /v1/models with a wrong API key "
-                    "returned HTTP 200: the endpoint does not enforce its API key",
-                    check="auth", request="GET /v1/models with a wrong API key", status=200)
-
-
 def smoke_test(ep: Endpoint, prompt: str, max_tokens: int, wait_timeout: float,
                sleep=time.sleep) -> dict:
     """Run the checks of ``CHECKS`` in order; returns the results and the sample texts."""
@@ -392,7 +382,8 @@ def smoke_test(ep: Endpoint, prompt: str, max_tokens: int, wait_timeout: float,
         checks.run("stream", "POST /v1/completions (stream)",
                    lambda: _stream(ep, client, prompt, max_tokens))
         if ep.api_key:
-            checks.run("auth", "GET /v1/models with a wrong API key", lambda: _wrong_key(ep, http))
+            checks.run("auth", "every path but GET /health without the key",
+                       lambda: check_every_path(ep.base_url, http, ep.api_key))
         else:
             checks.results.append({"name": "auth", "ok": True, "skipped": True,
                                    "request": None, "detail": "no api_key given"})

@@ -83,6 +83,7 @@ class ServedModel:
     timings: dict[str, float] = field(default_factory=dict)
     partial_line: str = ""
     rss_mib: float = 0.0
+    metrics_key: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +92,16 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
     key_file = logs / "api-key"
     api_key = "lab-key-" + str(time.time_ns())
     key_file.write_text(api_key + "\n")
+    metrics_key = "lab-metrics-" + str(time.time_ns())
+    (logs / "metrics-key").write_text(metrics_key + "\n")
     gcs_port, api_port = free_ports(2)
     head_dir, worker_dir = RayNodeDir(head=True), RayNodeDir(head=False)
     head = Launcher("head", [
         "head", "--model-dir", str(staged_model_dir), "--served-model-name", SERVED_NAME,
         "--tensor-parallel-size", "1", "--pipeline-parallel-size", "2",
         "--max-model-len", "512", "--host", "127.0.0.1", "--port", str(api_port),
-        "--api-key-file", str(key_file), "--ray-port", str(gcs_port), "--num-gpus", "1",
+        "--api-key-file", str(key_file), "--metrics-key-file", str(logs / "metrics-key"),
+        "--ray-port", str(gcs_port), "--num-gpus", "1",
         "--gpu-timeout", "180", "--progress-interval", "1", "--stop-grace", "20",
         *head_dir.ray_args(), "--", *LAB_VLLM_EXTRA,
     ], base_env(POD_IP=HEAD_IP), logs, head_dir)
@@ -120,7 +124,7 @@ def served_model(staged_model_dir, tmp_path_factory) -> ServedModel:
         timings["vllm_ready_s"] = time.monotonic() - vllm_start
         served = ServedModel(f"http://127.0.0.1:{api_port}/v1", api_key, head, worker,
                              f"{HEAD_IP}:{gcs_port}", str(staged_model_dir), timings,
-                             partial.string)
+                             partial.string, metrics_key=metrics_key)
         served.rss_mib = tree_rss_mib([head.proc.pid, worker.proc.pid])
         print(f"\nserving up: {timings}, {served.rss_mib:.0f} MiB resident")
     except BaseException:

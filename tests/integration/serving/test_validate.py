@@ -48,9 +48,10 @@ def _http(url: str, api_key: str | None = None, body: dict | None = None) -> tup
         return exc.code, exc.read().decode()
 
 
-def _counter(root: str, name: str) -> float:
-    """Sum of a vLLM Prometheus counter over its labels (``/metrics`` needs no key)."""
-    _status, text = _http(f"{root}/metrics")
+def _counter(endpoint: dict, name: str) -> float:
+    """Sum of a vLLM Prometheus counter over its labels (``/metrics`` needs a key too)."""
+    status, text = _http(f"{endpoint['base_url']}/metrics", endpoint["api_key"])
+    assert status == 200, text[-500:]
     pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
     return sum(float(m.group(2)) for m in pattern.finditer(text))
 
@@ -164,8 +165,8 @@ def test_tls_failures_are_not_retried(endpoint, router, tmp_path, change, why):
 # --- llm_load_test --------------------------------------------------------------------------
 def test_load_test_report_matches_its_requests(endpoint, tmp_path):
     out_dir = tmp_path / "out" / "new"  # created by the module
-    tokens_before = _counter(endpoint["base_url"], "vllm:generation_tokens_total")
-    requests_before = _counter(endpoint["base_url"], "vllm:request_success_total")
+    tokens_before = _counter(endpoint, "vllm:generation_tokens_total")
+    requests_before = _counter(endpoint, "vllm:request_success_total")
     rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "requests": 12, "concurrency": 3, "max_tokens": 16,
         "report_path": str(out_dir / "load.json"), "chart_path": str(out_dir / "load.png")})
@@ -178,8 +179,8 @@ def test_load_test_report_matches_its_requests(endpoint, tmp_path):
     assert all(r["completion_tokens"] > 0 and r["tokens_source"] == "usage" for r in results)
     assert all(0 < r["ttft_ms"] < r["latency_ms"] for r in results)
     # vLLM's own counters saw exactly these requests and tokens
-    assert _counter(endpoint["base_url"], "vllm:request_success_total") - requests_before == 12
-    assert (_counter(endpoint["base_url"], "vllm:generation_tokens_total") - tokens_before
+    assert _counter(endpoint, "vllm:request_success_total") - requests_before == 12
+    assert (_counter(endpoint, "vllm:generation_tokens_total") - tokens_before
             == report["output_tokens"] == sum(r["completion_tokens"] for r in results))
     # percentiles recomputed independently (inclusive quantiles = linear interpolation)
     for key, field in (("latency_ms", "latency_ms"), ("ttft_ms", "ttft_ms")):
@@ -232,7 +233,7 @@ def test_load_test_fails_above_the_error_rate(endpoint, tmp_path):
 
 
 def test_check_mode_sends_no_load_and_writes_nothing(endpoint, tmp_path):
-    before = _counter(endpoint["base_url"], "vllm:request_success_total")
+    before = _counter(endpoint, "vllm:request_success_total")
     out_dir = tmp_path / "reports"
     rc, result, out = run_module(tmp_path, "llm_load_test", {
         **endpoint, "requests": 5, "report_path": str(out_dir / "load.json"),
@@ -249,7 +250,7 @@ def test_check_mode_sends_no_load_and_writes_nothing(endpoint, tmp_path):
     assert rc == 0, out[-3000:]
     assert "load test: not run" in out and "smoke: health, models, completion" in out
     assert not out_dir.exists()
-    assert _counter(endpoint["base_url"], "vllm:request_success_total") - before == 3
+    assert _counter(endpoint, "vllm:request_success_total") - before == 3
 
 
 def test_the_role_and_no_api_key_in_verbose_output(endpoint, router, tmp_path):
