@@ -100,6 +100,14 @@ options:
     type: str
     choices: [stat, digests]
     default: stat
+  upload_id:
+    description:
+      - For C(source.type=local), a name of this run's own upload directory under the
+        model's upload area (1 to 32 lowercase letters, digits or C(-)), so concurrent runs
+        of one model never upload into each other's files. Give the same value to the
+        O(state=volume) call (which returns C(upload_dir)) and to the O(state=staged) call;
+        the stager removes the directory after a successful run.
+    type: str
   state:
     description: V(staged) runs the stager; V(volume) only ensures the volume and reports.
     type: str
@@ -179,7 +187,7 @@ def _request(module) -> staging_runner.Request:
     return staging_runner.Request(
         namespace=p["namespace"], pvc=p["pvc"], model_dir=p["model_dir"], source=p["source"],
         credentials=p["credentials"] or {}, image=p["image"], state=p["state"],
-        verify=p["verify"],
+        verify=p["verify"], upload_id=p["upload_id"],
         parallel=p["parallel"], timeout=p["timeout"], check_mode=module.check_mode,
         progress=lambda status, elapsed: module.log(f"+{elapsed:.0f}s {status.progress}"))
 
@@ -201,6 +209,7 @@ def _argument_spec() -> dict:
         image={"type": "str", "default": "quay.io/llmops/gpu-stack-runtime:0.1.0"},
         state={"type": "str", "choices": ["staged", "volume"], "default": "staged"},
         verify={"type": "str", "choices": ["stat", "digests"], "default": "stat"},
+        upload_id={"type": "str"},
         parallel={"type": "int", "default": 4},
         timeout={"type": "int", "default": 3600},
     )

@@ -103,8 +103,11 @@ def source_identity(source: dict, manifest: dict | None) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def upload_dir(model_dir: str) -> str:
-    return contract.upload_dir(f"{MOUNT}/{model_dir}")
+def upload_dir(model_dir: str, upload_id: str | None = None) -> str:
+    """Where a local source's files are uploaded; with ``upload_id`` a directory of that
+    run's own, so two runs of one model never upload into each other's files."""
+    base = contract.upload_dir(f"{MOUNT}/{model_dir}")
+    return f"{base}/{upload_id}" if upload_id else base
 
 
 class ModelStaging(StagerJob):

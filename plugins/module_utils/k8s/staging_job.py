@@ -77,6 +77,8 @@ class StagerJob:
                 "value": str(int(job_options.get("lock_wait", 3600)))}]
         if job_options.get("verify"):
             env.append({"name": contract.STAGE_VERIFY, "value": "1"})
+        if job_options.get("upload_dir"):
+            env.append({"name": contract.STAGE_UPLOAD_DIR, "value": job_options["upload_dir"]})
         for key, var in contract.STAGE_SOURCE_ENV.items():
             if key in hidden:
                 env.append({"name": var, "valueFrom": {"secretKeyRef": {

@@ -12,6 +12,7 @@ really happened (``msg``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import stagin
 
 STATES = ("staged", "volume")
 VERIFY = ("stat", "digests")
+_UPLOAD_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Request:
     image: str = ""
     state: str = "staged"
     verify: str = "stat"  # digests: the stager re-hashes every published file
+    upload_id: str | None = None  # local source: this run's own upload directory
     parallel: int = 4
     timeout: float = 3600.0
     check_mode: bool = False
@@ -69,6 +72,9 @@ def _validate(req: Request) -> tuple[dict, dict | None]:
     check_model_dir(req.model_dir)
     if req.verify not in VERIFY:
         raise InvalidInputError(f"verify must be one of {', '.join(VERIFY)}, got {req.verify!r}")
+    if req.upload_id is not None and not _UPLOAD_ID.fullmatch(req.upload_id):
+        raise InvalidInputError(f"upload_id must be 1 to 32 lowercase letters, digits or '-', "
+                                f"got {req.upload_id!r}")
     if req.parallel < 1 or req.timeout <= 0:
         raise InvalidInputError("parallel must be >= 1 and timeout > 0")
     if not (req.pvc or {}).get("name"):
@@ -93,7 +99,7 @@ def run(client, req: Request) -> dict:
     out = {"changed": False, "transfer_expected": staged_before != identity or repair,
            "pvc": {"name": req.pvc["name"]}}
     if source["type"] == "local":
-        out["upload_dir"] = staging.upload_dir(req.model_dir)
+        out["upload_dir"] = staging.upload_dir(req.model_dir, req.upload_id)
     diffs = {}
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
     for manifest in [ns, *svc.volume_manifests()]:
@@ -112,7 +118,8 @@ def run(client, req: Request) -> dict:
         return _finish(req, out, diffs, staged_before, identity)
     jobs = svc.job_manifests(source, req.image, local, req.credentials,
                              {"parallel": req.parallel, "verify": req.verify == "digests",
-                              "lock_wait": req.timeout})
+                              "lock_wait": req.timeout, "upload_dir": out.get("upload_dir")
+                              if req.upload_id else None})
     result = svc.run_job(jobs, timeout=req.timeout, progress=req.progress, **req.wait_options)
     svc.record(identity, sleep=req.wait_options.get("sleep"))
     out.update(result=result, transfer_expected=bool(result.get("changed")))

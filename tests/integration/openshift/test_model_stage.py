@@ -44,11 +44,11 @@ def _digests(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".gpu")}
 
 
-def _storage(lab, tmp_path, model: Path, *extra):
+def _storage(lab, tmp_path, model: Path, *extra, model_dir: str = "tiny"):
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text(json.dumps({
         "gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
-        "model_storage_namespace": "llm", "model_storage_model_dir": "tiny",
+        "model_storage_namespace": "llm", "model_storage_model_dir": model_dir,
         "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
         "model_storage_source": {"type": "local", "local_path": str(model)},
         "model_storage_image": "quay.io/llmops/gpu-stack-runtime:0.1.0"}))
@@ -305,3 +305,34 @@ def test_a_signed_archive_url_never_reaches_the_job_env_nor_the_output(
     published = _volume_dir(lab, "models", "signed") / "arch"
     assert (published / "sub" / "weights.bin").read_bytes() == (
         root / "sub" / "weights.bin").read_bytes()
+
+
+def test_concurrent_role_runs_of_local_models_each_upload_their_own(k8s_lab_factory, tmp_path):
+    lab = k8s_lab_factory()
+    model = _model(tmp_path / "model")
+    runs = {"a": "tiny", "b": "tiny", "c": "tiny2"}
+    results: dict = {}
+
+    def _run(run: str, model_dir: str) -> None:
+        results[run] = _storage(lab, tmp_path / run, model, model_dir=model_dir)
+
+    threads = []
+    for run, model_dir in runs.items():
+        (tmp_path / run).mkdir()
+        threads.append(threading.Thread(target=_run, args=(run, model_dir)))
+        threads[-1].start()
+    for thread in threads:
+        thread.join(600)
+    for run, (rc, _tasks, out) in results.items():
+        assert rc == 0, (run, out[-3000:])
+    volume = _volume_dir(lab, "models", "llm")
+    assert _digests(volume / "tiny") == _digests(model)
+    assert _digests(volume / "tiny2") == _digests(model)
+    pvc = client.CoreV1Api(api(lab)).read_namespaced_persistent_volume_claim("models", "llm")
+    assert set(json.loads(pvc.metadata.annotations["gpu-stack.llmops.io/staged"])) == {
+        "tiny", "tiny2"}
+    # each run had its own loader pod and upload directory, and left neither behind
+    assert client.CoreV1Api(api(lab)).list_namespaced_pod(
+        "llm", label_selector="app.kubernetes.io/component=model-loader").items == []
+    uploads = volume / ".gpu-stack-staging"
+    assert [p for p in uploads.rglob("*") if p.is_file() and p.suffix != ".lock"] == []

@@ -43,10 +43,12 @@ def _parse(monkeypatch, env):
     return build_parser().parse_args([])
 
 
-def test_verify_and_lock_wait_reach_the_stager(monkeypatch):
+def test_verify_lock_wait_and_upload_dir_reach_the_stager(monkeypatch):
     args = _parse(monkeypatch, _resolve(_render({"type": "hub", "repo_id": "o/m"},
-                                                verify=True, lock_wait=900)))
+                                                verify=True, lock_wait=900,
+                                                upload_dir="/models/up/r1")))
     assert args.verify is True and args.lock_wait == 900.0
+    assert args.upload_dir == "/models/up/r1"
     args = _parse(monkeypatch, _resolve(_render({"type": "hub", "repo_id": "o/m"})))
     assert args.verify is False and args.lock_wait == 3600.0
 

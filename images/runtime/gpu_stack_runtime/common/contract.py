@@ -59,6 +59,7 @@ STAGE_S3_CREDENTIALS_DIR = "STAGE_S3_CREDENTIALS_DIR"
 STAGE_MANIFEST = "STAGE_MANIFEST"
 STAGE_VERIFY = "STAGE_VERIFY"  # "1": re-hash the published files (same-size corruption)
 STAGE_LOCK_WAIT = "STAGE_LOCK_WAIT"  # seconds to wait for another stager of the same model
+STAGE_UPLOAD_DIR = "STAGE_UPLOAD_DIR"  # the local source's upload dir of this run
 # The model_stage source options and the environment name the stager reads each from.
 STAGE_SOURCE_ENV = {
     "repo_id": "STAGE_REPO_ID",

@@ -183,7 +183,10 @@ def run(args: argparse.Namespace) -> Outcome:
             from gpu_stack_runtime.stager.archive import stage_archive
 
             return stage_archive(source, area.dest, opts)
-        return stage(source, area.dest, opts)
+        outcome = stage(source, area.dest, opts)
+        if args.source == "local" and args.upload_dir and not args.check:
+            source.discard_upload()  # a run's own upload dir (--upload-dir) ends with it
+        return outcome
     finally:
         source.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from gpu_stack_runtime.stager.digest import file_digests
@@ -58,3 +59,8 @@ class LocalSource(Source):
                                  f"manifest says {rf.digests['sha256']}; upload it again")
         os.replace(src, dest)
         return digests
+
+    def discard_upload(self) -> None:
+        """After a successful run: what is left of this upload (files a no-op run did not
+        need, the empty directories) is removed, so an upload never outlives its run."""
+        shutil.rmtree(self._upload, ignore_errors=True)

@@ -293,3 +293,19 @@ def test_an_existing_rwo_pvc_is_refused_before_the_first_write(cluster):
 ])
 def test_summary(out, check, state, line):
     assert staging_runner.summary("m", "p", out, check, state) == line
+
+
+def test_a_local_run_uploads_into_its_own_directory_and_tells_the_stager(cluster, tmp_path):
+    (tmp_path / "w.bin").write_bytes(b"x" * 10)
+    source = {"type": "local", "local_path": str(tmp_path)}
+    volume = staging_runner.run(cluster, _request(source=source, state="volume",
+                                                  upload_id="run1"))
+    assert volume["upload_dir"] == "/models/.gpu-stack-staging/tiny.upload/run1"
+    seen = _SeeSecrets()
+    cluster.controllers.insert(0, seen)
+    staging_runner.run(cluster, _request(source=source, upload_id="run1"))
+    (job,) = seen.jobs.values()
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "STAGE_UPLOAD_DIR", "value": volume["upload_dir"]} in env
+    with pytest.raises(InvalidInputError, match="upload_id must be"):
+        staging_runner.run(cluster, _request(source=source, upload_id="../x"))
