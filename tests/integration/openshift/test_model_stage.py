@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -336,3 +337,50 @@ def test_concurrent_role_runs_of_local_models_each_upload_their_own(k8s_lab_fact
         "llm", label_selector="app.kubernetes.io/component=model-loader").items == []
     uploads = volume / ".gpu-stack-staging"
     assert [p for p in uploads.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
+
+
+def _damage(path: Path) -> None:
+    """Same-size damage that keeps the mtime: what size and mtime cannot see."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_same_size_damage_found_by_verify_digests_and_repaired(k8s_lab_factory, tmp_path,
+                                                               web_root):
+    lab = k8s_lab_factory()
+    root, url = web_root
+    manifest = {"files": [{"path": p, "size": (root / p).stat().st_size, "sha256": d}
+                          for p, d in _digests(root).items()]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    args = {"namespace": "dmg", "model_dir": "m", "timeout": 300,
+            "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+            "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"}}
+    rc, _result, out = run_module(lab, tmp_path, "model_stage", args)
+    assert rc == 0, out[-3000:]
+    published = _volume_dir(lab, "models", "dmg") / "m"
+    _damage(published / "sub" / "weights.bin")
+    rc, blind, out = run_module(lab, tmp_path, "model_stage", args)
+    assert rc == 0 and blind["changed"] is False, out[-3000:]  # stat alone cannot see it
+    rc, fixed, out = run_module(lab, tmp_path, "model_stage", {**args, "verify": "digests"})
+    assert rc == 0, out[-3000:]
+    assert fixed["changed"] and fixed["result"]["stale_files"] == ["sub/weights.bin"]
+    assert _digests(published) == {k: v for k, v in _digests(root).items()
+                                   if k != "manifest.json"}
+
+
+def test_a_damaged_local_model_is_repaired_by_the_role_with_verify_digests(k8s_lab_factory,
+                                                                           tmp_path):
+    lab = k8s_lab_factory()
+    model = _model(tmp_path / "model")
+    rc, _tasks, out = _storage(lab, tmp_path, model)
+    assert rc == 0, out[-3000:]
+    published = _volume_dir(lab, "models", "llm") / "tiny"
+    _damage(published / "sub" / "weights.bin")
+    rc, _tasks, out = _storage(lab, tmp_path, model, "-e", "model_storage_integrity=digests")
+    assert rc == 0, out[-3000:]
+    assert "Upload the model files" in out  # uploaded again: the repair needs the bytes
+    assert "(was: stale files)" in " ".join(out.split())
+    assert _digests(published) == _digests(model)
