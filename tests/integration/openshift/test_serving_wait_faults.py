@@ -1,0 +1,48 @@
+"""The serving wait ends early with the pod's reason: ray_vllm_cluster against the lab
+with an image whose registry does not resolve; after removing the stuck stack, a run
+with a pullable image converges.
+Independent reads: the pods' status and the lab's events."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client
+
+from .k8s_helpers import api, run_module
+from .test_ray_vllm_inputs import NS, SIM_IMAGE, _args, _plan, lab_with_model  # noqa: F401
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+BAD_IMAGE = "registry.invalid/example/serving-sim:1.0"
+
+
+def test_unpullable_serving_image_ends_the_wait_within_a_minute(lab_with_model, tmp_path):  # noqa: F811
+    lab, model = lab_with_model
+    planned = _plan(lab, tmp_path, model)
+    started = time.monotonic()
+    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
+        planned, image=BAD_IMAGE, wait=True, wait_timeout=1800))
+    took = time.monotonic() - started
+    assert rc != 0, out[-3000:]
+    assert took < 60, f"took {took:.0f}s"
+    msg = result["msg"]
+    assert f"the serving stack {NS}/" in msg and "cannot become ready: ImagePullBackOff" in msg
+    assert f'Back-off pulling image "{BAD_IMAGE}"' in msg, msg
+    core = client.CoreV1Api(api(lab))
+    pod = result["pod"]
+    waiting = core.read_namespaced_pod(pod, NS).status.container_statuses[0].state.waiting
+    assert waiting.reason in ("ImagePullBackOff", "ErrImagePull")  # as the lab has it
+    assert any(e.reason == "Failed" and BAD_IMAGE in e.message
+               for e in core.list_namespaced_event(NS).items)
+
+    # KubeRay does not replace a RayCluster's pods when its image changes (neither does
+    # the lab's): the stuck pods go with the stack, then the stack comes up
+    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
+        planned, state="absent"))
+    assert rc == 0 and result["changed"] is True, out[-3000:]
+    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
+        planned, wait=True, wait_timeout=300))
+    assert rc == 0, result.get("msg") or out[-3000:]
+    assert result["changed"] is True
