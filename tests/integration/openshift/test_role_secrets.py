@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -95,7 +96,11 @@ def test_stages_never_show_the_token_the_key_or_the_source_credentials(site):
 
     # for real, failing at once in the wait (wait_timeout 0): the failure's result too
     run = _run(site, "serving", **serving, ray_vllm_wait_timeout=0)
-    assert run.rc != 0, run.output[-3000:]  # the failed task's result is printed in full
+    assert run.rc != 0, run.output[-3000:]
+    # the failed task's result shows the module's arguments, the secret ones masked
+    for option in ("llm_api_key", "api_key"):
+        assert re.search(rf'\s"?{option}"?: "?VALUE_SPECIFIED_IN_NO_LOG_PARAMETER', run.output), \
+            _failed(run.output)
     _assert_hidden(planted, run.output)
     secret = core.read_namespaced_secret("llm-api-key", NS)
     assert base64.b64decode(secret.data["api-key"]).decode() == planted["api_key"]
