@@ -51,3 +51,19 @@ def test_registered_secrets_are_masked_in_every_log_record(tmp_path):
                                ("hf_super_secret_value",), None)
     cli._RedactSecrets().filter(record)
     assert record.getMessage() == "auth ***"
+
+
+def test_a_signed_url_is_masked_in_logs_and_in_the_result(capsys, monkeypatch):
+    signed = "http://files/m.tar?X-Amz-Signature=s1gned-value"
+    monkeypatch.setattr(cli._RedactSecrets, "secrets", set())
+    cli.hide_signed_urls(cli.build_parser().parse_args(["--url", signed]))
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "GET %s failed: %s",
+                               (signed, "X-Amz-Signature=s1gned-value"), None)
+    cli._RedactSecrets().filter(record)
+    assert "s1gned" not in record.getMessage()
+    cli._emit({"failed": True, "message": f"cannot fetch {signed}"}, None)
+    out = capsys.readouterr().out
+    assert "s1gned" not in out and "cannot fetch ***" in out
+    monkeypatch.setattr(cli._RedactSecrets, "secrets", set())
+    cli.hide_signed_urls(cli.build_parser().parse_args(["--url", "http://files/m.tar"]))
+    assert cli._RedactSecrets.secrets == set()  # a plain URL stays readable

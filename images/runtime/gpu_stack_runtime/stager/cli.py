@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from gpu_stack_runtime import __version__
 from gpu_stack_runtime.common.contract import STAGE_ENV_PREFIX, STAGE_SOURCES
@@ -118,7 +119,7 @@ class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             text = record.getMessage()
-            for secret in self.secrets:
+            for secret in sorted(self.secrets, key=len, reverse=True):  # longest first
                 text = text.replace(secret, "***")
             record.msg, record.args = text, None
         return True
@@ -142,6 +143,21 @@ def env_secret(name: str) -> str | None:
     return value
 
 
+def hide_signed_urls(args: argparse.Namespace) -> None:
+    """A URL with a query string or user info (a presigned URL, a password) is a secret:
+    it and its query are masked in every log line and in the result."""
+    for url in (getattr(args, "url", None), getattr(args, "manifest", None)):
+        if not url or "://" not in url:
+            continue
+        parts = urlsplit(url)
+        if parts.query or parts.username or parts.password:
+            _RedactSecrets.secrets.add(url)
+            if parts.query:
+                _RedactSecrets.secrets.add(parts.query)
+            if parts.password:
+                _RedactSecrets.secrets.add(parts.password)
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -155,7 +171,7 @@ def _setup_logging(level: str) -> None:
 
 def _emit(result: dict, result_file: str | None) -> None:
     text = json.dumps(result, sort_keys=True)
-    for secret in _RedactSecrets.secrets:
+    for secret in sorted(_RedactSecrets.secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     print(text, flush=True)
     if result_file:
@@ -193,6 +209,7 @@ def run(args: argparse.Namespace) -> Outcome:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    hide_signed_urls(args)
     _setup_logging(args.log_level)
     try:
         outcome = run(args)
