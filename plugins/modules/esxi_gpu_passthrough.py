@@ -105,6 +105,13 @@ rebooted:
   returned: always
   type: list
   elements: str
+progress:
+  description:
+    - The rolling reboot's progress lines (also written to the module log as they
+      happen): which hosts are rebooting, then every 30 s which are not back yet.
+  returned: always
+  type: list
+  elements: str
 gpus:
   description: The selected GPUs after the change (see esxi_gpu_info).
   returned: always
@@ -142,6 +149,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
+    lines: list = []
     try:
         request = host_passthrough.Request(
             hosts=p["esxi_hostnames"], clusters=p["clusters"], datacenter=p["datacenter"],
@@ -150,9 +158,11 @@ def main():
             batch_size=p["batch_size"], parallel=p["parallel"],
             reboot_timeout=p["reboot_timeout"], task_timeout=p["task_timeout"],
             lock_timeout=p["lock_timeout"], check_mode=module.check_mode,
+            progress=lambda line: (lines.append(line), module.log(line)),
         )
         with VsphereClient(ConnectionParams.from_params(p)) as client:
             result = host_passthrough.run(client, request)
+        result["progress"] = lines
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
     if not module._diff:

@@ -67,6 +67,7 @@ class Request:
     task_timeout: float = 600.0
     lock_timeout: float = 3600.0
     check_mode: bool = False
+    progress: object = None  # progress(line): which hosts are rebooting, at a steady pace
 
 
 @dataclass

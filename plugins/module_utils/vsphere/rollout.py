@@ -72,7 +72,14 @@ def _tasks(client, plans, what: str, method: str, **kwargs) -> dict:
             for p in plans}
 
 
-def _wait_reconnected(client, plans, boot_before: dict, timeout: float) -> None:
+def _say(req, line: str) -> None:
+    """Report a progress line through the request's ``progress(line)``, if any."""
+    progress = getattr(req, "progress", None)
+    if progress is not None:
+        progress(line)
+
+
+def _wait_reconnected(client, plans, boot_before: dict, timeout: float, req=None) -> None:
     refs = [p.record.obj for p in plans]
 
     def _check() -> WaitStatus:
@@ -81,10 +88,14 @@ def _wait_reconnected(client, plans, boot_before: dict, timeout: float) -> None:
         back = [r.name for r in records
                 if str(r.get("runtime.connectionState")) == "connected"
                 and r.get("runtime.bootTime") != boot_before.get(r.name)]
-        return WaitStatus.of([p.name for p in plans], back, noun="hosts reconnected")
+        status = WaitStatus.of([p.name for p in plans], back, noun="hosts reconnected")
+        return WaitStatus(done=status.done, present=status.present, missing=status.missing,
+                          progress=f"rebooting {', '.join(status.missing) or 'none'}: "
+                                   f"{status.progress}")
 
     wait_for(_check, timeout=timeout, what="hosts to reconnect after reboot",
-             interval=0.2, backoff=1.5, max_interval=10.0)
+             interval=0.2, backoff=1.5, max_interval=10.0,
+             progress=lambda status, elapsed: _say(req, f"+{elapsed:.0f}s {status.progress}"))
 
 
 def _boot_times(client, plans) -> dict:
@@ -102,10 +113,11 @@ def _roll_batch(client, batch, req, key: int) -> list[str]:
     _set_marker(client, enter, key, "entered")
     if needs_reboot:
         boot_before = _boot_times(client, needs_reboot)
+        _say(req, f"rebooting {', '.join(p.name for p in needs_reboot)}")
         wait_for_tasks(client, _tasks(client, needs_reboot, "rebooting",
                                       "RebootHost_Task", force=False),
                        what="host reboot", timeout=req.task_timeout)
-        _wait_reconnected(client, needs_reboot, boot_before, req.reboot_timeout)
+        _wait_reconnected(client, needs_reboot, boot_before, req.reboot_timeout, req)
     # Only the hosts this rollout (or an interrupted earlier one, by the marker) put
     # into maintenance mode leave it; an operator's maintenance is theirs to end.
     entered = {p.name for p in enter}

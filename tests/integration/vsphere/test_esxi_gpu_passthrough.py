@@ -69,6 +69,9 @@ def test_reboot_required_then_rolling_reboot(vsphere_lab_factory, tmp_path):
     assert rc == 0, out
     assert res["changed"] is True and sorted(res["rebooted"]) == ["esxi-0", "esxi-1", "esxi-2"]
     assert res["reboot_required"] == []
+    # the progress says which hosts are rebooting, batch by batch
+    assert [x for x in res["progress"] if not x.startswith("+")] == [
+        "rebooting esxi-0, esxi-1", "rebooting esxi-2"]
     for host in hosts(si).values():
         assert set(gpu_state(host).values()) == {(True, True)}
         assert host.runtime.inMaintenanceMode is False
@@ -77,6 +80,7 @@ def test_reboot_required_then_rolling_reboot(vsphere_lab_factory, tmp_path):
     rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough",
                               {"clusters": ["gpu-cluster"], "reboot": "if_needed"})
     assert rc == 0 and res["changed"] is False and res["rebooted"] == [], out
+    assert res["progress"] == []
 
 
 def test_reboot_refused_while_vms_run(vsphere_lab_factory, tmp_path):
