@@ -107,8 +107,8 @@ rebooted:
   elements: str
 progress:
   description:
-    - The rolling reboot's progress lines (also written to the module log as they
-      happen): which hosts are rebooting, then every 30 s which are not back yet.
+    - The rolling reboot's progress lines, also written to the module log as they
+      happen. Which hosts are rebooting, then every 30 s which are not back yet.
   returned: always
   type: list
   elements: str
