@@ -85,6 +85,14 @@ def test_api_key_is_required_and_never_leaks(served_model):
     assert served_model.api_key not in served_model.head.text()
     environ = Path(f"/proc/{vllm_pid}/environ").read_bytes().split(b"\0")
     assert f"VLLM_API_KEY={served_model.api_key}".encode() in environ
+    assert f"GPU_STACK_METRICS_KEY={served_model.metrics_key}".encode() in environ
+    assert served_model.metrics_key not in cmdline + served_model.head.text()
+    # Ray (started by the launcher) holds neither key
+    for launcher in (served_model.head, served_model.worker):
+        ray_environ = Path(f"/proc/{launcher.child_pid('ray')}/environ").read_bytes()
+        assert b"VLLM_API_KEY=" not in ray_environ
+        assert served_model.api_key.encode() not in ray_environ
+        assert served_model.metrics_key.encode() not in ray_environ
 
 
 def test_vllm_runs_with_the_pods_network_environment(served_model):
