@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 MODULES = pathlib.Path(__file__).resolve().parents[4] / "plugins" / "modules"
-KUBERNETES_MODULES = ("olm_operator", "ocp_gpu_nodes", "model_stage", "ray_vllm_cluster")
+KUBERNETES_MODULES = ("olm_operator", "ocp_gpu_nodes", "model_stage", "ray_vllm_cluster",
+                      "gpu_fleet_report")
 LIMIT = 30
 
 
