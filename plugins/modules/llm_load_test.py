@@ -135,8 +135,8 @@ summary:
   type: dict
 report:
   description:
-    - The JSON report written (would be, in check mode), an artifact of the test: the
-      module reports C(changed=false) whether or not it writes files.
+    - The JSON report written (would be, in check mode). It is an artifact of the test, so
+      the module reports C(changed=false) whether or not it writes files.
   returned: when O(report_path) is given
   type: str
   sample: /var/tmp/llm-validate/load.json

@@ -40,10 +40,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     WaitStatus,
     wait_for,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.staging_job import (  # noqa: F401
-    COMPONENT,
-    JOB_LABEL,
-    MODEL_LABEL,
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.staging_job import (
     MOUNT,
     StagerJob,
     secret_urls,

@@ -32,11 +32,6 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     wait_for,
 )
 
-try:
-    from pyVmomi import vim
-except ImportError:  # pragma: no cover
-    vim = None
-
 PREFIX = "llmops.gpu_stack.rollout_lock."
 
 

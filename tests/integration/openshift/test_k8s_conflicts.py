@@ -14,7 +14,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import
 from kubernetes import client
 
 from .k8s_helpers import api, lab_post, run_module
-from .test_wait_faults import _staged, web  # noqa: F401 (web: a fixture)
+from .test_wait_faults import _staged, web  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
 

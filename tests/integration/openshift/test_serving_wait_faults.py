@@ -11,7 +11,13 @@ import pytest
 from kubernetes import client
 
 from .k8s_helpers import api, run_module
-from .test_ray_vllm_inputs import NS, SIM_IMAGE, _args, _plan, lab_with_model  # noqa: F401
+from .test_ray_vllm_inputs import (  # noqa: F401 pylint: disable=unused-import
+    NS,
+    SIM_IMAGE,
+    _args,
+    _plan,
+    lab_with_model,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -108,7 +108,7 @@ def test_a_pod_no_node_takes_ends_the_wait_with_the_schedulers_message(lab, tmp_
     assert "node(s) were unschedulable" in msg and result["reason"] == "Unschedulable"
     # the scheduler said so itself
     assert any("node(s) were unschedulable" in m for m in _events(lab, "sched",
-                                                                    "FailedScheduling"))
+                                                                  "FailedScheduling"))
 
     rc, result, out, _took = _timed(lab, tmp_path, _args(url, "sched", GOOD_IMAGE))
     assert rc == 0, out[-3000:]

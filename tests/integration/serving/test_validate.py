@@ -88,7 +88,7 @@ def test_every_smoke_check_passes_with_the_api_key(endpoint, tmp_path):
 
 def test_a_wrong_api_key_is_refused_with_401(endpoint, tmp_path):
     rc, result, out = run_module(tmp_path, "llm_endpoint_check",
-                              {**endpoint, "api_key": "not-the-key"})
+                                 {**endpoint, "api_key": "not-the-key"})
     assert rc != 0, out[-3000:]
     assert "endpoint check 'models' failed" in result["msg"]
     assert "HTTP 401" in result["msg"] and result["status"] == 401
@@ -100,7 +100,7 @@ def test_a_wrong_api_key_is_refused_with_401(endpoint, tmp_path):
 
 def test_a_wrong_model_name_fails_naming_v1_models(endpoint, tmp_path):
     rc, result, out = run_module(tmp_path, "llm_endpoint_check",
-                              {**endpoint, "model": "no-such-model"})
+                                 {**endpoint, "model": "no-such-model"})
     assert rc != 0, out[-3000:]
     assert "GET /v1/models does not list model 'no-such-model' (served: tiny)" in result["msg"]
     assert result["check"] == "models" and result["served"] == ["tiny"]

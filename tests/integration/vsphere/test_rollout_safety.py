@@ -32,7 +32,7 @@ def _tasks_on(si, entity, description: str) -> list:
 
 
 def test_lost_reconfig_response_adds_the_gpus_once(vsphere_lab, vsphere_si, vsphere_faults,
-                                                    tmp_path):
+                                                   tmp_path):
     enable_passthrough_raw(vsphere_si)
     vsphere_faults.inject("ReconfigVM_Task", LOSE, target="ocp-worker-2")
     args = {"vm_name": "ocp-worker-2", "gpu_count": 1, "allow_power_cycle": True}

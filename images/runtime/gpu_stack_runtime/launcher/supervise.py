@@ -156,6 +156,7 @@ class Supervisor:
         self._log(f"stopping {name} (pid {proc.pid})")
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+
         def gone() -> WaitStatus:
             return WaitStatus(done=not self.running(name))
 

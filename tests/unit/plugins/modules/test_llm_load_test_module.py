@@ -64,7 +64,7 @@ def _run(capsys, args, check_mode=False):
 
 
 def test_the_load_test_changes_nothing_its_report_is_an_artifact(capsys, tmp_path, nowhere,
-                                                                  monkeypatch, openai_present):
+                                                                 monkeypatch, openai_present):
     """A real run (the HTTP seam replaced by recorded requests) writes its report and
     still says changed=false, so a rerun of the site reports changed=0."""
     from datetime import UTC, datetime

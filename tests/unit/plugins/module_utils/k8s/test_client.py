@@ -27,8 +27,8 @@ ALREADY = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 40
 FIELDS = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
           "code": 409, "message": 'Apply failed with 1 conflict: conflict with "kubectl-edit"'
           " using v1: .data.a", "details": {"causes": [{"reason": "FieldManagerConflict",
-                                                      "message": 'conflict with "kubectl-edit"',
-                                                      "field": ".data.a"}]}}
+                                                        "message": 'conflict with "kubectl-edit"',
+                                                        "field": ".data.a"}]}}
 
 
 def _conflict(body: dict) -> ApiException:

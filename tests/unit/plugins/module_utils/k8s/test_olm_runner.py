@@ -31,12 +31,12 @@ def _olm(crds_established=True, extra_csvs=()):
             if not status.get("installPlanRef"):
                 csv = sub["spec"].get("startingCSV") or HEAD
                 cluster.put({"kind": "InstallPlan", "metadata": {"name": "install-1",
-                                                                  "namespace": key[1]},
+                                                                 "namespace": key[1]},
                              "spec": {"approved": sub["spec"]["installPlanApproval"] ==
                                       "Automatic",
                                       "clusterServiceVersionNames": [csv, *extra_csvs]}})
                 cluster.put({"kind": "Subscription", "metadata": {"name": key[2],
-                                                                   "namespace": key[1]},
+                                                                  "namespace": key[1]},
                              "status": {"installPlanRef": {"name": "install-1"}}})
             plan = cluster.render(("InstallPlan", key[1], "install-1"))
             if plan and plan["spec"]["approved"] and not status.get("installedCSV"):
@@ -51,7 +51,7 @@ def _olm(crds_established=True, extra_csvs=()):
                              "status": {"conditions": [{"type": "Established", "status": str(
                                  crds_established)}]}})
                 cluster.put({"kind": "Subscription", "metadata": {"name": key[2],
-                                                                   "namespace": key[1]},
+                                                                  "namespace": key[1]},
                              "status": {"installedCSV": csv}})
 
     return _controller

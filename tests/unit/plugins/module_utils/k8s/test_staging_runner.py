@@ -13,7 +13,11 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     OperationFailedError,
     WaitTimeout,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging, staging_runner
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    staging,
+    staging_job,
+    staging_runner,
+)
 
 from .fake_client import FakeClient, FakeClock
 
@@ -132,7 +136,7 @@ def test_credentials_and_signed_urls_reach_a_secret_removed_when_the_job_ends(cl
     source = {"type": "http", "url": SIGNED, "manifest": "https://files.example/m.json"}
     result = staging_runner.run(cluster, _request(credentials={"token": "s3cr3t-value"},
                                                   source=source))
-    (name, secret), = seen.secrets.items()
+    [(name, secret)] = list(seen.secrets.items())
     assert _values(secret) == {"token": "s3cr3t-value", "source-url": SIGNED}
     assert [k for k in cluster.objects if k[0] == "Secret"] == []  # removed after the Job
     job = seen.jobs[name.removesuffix("-credentials")]
@@ -149,8 +153,8 @@ def test_a_failed_job_leaves_no_secret_and_a_rerun_sweeps_a_killed_runs_secret(c
     cluster.put({"kind": "Secret", "metadata": {  # a run killed before its cleanup
         "name": "stage-tiny-old-credentials", "namespace": NS, "labels": {
             "app.kubernetes.io/component": "model-stager-credentials",
-            staging.MODEL_LABEL: staging.ModelStaging(cluster, NS, {}, "tiny").model_key,
-            staging.JOB_LABEL: "stage-tiny-old"}}})
+            staging_job.MODEL_LABEL: staging.ModelStaging(cluster, NS, {}, "tiny").model_key,
+            staging_job.JOB_LABEL: "stage-tiny-old"}}})
 
     def _fail(cluster):
         for key in [k for k in cluster.objects if k[0] == "Job"]:
@@ -304,7 +308,7 @@ def test_a_local_run_uploads_into_its_own_directory_and_tells_the_stager(cluster
     seen = _SeeSecrets()
     cluster.controllers.insert(0, seen)
     staging_runner.run(cluster, _request(source=source, upload_id="run1"))
-    (job,) = seen.jobs.values()
+    [job] = list(seen.jobs.values())
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "STAGE_UPLOAD_DIR", "value": volume["upload_dir"]} in env
     with pytest.raises(InvalidInputError, match="upload_id must be"):

@@ -19,10 +19,10 @@ def _impostor(name: str) -> Exception:
 def test_a_class_named_like_a_busy_fault_is_not_retried(name):
     exc = _impostor(name)
     assert not is_retryable_fault(exc)
-    assert type(translate(exc, "x")) is errors.OperationFailedError
+    assert translate(exc, "x").__class__ is errors.OperationFailedError
 
 
 @pytest.mark.parametrize("name", ["InvalidLogin", "ManagedObjectNotFound", "InvalidArgument",
                                   "InvalidPowerState"])
 def test_a_class_named_like_a_classified_fault_is_not_classified(name):
-    assert type(translate(_impostor(name), "x")) is errors.OperationFailedError
+    assert translate(_impostor(name), "x").__class__ is errors.OperationFailedError

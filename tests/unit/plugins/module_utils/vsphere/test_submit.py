@@ -88,7 +88,7 @@ def test_no_recorded_task_means_submit_again(monkeypatch, other):
 
     monkeypatch.setattr(submit, "load_objects", _records)
     task = submit.submit_task(_client(), entity, "ReconfigVM_Task", what="reconf",
-                              sleep=lambda s: recorded.append(s), spec=None)
+                              sleep=recorded.append, spec=None)
     assert entity.calls == 2 and task._moId == "task-2" and recorded == [0]
 
 
