@@ -14,13 +14,13 @@ damaged file names itself and is repaired by ``model_stage`` with ``verify: dige
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gpu_stack_runtime.common.contract import MARKER_NAME
 from gpu_stack_runtime.launcher.errors import EXIT_MODEL, LaunchError
+from gpu_stack_runtime.stager.digest import file_digests
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -82,18 +82,10 @@ def _check_marker_files(directory: Path, marker: dict) -> None:
     _check_marker_digests(directory, entries)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_marker_digests(directory: Path, entries: list) -> None:
     hashed = [e for e in entries if isinstance(e.get("sha256"), str)]
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib releases the GIL
-        actual = list(pool.map(lambda e: _sha256(directory / e["path"]), hashed))
+        actual = list(pool.map(lambda e: file_digests(directory / e["path"])["sha256"], hashed))
     bad = [e["path"] for e, digest in zip(hashed, actual, strict=True) if digest != e["sha256"]]
     if bad:
         raise LaunchError(
