@@ -210,6 +210,8 @@ options:
       pipeline_parallel_size:
         description:
           - Force the pipeline parallel size (at most the number of layers).
+          - Unforced, PP is 1 inside a node and equals the nodes a replica spans (one stage
+            per node); forcing it is the only way to put several stages on one node.
         type: int
       allow_cross_node_tp:
         description:

@@ -16,15 +16,19 @@ Rules
   takes whole nodes (a multiple of the GPUs per node).
 - TP must divide the attention heads, and the KV heads must split evenly: TP divides
   the KV heads, or the KV heads divide TP (vLLM then replicates each KV head).
-- PP is at most the number of layers; stages go across nodes. A replica that spans
-  nodes uses whole nodes: its stages fill each node (PP is a multiple of
-  GPUs per node / TP).
+- PP is at most the number of layers, and is > 1 only when a replica spans nodes:
+  one stage per node, so PP = the nodes a replica spans and TP = the GPUs it uses on
+  each (vLLM's guidance: TP inside a node, PP across nodes). A node's free GPUs hold
+  further replicas of the same shape. Only a forced ``layout.pipeline_parallel_size``
+  may put several stages on one node (they then fill whole nodes: PP a multiple of
+  GPUs per node / TP once a replica needs more than one node).
 - A layout fits when, on every GPU of every stage, weights + overhead stay within
   ``gpu_memory_utilization x gpu_memory`` and the KV cache holds the required tokens
   (see ``memory.py``).
-- Candidates are tried smallest first: fewest GPUs per replica, then fewest nodes per
-  replica, then the larger TP (TP inside a node before PP). The first that fits wins;
-  the remaining GPUs become replicas (a replica per free slot of the same shape).
+- Candidates are tried smallest first: fewest nodes per replica, then fewest GPUs per
+  replica (a model that fits one GPU gets TP 1 and replicas), then the smaller PP.
+  The first that fits wins; the remaining GPUs become replicas (a replica per free
+  slot of the same shape).
 - Nothing fits: the refusal names the closest layout and its shortfall (GiB per GPU
   for weights, or tokens and GiB for the KV cache).
 """
@@ -78,13 +82,25 @@ def head_problem(model, tp: int) -> str:
     return ""
 
 
-def _placement(tp: int, pp: int, hardware) -> tuple[int, int, int] | None:
-    """(nodes_per_replica, gpus_per_pod, replicas), or None if it cannot be placed."""
+def _placement(tp: int, pp: int, hardware, pack_stages: bool = False):
+    """(nodes_per_replica, gpus_per_pod, replicas), or None if it cannot be placed.
+
+    One pipeline stage per node: a replica of PP stages spans PP nodes (PP x TP/GPUs per
+    node with TP across nodes), each node running one pod of the stage's TP GPUs; free
+    GPUs of those nodes hold further replicas of the same shape. ``pack_stages`` (only
+    for a forced PP) puts several stages on one node, filling whole nodes.
+    """
     gpn = hardware.gpus_per_node
     if tp > gpn:
         nodes = tp // gpn * pp
         gpus_per_pod = gpn
         replicas = hardware.nodes // nodes
+    elif pp == 1:
+        nodes, gpus_per_pod = 1, tp
+        replicas = hardware.nodes * (gpn // tp)
+    elif not pack_stages:
+        nodes, gpus_per_pod = pp, tp
+        replicas = hardware.nodes // pp * (gpn // tp)
     elif tp * pp <= gpn:
         nodes, gpus_per_pod = 1, tp * pp
         replicas = hardware.nodes * (gpn // (tp * pp))
@@ -130,7 +146,7 @@ def _check_forced(model, hardware, request) -> None:
             f"layout needs {needed} GPUs (TP {tp or 1} x PP {pp or 1}) but the hardware "
             f"has {hardware.total_gpus}"
         )
-    if tp is not None and pp is not None and _placement(tp, pp, hardware) is None:
+    if tp is not None and pp is not None and _placement(tp, pp, hardware, True) is None:
         raise InvalidInputError(
             f"layout TP {tp} x PP {pp} cannot be placed on {hardware.nodes} nodes x {gpn} "
             "GPUs: a replica spanning nodes must use whole nodes"
@@ -138,18 +154,21 @@ def _check_forced(model, hardware, request) -> None:
 
 
 def _candidates(model, hardware, request):
+    """(tp, pp, placement) of every layout allowed; PP > 1 only across nodes unless forced."""
     gpn = hardware.gpus_per_node
+    forced_pp = request.pipeline_parallel_size
     if request.tensor_parallel_size is not None:
         tps = [request.tensor_parallel_size]
     else:
         tps = [t for t in range(1, gpn + 1) if gpn % t == 0 and not head_problem(model, t)]
     for tp in tps:
-        if request.pipeline_parallel_size is not None:
-            pps = [request.pipeline_parallel_size]
+        if forced_pp is not None:
+            pps = [forced_pp]
         else:
-            pps = range(1, min(model.num_layers, hardware.total_gpus // tp) + 1)
+            nodes_per_stage = max(1, tp // gpn)
+            pps = range(1, min(model.num_layers, hardware.nodes // nodes_per_stage) + 1)
         for pp in pps:
-            placement = _placement(tp, pp, hardware)
+            placement = _placement(tp, pp, hardware, pack_stages=forced_pp is not None)
             if placement is not None:
                 yield tp, pp, placement
 
@@ -220,7 +239,7 @@ def choose_layout(model, hardware, targets, request) -> Layout:
         _evaluate(model, hardware, targets, tp, pp, placement)
         for tp, pp, placement in _candidates(model, hardware, request)
     ]
-    layouts.sort(key=lambda lay: (lay.gpus_per_replica, lay.nodes_per_replica, lay.pp))
+    layouts.sort(key=lambda lay: (lay.nodes_per_replica, lay.gpus_per_replica, lay.pp))
     for layout in layouts:
         if _fits(layout, targets):
             return layout
