@@ -256,6 +256,30 @@ class K8sClient:
         return self._call(f"log of pod {namespace}/{pod}", core.read_namespaced_pod_log,
                           pod, namespace, **kwargs)
 
+    def evict(self, name: str, namespace: str, *, grace_period: int | None = None) -> str:
+        """Evict a pod through the Eviction API (``drain.py``): "" when it was evicted or
+        is gone already, the server's message when a disruption budget refuses it now
+        (429, which the caller retries at its own pace, so not here)."""
+        from kubernetes.client import CoreV1Api
+
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": name, "namespace": namespace}}
+        if grace_period is not None:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_period}
+        core = CoreV1Api(self.dynamic.client)
+        what = f"evict pod {namespace}/{name}"
+        try:
+            core.create_namespaced_pod_eviction(name, namespace, body)
+        except (ApiException, DynamicApiError) as exc:
+            if exc.status == 404:
+                return ""
+            if exc.status == 429:
+                return _status_message(exc)
+            raise translate(exc, what) from exc
+        except Urllib3Error as exc:
+            raise ConnectionFailedError(f"{what}: cannot reach the API server: {exc}") from exc
+        return ""
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
                *, check_mode: bool, propagation: str | None = None) -> bool:
         """Delete if present; True when something was (or in check mode would be) deleted."""
