@@ -20,9 +20,18 @@ description:
     off. Refuses BIOS firmware (large-BAR GPUs need EFI).
   - Devices can only change while the VM is off. A powered-on VM is power-cycled only
     with O(allow_power_cycle=true), otherwise the module fails saying so.
+  - Before a VM is powered off, its OpenShift node is cordoned and drained (O(drain)):
+    pods are evicted through the Eviction API, so PodDisruptionBudgets are honoured;
+    DaemonSet and mirror pods stay. After the power-on the module waits for the node to
+    be Ready with a new boot, then uncordons it (a node that was cordoned before is left
+    cordoned). A drain that cannot finish in O(drain_timeout) fails before the VM is
+    touched, leaving the node cordoned.
+  - With O(drain=true) (the default) a power cycle needs O(k8s_auth); without it the
+    module refuses before any change. Set O(drain=false) for a VM that is no cluster node
+    or that was drained already.
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
@@ -70,6 +79,40 @@ options:
     description: Seconds to wait for one vSphere task.
     type: int
     default: 600
+  drain:
+    description: Cordon and drain the VM's OpenShift node before a power cycle, and
+      uncordon it once it is Ready again.
+    type: bool
+    default: true
+  k8s_auth:
+    description:
+      - How to reach the OpenShift API for the drain - kubernetes.core's connection
+        options (C(kubeconfig), C(context), C(host), C(api_key), C(validate_certs),
+        C(ca_cert), ...), the same keys every module of the collection's
+        C(llmops.gpu_stack.openshift) group takes.
+      - An empty dictionary means the C(K8S_AUTH_*) environment, then C(~/.kube/config),
+        then the in-cluster service account. Read only when a drain is needed.
+    type: dict
+  node_name:
+    description: The VM's node, when it cannot be found from the VM (O(node_lookup)).
+    type: str
+  node_lookup:
+    description:
+      - How the VM's node is found. V(provider_id) - the node whose C(spec.providerID)
+        is C(vsphere://) and the VM's BIOS UUID, as the vSphere cloud provider sets it;
+        V(name) - the node named as the VM; V(auto) - the first, then the second.
+    type: str
+    choices: [auto, provider_id, name]
+    default: auto
+  drain_timeout:
+    description: Seconds the drain may take (evictions a PodDisruptionBudget refuses are
+      retried until then).
+    type: int
+    default: 600
+  node_ready_timeout:
+    description: Seconds to wait for the node to be Ready after the VM is powered on.
+    type: int
+    default: 900
 attributes:
   check_mode:
     support: full
@@ -88,6 +131,8 @@ EXAMPLES = r"""
     gpu_count: 2
     gpu_models: [a100-80g]
     allow_power_cycle: true
+    k8s_auth:
+      kubeconfig: /etc/ocp/kubeconfig
 """
 
 RETURN = r"""
@@ -112,10 +157,39 @@ power_cycled:
   description: Whether the VM was powered off and on.
   returned: always
   type: bool
+node:
+  description: The node drained around the power cycle (planned in check mode), null
+    when there is no power cycle or O(drain=false).
+  returned: always
+  type: dict
+  contains:
+    node:
+      description: The node's name.
+      type: str
+    cordoned_before:
+      description: Whether the node was cordoned already (it is then left cordoned).
+      type: bool
+    evict:
+      description: The pods evicted (C(namespace/name)).
+      type: list
+      elements: str
+    kept:
+      description: The pods left on the node (DaemonSet and mirror pods).
+      type: list
+      elements: str
+progress:
+  description: The drain's progress lines, also written to the module log.
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import (
+    DrainRequest,
+    node_drain,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_passthrough
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
@@ -138,24 +212,36 @@ def main():
         power_on={"type": "bool", "default": False},
         mmio_size_gb={"type": "int"},
         task_timeout={"type": "int", "default": 600},
+        drain={"type": "bool", "default": True},
+        k8s_auth={"type": "dict", "no_log": True},
+        node_name={"type": "str"},
+        node_lookup={"type": "str", "choices": ["auto", "provider_id", "name"],
+                     "default": "auto"},
+        drain_timeout={"type": "int", "default": 600},
+        node_ready_timeout={"type": "int", "default": 900},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
+    lines = []
     try:
+        node = node_drain(p["k8s_auth"], DrainRequest(
+            node_name=p["node_name"], node_lookup=p["node_lookup"],
+            drain_timeout=p["drain_timeout"], ready_timeout=p["node_ready_timeout"]),
+            progress=lambda line: (lines.append(line), module.log(line)))
         request = vm_passthrough.VmRequest(
             vm=p["vm_name"], gpu_count=p["gpu_count"], state=p["state"], mode=p["mode"],
             gpu_filter=GpuFilter.build(p["gpu_models"], p["device_ids"]),
             allow_power_cycle=p["allow_power_cycle"], power_on=p["power_on"],
             mmio_size_gb=p["mmio_size_gb"], task_timeout=p["task_timeout"],
-            check_mode=module.check_mode,
+            check_mode=module.check_mode, drain=p["drain"], node=node,
         )
         with VsphereClient(ConnectionParams.from_params(p)) as client:
             result = vm_passthrough.run(client, request)
     except GpuStackError as exc:
-        module.fail_json(**exc.fail_kwargs())
+        module.fail_json(**{"progress": lines, **exc.fail_kwargs()})
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(progress=lines, **result)
 
 
 if __name__ == "__main__":

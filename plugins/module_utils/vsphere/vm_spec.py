@@ -22,6 +22,7 @@ VM_PROPS = (
     "name", "runtime.host", "runtime.powerState", "config.hardware.device",
     "config.hardware.memoryMB", "config.memoryReservationLockedToMax", "config.extraConfig",
     "config.firmware", "config.version", "config.cpuHotAddEnabled", "environmentBrowser",
+    "config.uuid",
 )
 
 
