@@ -11,7 +11,9 @@ namespace, image, pvc, model_dir, node_selector, ...):
   selected nodes report allocatable (with the numbers), and a missing model volume.
 - ``ensure_api_key(api_key, check_mode) -> bool``: the API-key Secret; a given key is
   written, otherwise an existing Secret is kept and a missing one gets a random key.
-  The key never appears in a result or a diff.
+  The key never appears in a result or a diff; its SHA-256 goes to
+  ``cfg["api_key_sha256"]`` (rendered as the heads' annotation, see ``serving_roll``;
+  None in check mode when a key would be generated).
 - ``apply(plan, check_mode) -> (changed, diffs)``: every rendered object, server-side
   apply; RayClusters of replicas the plan no longer has are deleted.
 - ``apply_objects(manifests, check_mode) -> (changed, diffs)``: the write path of
@@ -47,6 +49,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import allocatable
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_roll import key_sha256
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
 
 API_KEY_FIELD = "api-key"
@@ -140,13 +143,15 @@ class RayVllmDeployment:
             return False
         current = self.client.get("v1", "Secret", secret_name, self.ns)
         stored = ((current or {}).get("data") or {}).get(API_KEY_FIELD)
-        if api_key is None and stored:
-            return False
-        if api_key is not None and stored and base64.b64decode(stored).decode() == api_key:
+        held = base64.b64decode(stored).decode() if stored else None
+        key = api_key if api_key is not None else held
+        self.cfg["api_key_sha256"] = key_sha256(key) if key else None
+        if key is not None and key == held:
             return False
         if check_mode:
             return True
-        key = api_key if api_key is not None else secrets.token_urlsafe(32)
+        key = key if key is not None else secrets.token_urlsafe(32)
+        self.cfg["api_key_sha256"] = key_sha256(key)
         self.client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                            "metadata": {"name": secret_name, "namespace": self.ns,
                                         "labels": {"app.kubernetes.io/instance": self.name}},

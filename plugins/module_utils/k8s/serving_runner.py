@@ -10,7 +10,10 @@
   first write (missing options, a plan that is not a ``serving_plan`` result, names,
   image, timeouts); then the preflight against the cluster (GPUs allocatable on the
   selected nodes, the ReadWriteMany model volume; warnings in check mode), the API-key
-  Secret, the objects (server-side apply, dry run in check mode), the wait (skipped in
+  Secret, the objects (server-side apply, dry run in check mode), the roll of the
+  RayClusters whose heads hold another API key (``serving_roll``: one cluster at a time,
+  each waited for; check mode only reports them in ``rolled`` and the diff, as
+  ``Pods/<cluster>`` with the key's SHA-256 before and after), the wait (skipped in
   check mode by the common wait helper) and last the hand-over ConfigMap
   ``<name>-endpoint`` with the endpoint, the API-key Secret name and the served model
   (see ``render.handover``), written through the same apply path and shown in the diff.
@@ -35,6 +38,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
     check_model_dir,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import serving_roll
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
     RayVllmDeployment,
 )
@@ -140,15 +144,21 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
     out["warnings"] += report.pop("warnings")
     out.update(report)
     out["clusters"] = [f"{req.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
-    out["changed"] |= svc.ensure_api_key(req.llm_api_key, req.check_mode)
+    secret_changed = svc.ensure_api_key(req.llm_api_key, req.check_mode)
+    out["changed"] |= secret_changed
+    # only pods running before this run's apply can hold an old key
+    stale = serving_roll.stale_clusters(svc.client, req.namespace, req.name, out["clusters"],
+                                        svc.cfg.get("api_key_sha256"), secret_changed)
     changed, diffs = svc.apply(plan, req.check_mode)
     out["changed"] |= changed
-    if req.wait:
-        def _record(line):
-            out["progress"].append(line)
-            if progress is not None:
-                progress(line)
 
+    def _record(line):
+        out["progress"].append(line)
+        if progress is not None:
+            progress(line)
+
+    out["changed"] |= _roll(svc, req, plan, stale, diffs, out, _timed(_record))
+    if req.wait:
         final = svc.wait(plan, req.wait_timeout, progress=_timed(_record),
                          check_mode=req.check_mode)
         if not final["skipped"]:
@@ -164,3 +174,22 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
     if req.diff and diffs:
         out["diff"] = merge_diffs(diffs)
     return out
+
+
+def _roll(svc: RayVllmDeployment, req: Request, plan: dict, stale: dict, diffs: dict,
+          out: dict, progress) -> bool:
+    """Roll the ``stale`` clusters (their heads hold another API key: ``serving_roll``),
+    one at a time; in check mode only report them. The diff shows the key's digest, never
+    the key."""
+    sha = svc.cfg.get("api_key_sha256")
+    out["rolled"] = list(stale)
+    if not stale:
+        return False
+    want_workers = sum(g["replicas"] for g in plan["ray_cluster"]["worker_groups"])
+    for cluster, held in stale.items():
+        diffs[f"Pods/{cluster}"] = {"before": {"api_key_sha256": held or "(not recorded)"},
+                                    "after": {"api_key_sha256": sha}}
+        if not req.check_mode:
+            serving_roll.roll(svc.client, req.namespace, cluster, want_workers,
+                              req.wait_timeout, progress=progress, wait=req.wait)
+    return True

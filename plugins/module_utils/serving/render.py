@@ -35,6 +35,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 API_PORT = 8000
 MODEL_MOUNT = contract.MODEL_MOUNT
 API_KEY_MOUNT = "/var/run/secrets/gpu-stack/api-key"
+API_KEY_SHA256_ANNOTATION = "gpu-stack.llmops.io/api-key-sha256"  # k8s/serving_roll.py
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _IMAGE = re.compile(r"^[^\s@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
@@ -197,6 +198,9 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
                    "num-gpus": str(head_gpus)}
     head_group = {"rayStartParams": head_params,
                   "template": _template(labels, head, volumes, cfg, gpu_pod=bool(head_gpus))}
+    if cfg.get("api_key_sha256"):  # the key's digest, never the key: a new key rolls the pods
+        head_group["template"]["metadata"]["annotations"][API_KEY_SHA256_ANNOTATION] = cfg[
+            "api_key_sha256"]
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": {"name": name, "namespace": cfg["namespace"], "labels": labels},
             "spec": {"rayVersion": cfg["ray_version"], "enableInTreeAutoscaling": False,

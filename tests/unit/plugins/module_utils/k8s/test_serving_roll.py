@@ -1,0 +1,208 @@
+"""A new API key rolls the serving pods (serving_roll through serving_runner.run), against
+the in-memory cluster with a KubeRay stand-in that, like KubeRay, makes missing pods from
+the RayCluster's templates (annotations included) and never replaces running ones.
+
+What rolled is read from the fake cluster (pod uids, annotations, the record of writes),
+not from the runner's result alone."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import itertools
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
+    Request,
+    run,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render import (
+    API_KEY_SHA256_ANNOTATION,
+)
+
+from .fake_client import FakeClient
+from .test_serving_runner import NS, PLAN, _node, _router
+
+KEY_A, KEY_B = "key-a-" + "a" * 30, "key-b-" + "b" * 30
+_UIDS = itertools.count(1)
+
+
+def _sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _make_pod(cluster: dict, node_type: str, template: dict, index: int) -> dict:
+    meta = cluster["metadata"]
+    uid = f"uid-{next(_UIDS)}"
+    suffix = "head" if node_type == "head" else f"worker-{index}"
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{meta['name']}-{suffix}-{uid}", "namespace": NS, "uid": uid,
+                         "labels": {**meta["labels"], "ray.io/cluster": meta["name"],
+                                    "ray.io/node-type": node_type},
+                         "annotations": dict((template.get("metadata") or {}).get(
+                             "annotations") or {})},
+            "spec": {"nodeName": f"node-{index % 2}"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def _kuberay(fake: FakeClient) -> None:
+    """Every RayCluster gets its missing head and workers, from its current templates."""
+    for cluster in fake.clusters():
+        name = cluster["metadata"]["name"]
+        pods = [fake.render(k) for k in fake.objects if k[0] == "Pod"]
+        mine = [p for p in pods if p["metadata"]["labels"].get("ray.io/cluster") == name]
+        spec = cluster["spec"]
+        if not [p for p in mine if p["metadata"]["labels"]["ray.io/node-type"] == "head"]:
+            fake.put(_make_pod(cluster, "head", spec["headGroupSpec"]["template"], 0))
+        group = spec["workerGroupSpecs"][0]
+        workers = [p for p in mine if p["metadata"]["labels"]["ray.io/node-type"] == "worker"]
+        for i in range(len(workers), group["replicas"]):
+            fake.put(_make_pod(cluster, "worker", group["template"], i))
+
+
+class _Cluster(FakeClient):
+    def clusters(self) -> list[dict]:
+        return [self.render(k) for k in list(self.objects) if k[0] == "RayCluster"]
+
+
+def _cluster() -> _Cluster:
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteMany"]}}
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    nodes = [_node(f"node-{i}", 4) for i in range(2)]
+    fake = _Cluster([ns, pvc, *nodes], on_apply={"Route": _router})
+    fake.controllers.append(_kuberay)
+    return fake
+
+
+def _request(key: str, plan: dict = PLAN, **change) -> Request:
+    args = {"namespace": NS, "plan": copy.deepcopy(plan),
+            "image": "quay.io/llmops/ray-vllm:0.1.0", "served_model_name": "tiny-llama",
+            "model_dir": "tiny-llama", "wait_timeout": 60, "llm_api_key": key}
+    args.update(change)
+    return Request(**args)
+
+
+def _pods(fake: FakeClient, cluster: str = "llm-0") -> dict:
+    """uid -> the digest annotation, of the cluster's pods as the fake cluster holds them."""
+    return {p["metadata"]["uid"]: (p["metadata"].get("annotations") or {}).get(
+        API_KEY_SHA256_ANNOTATION)
+        for p in (fake.render(k) for k in fake.objects if k[0] == "Pod")
+        if p["metadata"]["labels"]["ray.io/cluster"] == cluster}
+
+
+def _head_sha(fake: FakeClient, cluster: str = "llm-0") -> str | None:
+    heads = [p for p in (fake.render(k) for k in fake.objects if k[0] == "Pod")
+             if p["metadata"]["labels"]["ray.io/cluster"] == cluster
+             and p["metadata"]["labels"]["ray.io/node-type"] == "head"]
+    assert len(heads) == 1
+    return heads[0]["metadata"]["annotations"].get(API_KEY_SHA256_ANNOTATION)
+
+
+def _deleted_pods(fake: FakeClient) -> list[str]:
+    return [name for verb, kind, name in fake.writes if verb == "delete" and kind == "Pod"]
+
+
+def test_a_new_key_rolls_every_pod_and_the_diff_shows_only_digests():
+    fake = _cluster()
+    first = run(fake, _request(KEY_A))
+    assert first["changed"] is True and first["rolled"] == []  # new pods, nothing to roll
+    before = _pods(fake)
+    assert len(before) == 3 and _head_sha(fake) == _sha(KEY_A)
+    assert _deleted_pods(fake) == []
+
+    result = run(fake, _request(KEY_B, diff=True))
+    assert result["changed"] is True and result["rolled"] == ["llm-0"]
+    after = _pods(fake)
+    assert len(after) == 3 and not set(after) & set(before)  # head and both workers replaced
+    assert _head_sha(fake) == _sha(KEY_B)
+    secret = fake.find("Secret", "llm-api-key", NS)["data"]["api-key"]
+    assert base64.b64decode(secret).decode() == KEY_B
+    assert result["diff"]["before"]["Pods/llm-0"] == {"api_key_sha256": _sha(KEY_A)}
+    assert result["diff"]["after"]["Pods/llm-0"] == {"api_key_sha256": _sha(KEY_B)}
+    template = result["diff"]["after"]["RayCluster/llm-0"]["spec"]["headGroupSpec"]["template"]
+    assert template["metadata"]["annotations"][API_KEY_SHA256_ANNOTATION] == _sha(KEY_B)
+    assert KEY_A not in str(result) and KEY_B not in str(result)
+
+
+def test_a_rerun_with_the_same_key_rolls_nothing():
+    fake = _cluster()
+    run(fake, _request(KEY_A))
+    run(fake, _request(KEY_B))
+    state, deleted = fake.snapshot(), _deleted_pods(fake)
+    result = run(fake, _request(KEY_B, diff=True))
+    assert result["changed"] is False and result["rolled"] == [] and "diff" not in result
+    assert fake.snapshot() == state and _deleted_pods(fake) == deleted
+    result = run(fake, _request(None))  # no key given: the Secret's key is kept
+    assert result["changed"] is False and result["rolled"] == []
+    assert fake.snapshot() == state and _deleted_pods(fake) == deleted
+
+
+def test_check_mode_reports_the_roll_and_writes_nothing():
+    fake = _cluster()
+    run(fake, _request(KEY_A))
+    state = copy.deepcopy(fake.objects)
+    writes, calls = list(fake.writes), len(fake.calls)
+    result = run(fake, _request(KEY_B, check_mode=True, diff=True))
+    assert result["changed"] is True and result["rolled"] == ["llm-0"]
+    assert fake.writes == writes and fake.objects == state
+    writing = [c for c in fake.calls[calls:] if c[0] in ("apply", "delete")]
+    assert writing and all(check for _verb, _kind, check in writing)  # dry runs only
+    assert not [c for c in writing if c[:2] == ("delete", "Pod")]
+    assert result["diff"]["after"]["Pods/llm-0"] == {"api_key_sha256": _sha(KEY_B)}
+    assert _head_sha(fake) == _sha(KEY_A)
+    assert KEY_B not in str(result)
+
+
+def test_replicas_roll_one_at_a_time():
+    two = build_plan({"preset": "llama-3-8b"},
+                     {"nodes": 4, "gpus_per_node": 2, "gpu_memory_gib": 80},
+                     layout={"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
+                     topology="head_without_gpus")
+    assert two["ray_cluster"]["clusters"] == 2
+    fake = _cluster()
+    run(fake, _request(KEY_A, plan=two))
+    old = {c: set(_pods(fake, c)) for c in ("llm-0", "llm-1")}
+    seen_at_second = []
+    real_delete = fake.delete
+
+    def _delete(api_version, kind, name, namespace=None, **kwargs):
+        if kind == "Pod" and name.startswith("llm-1-"):
+            # what llm-0 looked like when llm-1 started to roll: all new and Ready
+            seen_at_second.append(set(_pods(fake, "llm-0")))
+        return real_delete(api_version, kind, name, namespace, **kwargs)
+
+    fake.delete = _delete
+    result = run(fake, _request(KEY_B, plan=two))
+    assert result["rolled"] == ["llm-0", "llm-1"]
+    assert seen_at_second and all(len(s) == 3 and not s & old["llm-0"] for s in seen_at_second)
+    deleted = _deleted_pods(fake)
+    assert len(deleted) == 6
+    assert [n[:5] for n in deleted] == ["llm-0"] * 3 + ["llm-1"] * 3
+    assert not set(_pods(fake, "llm-1")) & old["llm-1"]
+    assert _head_sha(fake, "llm-0") == _head_sha(fake, "llm-1") == _sha(KEY_B)
+
+
+def test_a_head_without_the_digest_rolls_only_when_the_secret_changed():
+    fake = _cluster()
+    run(fake, _request(KEY_A))
+    for key in [k for k in fake.objects if k[0] == "Pod"]:  # pods of an older collection
+        fake.objects[key]["base"]["metadata"]["annotations"] = {}
+    pods = _pods(fake)
+    result = run(fake, _request(KEY_A))
+    assert result["rolled"] == [] and _pods(fake) == pods  # its key is the Secret's
+    result = run(fake, _request(KEY_B, diff=True))
+    assert result["rolled"] == ["llm-0"] and not set(_pods(fake)) & set(pods)
+    assert result["diff"]["before"]["Pods/llm-0"] == {"api_key_sha256": "(not recorded)"}
+
+
+def test_without_wait_the_pods_are_deleted_and_not_waited_for():
+    fake = _cluster()
+    run(fake, _request(KEY_A))
+    before = set(_pods(fake))
+    result = run(fake, _request(KEY_B, wait=False))
+    assert result["rolled"] == ["llm-0"] and len(_deleted_pods(fake)) == 3
+    assert "status" not in result
+    assert not set(_pods(fake)) & before
