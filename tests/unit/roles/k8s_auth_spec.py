@@ -28,7 +28,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import
 
 ROLES = {"ocp_gpu_nodes": "ocp_gpu_nodes_k8s_auth", "gpu_operators": "gpu_operators_k8s_auth",
          "model_storage": "model_storage_k8s_auth", "ray_vllm": "ray_vllm_k8s_auth",
-         "validate": "validate_k8s_auth", "serving_plan": "serving_plan_k8s_auth"}
+         "validate": "validate_k8s_auth", "serving_plan": "serving_plan_k8s_auth",
+         "esxi_gpu_passthrough": "esxi_gpu_passthrough_k8s_auth"}
 
 ENTRY_DESCRIPTION = (
     "kubernetes.core's connection options, as every module of the collection takes them; "
