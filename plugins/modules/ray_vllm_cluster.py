@@ -34,7 +34,8 @@ description:
     so the validate stage finds the endpoint in a later run.
   - Changing the pod template of an existing RayCluster (another image, other resources)
     is applied to the RayCluster object, but KubeRay does not replace running pods for
-    it; delete the pods (or run O(state=absent) first) to roll them.
+    it; delete the pods (or run O(state=absent) first) to roll them. A new API key is the
+    exception, it rolls the pods itself (see O(llm_api_key)).
 version_added: 0.1.0
 author:
   - llmops.gpu_stack maintainers (!UNKNOWN)
@@ -78,6 +79,12 @@ options:
       - The API key clients must send. Written to the Secret O(api_key_secret). When
         omitted, an existing Secret is kept and a missing one gets a random key (read it
         from the Secret).
+      - A key other than the one the running heads were started with (their pods carry
+        its SHA-256, never the key, as the annotation C(gpu-stack.llmops.io/api-key-sha256))
+        rolls the serving pods, head and workers, one RayCluster at a time, each waited for
+        until Ready when O(wait) is on, so with several replicas the others keep serving;
+        the old key stops working. Check mode reports the roll (RV(rolled), the diff) and
+        deletes nothing; a rerun with the same key rolls nothing.
       - Not O(api_key), which is kubernetes.core's bearer token for the API server (both
         arrive through C(module_defaults) of the action group).
     type: str
@@ -235,6 +242,14 @@ progress:
   returned: when waited
   type: list
   elements: str
+rolled:
+  description:
+    - The RayClusters whose pods were (in check mode, would be) replaced because their
+      heads ran with another API key; empty when none.
+  returned: state=present
+  type: list
+  elements: str
+  sample: [llm-0]
 handover:
   description: Name of the ConfigMap (in O(namespace)) recording the stage's outputs.
   returned: state=present
