@@ -143,6 +143,9 @@ options:
       gpu_memory_gib:
         description:
           - Memory of one GPU in GiB (40 for an A100 40GB).
+          - When O(hardware.gpu_model) names a GPU whose memory as CUDA reports it is known
+            (H100 80GB HBM3, A100-SXM4-40GB), the plan uses that figure unless this one is
+            lower; RV(plan.hardware) says which figure was used and why.
         type: float
         required: true
       nvlink:
@@ -157,7 +160,8 @@ options:
         default: false
       gpu_model:
         description:
-          - A label for the GPU model, shown in the plan.
+          - The GPU model, shown in the plan, as C(nvidia-smi) or GPU Feature Discovery
+            name it (for example V(NVIDIA H100 80GB HBM3) or V(NVIDIA-H100-80GB-HBM3)).
         type: str
   targets:
     description:
@@ -296,7 +300,9 @@ plan:
       returned: success
       type: dict
     hardware:
-      description: The hardware as planned, with total_gpus.
+      description: The hardware as planned, with total_gpus. gpu_memory_gib is the memory
+        given; gpu_memory_gib_used the memory the plan uses (what CUDA reports for a known
+        gpu_model) and gpu_memory_source which figure that is and where it comes from.
       returned: success
       type: dict
     topology:

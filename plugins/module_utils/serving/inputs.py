@@ -7,6 +7,10 @@ API
 ``hardware_from_options(dict) -> Hardware``: ``nodes``, ``gpus_per_node``,
 ``gpu_memory_gib`` (required), ``nvlink`` (GPUs inside a node share NVLink),
 ``rdma`` (nodes reach each other over RDMA), ``gpu_model`` (a label).
+The memory planned with (``Hardware.gpu_memory_gib``) is what CUDA reports when
+``gpu_model`` names a GPU of ``presets.GPU_MEMORY`` (users type "80" for an H100 80GB
+HBM3, CUDA reports 79.18 GiB), unless the figure given is lower; otherwise the figure
+given. ``gpu_memory_given`` and ``gpu_memory_source`` say which and why.
 
 ``targets_from_options(dict, max_model_len) -> Targets``: ``gpu_memory_utilization``
 (default 0.9), the KV-cache headroom as ``kv_cache_tokens`` or
@@ -27,11 +31,13 @@ Every problem raises ``InvalidInputError`` naming the option.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.presets import GPU_MEMORY
 
 TOPOLOGIES = ("head_without_gpus", "head_with_gpus")
 KV_CACHE_DTYPES = ("auto", "fp8")
@@ -45,6 +51,8 @@ class Hardware:
     nvlink: bool = False
     rdma: bool = False
     gpu_model: str = ""
+    gpu_memory_given: float | None = None
+    gpu_memory_source: str = "as given"
 
     @property
     def total_gpus(self) -> int:
@@ -95,16 +103,57 @@ def _number(options: dict, section: str, key: str, required: bool = False):
     return float(value)
 
 
+def _name_tokens(gpu_model: str) -> set[str]:
+    """Upper-case words of a GPU name, '80 GB' / '80G' / '80GiB' written as '80GB'."""
+    text = re.sub(r"(?<![A-Z0-9])(\d+)\s*G(?:I?B)?(?![A-Z0-9])", r"\1GB", gpu_model.upper())
+    return set(re.split(r"[^A-Z0-9]+", text)) - {"", "NVIDIA", "TESLA"}
+
+
+def _known_gpu(gpu_model: str) -> tuple[str, dict] | None:
+    """(name, facts) of the ``GPU_MEMORY`` entry ``gpu_model`` names, or None."""
+    tokens = _name_tokens(gpu_model)
+    for name, facts in GPU_MEMORY.items():
+        if any(words <= tokens for words in facts["match"]):
+            return name, facts
+    return None
+
+
+def usable_gpu_memory(given: float, gpu_model: str) -> tuple[float, str]:
+    """The GiB of one GPU to plan with, and a sentence saying where it comes from."""
+    known = _known_gpu(gpu_model) if gpu_model else None
+    if known is None:
+        why = f"no CUDA-reported figure known for {gpu_model!r}" if gpu_model else (
+            "no hardware.gpu_model")
+        return given, f"as given: {given:g} GiB ({why})"
+    name, facts = known
+    cuda_gib = facts["cuda_bytes"] / 1024**3
+    if given < cuda_gib:
+        return given, (
+            f"as given: {given:g} GiB, below the {cuda_gib:.2f} GiB CUDA reports for {name}"
+        )
+    return cuda_gib, (
+        f"known model {name}: {cuda_gib:.2f} GiB as CUDA reports ({facts['cuda_bytes']} bytes; "
+        f"{facts['source']}), not the {given:g} GiB given"
+    )
+
+
 def hardware_from_options(options: dict | None) -> Hardware:
     """Parse and check the ``hardware`` option."""
     options = _clean(options)
+    nodes = _int(options, "hardware", "nodes", 1, required=True)
+    gpus_per_node = _int(options, "hardware", "gpus_per_node", 1, required=True)
+    given = _number(options, "hardware", "gpu_memory_gib", required=True)
+    gpu_model = str(options.get("gpu_model", ""))
+    used, source = usable_gpu_memory(given, gpu_model)
     return Hardware(
-        nodes=_int(options, "hardware", "nodes", 1, required=True),
-        gpus_per_node=_int(options, "hardware", "gpus_per_node", 1, required=True),
-        gpu_memory_gib=_number(options, "hardware", "gpu_memory_gib", required=True),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        gpu_memory_gib=used,
         nvlink=bool(options.get("nvlink", False)),
         rdma=bool(options.get("rdma", False)),
-        gpu_model=str(options.get("gpu_model", "")),
+        gpu_model=gpu_model,
+        gpu_memory_given=given,
+        gpu_memory_source=source,
     )
 
 

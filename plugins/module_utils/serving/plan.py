@@ -15,7 +15,10 @@ The plan (keys)::
 
     model            name, source, parameters, architecture, dtype, quantization,
                      max_model_len, weights_gib (whole model)
-    hardware         nodes, gpus_per_node, total_gpus, gpu_memory_gib, nvlink, rdma
+    hardware         nodes, gpus_per_node, total_gpus, gpu_memory_gib (as given),
+                     gpu_memory_gib_used (what the plan uses: the memory CUDA reports
+                     for a known gpu_model, see ``inputs.py``), gpu_memory_source
+                     (which figure and why), gpu_model, nvlink, rdma
     topology         head_without_gpus | head_with_gpus
     tensor_parallel_size, pipeline_parallel_size, replicas,
     gpus_per_replica, nodes_per_replica, gpus_used, gpus_idle
@@ -137,7 +140,7 @@ def _warnings(model, hardware, targets, layout) -> list[str]:
             "layout.pipeline_parallel_size would turn them into KV cache)"
         )
     thinnest = min(stage.kv_cache_gib for stage in layout.stages)
-    budget = targets.gpu_memory_utilization * hardware.gpu_memory_gib
+    budget = round(targets.gpu_memory_utilization * hardware.gpu_memory_gib, 2)
     if thinnest < THIN_KV_FRACTION * budget:
         warnings.append(
             f"thin margin: {thinnest:.2f} GiB of KV cache per GPU is under "
@@ -191,7 +194,7 @@ def _summary(plan: dict) -> list[str]:
         f"model: {model['name']} ({model['parameters_billion']}B, {model['dtype']}, "
         f"quantization {model['quantization']}, max_model_len {model['max_model_len']})",
         f"hardware: {hw['nodes']} nodes x {hw['gpus_per_node']} GPUs x "
-        f"{hw['gpu_memory_gib']:g} GiB",
+        f"{hw['gpu_memory_gib_used']:g} GiB (memory {hw['gpu_memory_source']})",
         f"layout: TP {plan['tensor_parallel_size']} x PP {plan['pipeline_parallel_size']} x "
         f"{plan['replicas']} replicas ({plan['gpus_used']} of {hw['total_gpus']} GPUs)",
         f"per GPU: weights {mem['weights_per_gpu_gib']} GiB, KV cache "
@@ -223,7 +226,9 @@ def build_plan(model, hardware, targets=None, layout=None, topology=None) -> dic
             "nodes": hw.nodes,
             "gpus_per_node": hw.gpus_per_node,
             "total_gpus": hw.total_gpus,
-            "gpu_memory_gib": hw.gpu_memory_gib,
+            "gpu_memory_gib": hw.gpu_memory_given,
+            "gpu_memory_gib_used": round(hw.gpu_memory_gib, 2),
+            "gpu_memory_source": hw.gpu_memory_source,
             "gpu_model": hw.gpu_model,
             "nvlink": hw.nvlink,
             "rdma": hw.rdma,

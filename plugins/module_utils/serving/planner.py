@@ -196,7 +196,8 @@ def _fits(layout: Layout, targets) -> bool:
 
 
 def _refusal(model, hardware, targets, layouts: list[Layout]) -> InvalidInputError:
-    gpus = f"{hardware.gpus_per_node} GPUs of {hardware.gpu_memory_gib:g} GiB"
+    memory = round(hardware.gpu_memory_gib, 2)
+    gpus = f"{hardware.gpus_per_node} GPUs of {memory:g} GiB"
     where = f"{hardware.nodes} nodes x {gpus}"
     if not layouts:
         return InvalidInputError(
@@ -212,7 +213,7 @@ def _refusal(model, hardware, targets, layouts: list[Layout]) -> InvalidInputErr
             f"{model.name} does not fit {where}: even with TP {best.tp} x PP {best.pp} "
             f"({best.gpus_per_replica} GPUs) a GPU needs {worst.weights_gib:.1f} GiB of "
             f"weights + {worst.overhead_gib:.1f} GiB overhead, but gets {budget:.1f} GiB "
-            f"({targets.gpu_memory_utilization:g} x {hardware.gpu_memory_gib:g}); short by "
+            f"({targets.gpu_memory_utilization:g} x {memory:g}); short by "
             f"{short:.1f} GiB per GPU ({short * best.gpus_per_replica:.0f} GiB in total)",
             shortfall_gib_per_gpu=round(short, 2),
             closest_layout={"tensor_parallel_size": best.tp, "pipeline_parallel_size": best.pp},

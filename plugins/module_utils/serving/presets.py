@@ -12,6 +12,9 @@ check it against the count derived from the architecture
 
 Names: ``llama-3-8b``, ``llama-3-70b``, ``llama-3.1-405b``, ``mixtral-8x7b``,
 ``vicuna-13b`` (lmsys v1.3, the model of seed 002), ``mistral-7b``.
+
+``GPU_MEMORY`` maps a GPU model to its memory as CUDA reports it, with the source of
+the figure (see the comment above it).
 """
 
 from __future__ import annotations
@@ -96,5 +99,27 @@ PRESETS = {
         "tie_word_embeddings": False,
         "dtype": "bfloat16",
         "max_model_len": 32768,
+    },
+}
+
+# GPU memory as CUDA reports it (``torch.cuda.mem_get_info()`` / ``cudaMemGetInfo``
+# total, the same as deviceQuery's "Total amount of global memory"): what vLLM's
+# gpu_memory_utilization is a fraction of. Users type the marketing figure ("80 GB");
+# the driver keeps part of it. Only figures with a source are listed; any other GPU
+# model is planned with the memory as given. ``match``: each set is the tokens of the
+# model's name (``nvidia-smi`` / CUDA name, GPU Feature Discovery's
+# ``nvidia.com/gpu.product``, or the PCI name vSphere shows) that identify it.
+GPU_MEMORY = {
+    "H100 80GB HBM3": {
+        "match": [{"H100", "80GB", "HBM3"}, {"H100", "SXM5", "80GB"}],
+        "cuda_bytes": 85_017_493_504,
+        "source": "torch.cuda.mem_get_info() on an H100 80GB HBM3, driver 580.159.04, "
+        "measured for issue 18",
+    },
+    "A100-SXM4-40GB": {
+        "match": [{"A100", "SXM4", "40GB"}],
+        "cuda_bytes": 42_298_834_944,
+        "source": "CUDA deviceQuery on an A100-SXM4-40GB, CUDA 12.2 driver "
+        "(bottlerocket-os/bottlerocket pull request 3873 on GitHub)",
     },
 }
