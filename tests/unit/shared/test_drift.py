@@ -27,6 +27,8 @@ _FILES = (
     "images/ray-vllm/README.md",
     "images/ray-vllm/Containerfile.ubi9",
     "images/ray-vllm/Containerfile.ubuntu",
+    "images/gpu-stack-runtime/Containerfile",
+    "images/README.md",
     *(f"roles/{role}/{part}" for role in ("ray_vllm", "model_storage", "gpu_operators")
       for part in ("defaults/main.yml", "meta/argument_specs.yml")),
     *(f"{COMMON}/{name}" for name in (*SHARED, "versions.py")),
@@ -113,6 +115,10 @@ _PLANTED = [
      "ray[cgraph,default]==0.0.1", "images/ray-vllm/README.md:"),
     ("images/ray-vllm/Containerfile.ubuntu", f"# Versions: vLLM {V.VLLM}",
      "# Versions: vLLM 0.0.1", "Containerfile.ubuntu:"),
+    ("images/gpu-stack-runtime/Containerfile", f"ARG RUNTIME_VERSION={V.RUNTIME}",
+     "ARG RUNTIME_VERSION=0.0.1", "gpu-stack-runtime/Containerfile ARG RUNTIME_VERSION"),
+    ("images/README.md", f"gpu-stack-runtime:{V.RUNTIME_IMAGE_TAG}",
+     "gpu-stack-runtime:0.0.1", "images/README.md:"),
 ]
 
 
