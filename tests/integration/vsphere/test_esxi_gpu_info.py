@@ -29,7 +29,8 @@ def test_reports_every_gpu_like_the_simulator(vsphere_lab, vsphere_si, tmp_path)
 
 def test_bound_vm_and_filters(vsphere_lab, vsphere_si, tmp_path):
     enable_passthrough_raw(vsphere_si, ["esxi-6"])
-    attach = {"vm_name": "ocp-worker-6", "gpu_count": 1, "allow_power_cycle": True}
+    attach = {"vm_name": "ocp-worker-6", "gpu_count": 1, "allow_power_cycle": True,
+              "drain": False}
     rc, _res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", attach)
     assert rc == 0, out
     rc, res, out = run_module(vsphere_lab, tmp_path, "esxi_gpu_info",

@@ -84,7 +84,8 @@ def test_reconfig_no_disk_space(vsphere_lab, vsphere_si, vsphere_faults, tmp_pat
     enable_passthrough_raw(vsphere_si)
     vsphere_faults.inject("ReconfigVM_Task", "NoDiskSpace", target="ocp-worker-2",
                           fields={"datastore": "LocalDS_0"}, message="no space on LocalDS_0")
-    args = {"vm_name": "ocp-worker-2", "gpu_count": 2, "allow_power_cycle": True}
+    args = {"vm_name": "ocp-worker-2", "gpu_count": 2, "allow_power_cycle": True,
+            "drain": False}
     rc, res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
     assert rc != 0
     assert res["msg"].startswith("VM ocp-worker-2:") and "NoDiskSpace" in res["msg"], res["msg"]
@@ -101,7 +102,7 @@ def test_power_on_fails(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
     vsphere_faults.inject("PowerOnVM_Task", "GenericVmConfigFault", target="ocp-worker-4",
                           message="Module 'DevicePowerOn' power on failed.")
     args = {"vm_name": "ocp-worker-4", "gpu_count": 2, "allow_power_cycle": True,
-            "power_on": True}
+            "power_on": True, "drain": False}
     rc, res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
     assert rc != 0
     assert "powering on VM ocp-worker-4 failed" in res["msg"], res["msg"]

@@ -92,7 +92,8 @@ def test_fleet_report_matches_the_site_and_names_lost_gpus(vsphere_lab, vsphere_
     # the site after stages 1-3: passthrough on, 2 GPUs per worker VM, nodes advertising
     enable_passthrough_raw(vsphere_si)
     attach = {"name": "attach", "llmops.gpu_stack.vm_gpu_passthrough": {
-        "vm_name": "{{ item }}", "gpu_count": 2, "allow_power_cycle": True, "power_on": True},
+        "vm_name": "{{ item }}", "gpu_count": 2, "allow_power_cycle": True, "power_on": True,
+        "drain": False},
         "loop": [w["vm"] for w in WORKERS]}
     rc, _results, out = run_playbook(tmp_path, [attach], env=vsphere_lab.connection_env())
     assert rc == 0, out[-3000:]

@@ -35,7 +35,8 @@ def test_lost_reconfig_response_adds_the_gpus_once(vsphere_lab, vsphere_si, vsph
                                                    tmp_path):
     enable_passthrough_raw(vsphere_si)
     vsphere_faults.inject("ReconfigVM_Task", LOSE, target="ocp-worker-2")
-    args = {"vm_name": "ocp-worker-2", "gpu_count": 1, "allow_power_cycle": True}
+    args = {"vm_name": "ocp-worker-2", "gpu_count": 1, "allow_power_cycle": True,
+            "drain": False}
     rc, res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
     assert vsphere_faults.pending() == [], out  # the response was really lost once
     assert rc == 0 and res["changed"] is True, out

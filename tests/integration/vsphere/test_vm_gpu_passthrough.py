@@ -9,7 +9,7 @@ from .vsphere_helpers import enable_passthrough_raw, hosts, run_module, snapshot
 pytestmark = pytest.mark.lab
 
 ARGS = {"vm_name": "ocp-worker-0", "gpu_count": 2, "gpu_models": ["a100-80g"],
-        "allow_power_cycle": True}
+        "allow_power_cycle": True, "drain": False}  # no cluster here: test_vm_drain.py
 
 
 def test_static_full_cycle(vsphere_lab, vsphere_si, tmp_path):
