@@ -10,7 +10,9 @@ namespace, image, pvc, model_dir, node_selector, ...):
 - ``preflight(plan)``: refuses, before any write, a layout needing more GPUs than the
   selected nodes report allocatable (with the numbers), and a missing model volume.
 - ``ensure_api_key(api_key, check_mode) -> bool``: the API-key Secret; a given key is
-  written, otherwise an existing Secret is kept and a missing one gets a random key.
+  written, otherwise an existing Secret is kept and a missing one gets a random key;
+  its ``metrics-key`` (Prometheus' credential for ``GET /metrics``) is generated once
+  and kept across reruns and key rotations.
   The key never appears in a result or a diff; its SHA-256 goes to
   ``cfg["api_key_sha256"]`` (rendered as the heads' annotation, see ``serving_roll``;
   None in check mode when a key would be generated).
@@ -53,6 +55,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_roll 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
 
 API_KEY_FIELD = "api-key"
+METRICS_KEY_FIELD = render.METRICS_KEY_FILE  # Prometheus' key: GET /metrics only
 # The launcher's exit codes that no restart can fix (the controller/runtime contract).
 _LAUNCHER_EXITS = contract.LAUNCH_EXIT_REASONS
 
@@ -143,10 +146,11 @@ class RayVllmDeployment:
             return False
         current = self.client.get("v1", "Secret", secret_name, self.ns)
         stored = ((current or {}).get("data") or {}).get(API_KEY_FIELD)
+        metrics = ((current or {}).get("data") or {}).get(METRICS_KEY_FIELD)
         held = base64.b64decode(stored).decode() if stored else None
         key = api_key if api_key is not None else held
         self.cfg["api_key_sha256"] = key_sha256(key) if key else None
-        if key is not None and key == held:
+        if key is not None and key == held and metrics:
             return False
         if check_mode:
             return True
@@ -155,7 +159,9 @@ class RayVllmDeployment:
         self.client.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                            "metadata": {"name": secret_name, "namespace": self.ns,
                                         "labels": {"app.kubernetes.io/instance": self.name}},
-                           "stringData": {API_KEY_FIELD: key}}, check_mode=False)
+                           "stringData": {API_KEY_FIELD: key, METRICS_KEY_FIELD: (
+                               base64.b64decode(metrics).decode() if metrics
+                               else secrets.token_urlsafe(32))}}, check_mode=False)
         return True
 
     # --- apply -------------------------------------------------------------------------
@@ -179,6 +185,8 @@ class RayVllmDeployment:
         for extra in self._stale_clusters(plan):
             changed |= self.client.delete("ray.io/v1", "RayCluster", extra, self.ns,
                                           check_mode=check_mode)
+            self._delete_if_present("networking.k8s.io/v1", "NetworkPolicy",
+                                    render.network_policy.peers_policy_name(extra), check_mode)
             diffs[f"RayCluster/{extra}"] = {"before": {"name": extra}, "after": {}}
         return changed, diffs
 
@@ -271,11 +279,20 @@ class RayVllmDeployment:
         host = self.route_host()
         return f"https://{host}" if host else None
 
+    def _delete_if_present(self, api_version, kind, name, check_mode) -> bool:
+        try:
+            return self.client.delete(api_version, kind, name, self.ns, check_mode=check_mode)
+        except NotFoundError:
+            return False
+
     def remove(self, check_mode: bool) -> bool:
         changed = False
         if self.client.get("v1", "Namespace", self.ns) is None:
             return False
-        targets = [("ray.io/v1", "RayCluster", c["metadata"]["name"]) for c in self._clusters()]
+        clusters = [c["metadata"]["name"] for c in self._clusters()]
+        targets = [("ray.io/v1", "RayCluster", c) for c in clusters]
+        targets += [("networking.k8s.io/v1", "NetworkPolicy",
+                     render.network_policy.peers_policy_name(c)) for c in clusters]
         targets += [("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
                     ("networking.k8s.io/v1", "NetworkPolicy", f"{self.name}-ray"),
                     ("v1", "ConfigMap", render.handover_name(self.name))]

@@ -11,8 +11,13 @@ Every pod runs ``gpu-stack-launch`` (the runtime image) with KubeRay's
 generated command, waits for the planned GPUs and then runs vLLM (head) or keeps the Ray
 worker alive (workers). Pods run as non-root without privilege escalation, get
 ``/dev/shm`` as a memory emptyDir, the interface variables vLLM and NCCL/GLOO need, and
-the model volume read-only. Ray's ports are reachable only from pods of the namespace
-(NetworkPolicy); the Service and the Route carry the API port alone.
+the model volume read-only. Ray's ports are reachable only from pods of the same
+RayCluster (and the KubeRay operator on the head's client and dashboard ports), the API
+port from anywhere (``network_policy.py``); the Service and the Route carry the API port
+alone. The Ray dashboard (whose Jobs API runs code unauthenticated) listens on the pod's
+loopback only: reach it with ``kubectl port-forward`` when needed. Keys reach the
+launcher as files of the API-key Secret's volume (``api-key``, and ``metrics-key``:
+Prometheus' credential for ``GET /metrics``), never as an environment value or argument.
 
 ``handover(cfg, endpoint, plan)`` is the stage's declared output: a ConfigMap
 ``<name>-endpoint`` beside the serving objects recording what a later stage (validate)
@@ -31,10 +36,14 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import con
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import network_policy
 
 API_PORT = 8000
 MODEL_MOUNT = contract.MODEL_MOUNT
 API_KEY_MOUNT = "/var/run/secrets/gpu-stack/api-key"
+API_KEY_FILE = "api-key"  # the Secret's keys, files of its volume
+METRICS_KEY_FILE = "metrics-key"
+DASHBOARD_HOST = "127.0.0.1"
 API_KEY_SHA256_ANNOTATION = "gpu-stack.llmops.io/api-key-sha256"  # k8s/serving_roll.py
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _SERVED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -83,6 +92,11 @@ def _check_settings(cfg: dict) -> None:
     for key in ("head_resources", "worker_resources"):
         if not (cfg.get(key) or {}).get("memory"):
             raise InvalidInputError(f"{key} needs a memory request (it is also the limit)")
+    if "dashboard-host" in (cfg.get("head_ray_params") or {}):
+        raise InvalidInputError(
+            "head_ray_params may not set dashboard-host: the Ray dashboard (its Jobs API "
+            f"runs code without authentication) listens on {DASHBOARD_HOST} only; use "
+            "kubectl port-forward to reach it")
 
 
 def _launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
@@ -155,7 +169,8 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
                  "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
                  "--port", str(API_PORT), *own]
     if cfg.get("api_key_secret"):
-        head_args += ["--api-key-file", f"{API_KEY_MOUNT}/api-key"]
+        head_args += ["--api-key-file", f"{API_KEY_MOUNT}/{API_KEY_FILE}",
+                      "--metrics-key-file", f"{API_KEY_MOUNT}/{METRICS_KEY_FILE}"]
     if rest:
         head_args += ["--", *rest]
     head_gpus = shape["head_gpus"]
@@ -194,7 +209,7 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
                        "template": _template(labels, worker, _volumes(cfg["pvc"],
                                                                       cfg["shm_size"], None),
                                              cfg, gpu_pod=True)})
-    head_params = {**_params(cfg.get("head_ray_params")), "dashboard-host": "0.0.0.0",
+    head_params = {**_params(cfg.get("head_ray_params")), "dashboard-host": DASHBOARD_HOST,
                    "num-gpus": str(head_gpus)}
     head_group = {"rayStartParams": head_params,
                   "template": _template(labels, head, volumes, cfg, gpu_pod=bool(head_gpus))}
@@ -230,12 +245,8 @@ def manifests(plan: dict, cfg: dict) -> list[dict]:
                 "metadata": {"name": name, "namespace": ns, "annotations": {
                     "haproxy.router.openshift.io/timeout": cfg["route_timeout"]}},
                 "spec": route})
-    out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": f"{name}-ray", "namespace": ns},
-                "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": name}},
-                         "policyTypes": ["Ingress"],
-                         "ingress": [{"from": [{"podSelector": {}}]},
-                                     {"ports": [{"protocol": "TCP", "port": API_PORT}]}]}})
+    clusters = [f"{name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
+    out += network_policy.policies(cfg, clusters, API_PORT)
     return out
 
 

@@ -108,7 +108,7 @@ def test_extra_args_env_and_ray_params():
         "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "POD_IP"]
     assert head["args"][-1] == "--enforce-eager"
     assert rc["headGroupSpec"]["rayStartParams"] == {
-        "object-store-memory": "100000000", "dashboard-host": "0.0.0.0", "num-gpus": "0"}
+        "object-store-memory": "100000000", "dashboard-host": "127.0.0.1", "num-gpus": "0"}
     worker_group = rc["workerGroupSpecs"][0]
     worker = worker_group["template"]["spec"]["containers"][0]
     assert sorted(e["name"] for e in worker["env"]) == ["OMP_NUM_THREADS", "POD_IP"]
