@@ -18,7 +18,8 @@
    ``status.nodeInfo.bootID`` (a Ready condition read before the kubelet came back is
    the old boot's), then uncordons it, unless it was cordoned before we came (an
    operator's cordon is kept, as the rolling reboot keeps an operator's maintenance
-   mode).
+   mode). Our cordon carries the annotation ``CORDON_MARK`` until the uncordon, so a
+   rerun after a failed drain knows the cordon is ours and lifts it when done.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PROVIDER_PREFIX = "vsphere://"
 LOOKUPS = ("auto", "provider_id", "name")
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 MANAGER_SUFFIX = "drain"
+CORDON_MARK = "llmops.gpu_stack/cordoned-for"
 
 
 @dataclass
@@ -130,6 +132,7 @@ class NodeDrain:
         self._progress = progress
         self._clock, self._sleep = clock, sleep
         self.node: _Node | None = None
+        self._vm = ""
 
     @property
     def client(self):
@@ -181,8 +184,10 @@ class NodeDrain:
         """Find the node and what a drain would evict; nothing is written."""
         node = self._find(vm_name, vm_uuid)
         name = node["metadata"]["name"]
-        plan = _Node(name=name, boot_id=_boot_id(node),
-                     was_cordoned=bool((node.get("spec") or {}).get("unschedulable")))
+        self._vm = vm_name
+        ours = CORDON_MARK in ((node.get("metadata") or {}).get("annotations") or {})
+        plan = _Node(name=name, boot_id=_boot_id(node), was_cordoned=not ours and bool(
+            (node.get("spec") or {}).get("unschedulable")))
         for pod in self._pods(name):
             why = _why_kept(pod)
             if why:
@@ -195,9 +200,12 @@ class NodeDrain:
                 "evict": [f"{ns}/{n}" for ns, n, _uid in plan.evict], "kept": plan.kept}
 
     # --- 2. cordon and drain --------------------------------------------------------------
-    def _cordon(self, on: bool) -> None:
-        self.client.apply({"apiVersion": "v1", "kind": "Node",
-                           "metadata": {"name": self.node.name},
+    def _cordon(self, on: bool, vm_name: str = "") -> None:
+        """Cordon with our mark, or uncordon (the mark, applied no more, is removed)."""
+        meta = {"name": self.node.name}
+        if on:
+            meta["annotations"] = {CORDON_MARK: f"power cycle of VM {vm_name}"}
+        self.client.apply({"apiVersion": "v1", "kind": "Node", "metadata": meta,
                            "spec": {"unschedulable": on}},
                           check_mode=False, force_conflicts=True, manager_suffix=MANAGER_SUFFIX)
 
@@ -208,7 +216,7 @@ class NodeDrain:
     def drain(self) -> None:
         node = self.node
         if not node.was_cordoned:
-            self._cordon(True)
+            self._cordon(True, self._vm)
         self._say(f"node {node.name} cordoned; evicting {len(node.evict)} pod(s)")
         pending = list(node.evict)
         evicted: list = []

@@ -180,6 +180,25 @@ def test_an_operators_cordon_is_kept():
     assert "left cordoned" in lines[-1]
 
 
+def test_our_cordon_from_a_failed_drain_is_lifted_by_the_rerun():
+    fake = DrainFake(_site(), blocked={"apps/web-2"})
+    drain, _lines = _drain(fake, drain_timeout=5)
+    drain.prepare("ocp-worker-0", UUID)
+    with pytest.raises(OperationFailedError):
+        drain.drain()
+    marked = fake.node("worker-a")["metadata"]["annotations"]
+    assert marked == {"llmops.gpu_stack/cordoned-for": "power cycle of VM ocp-worker-0"}
+    fake.blocked.clear()
+    again, _lines = _drain(fake)
+    assert again.prepare("ocp-worker-0", UUID)["cordoned_before"] is False
+    again.drain()
+    fake.put(node("worker-a", boot="boot-2"))
+    again.restore()
+    after = fake.node("worker-a")
+    assert after["spec"]["unschedulable"] is False
+    assert "llmops.gpu_stack/cordoned-for" not in (after["metadata"].get("annotations") or {})
+
+
 def test_node_drain_without_auth_is_none_and_unknown_keys_are_refused():
     assert node_drain(None, DrainRequest()) is None
     with pytest.raises(InvalidInputError, match=r"unknown option.*kubeconf"):
