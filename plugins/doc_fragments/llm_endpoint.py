@@ -54,5 +54,5 @@ options:
     type: int
     default: 120
 requirements:
-  - openai (with its httpx2 HTTP library)
+  - openai >= 3.54.0 (with its httpx2 HTTP library)
 """

@@ -43,5 +43,5 @@ options:
     type: int
     default: 60
 requirements:
-  - pyvmomi >= 8.0
+  - pyvmomi >= 9.1.1.0
 """

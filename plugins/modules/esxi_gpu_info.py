@@ -17,7 +17,7 @@ description:
     that hold GPUs).
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
@@ -80,10 +80,14 @@ vms:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import gpu_info
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import (
+    HAS_PYVMOMI,
+    PYVMOMI_IMPORT_ERROR,
+    VsphereClient,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
     ConnectionParams,
     vsphere_argument_spec,
@@ -101,6 +105,8 @@ def main():
         vm_names={"type": "list", "elements": "str", "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib("pyvmomi"), exception=PYVMOMI_IMPORT_ERROR)
     p = module.params
     try:
         gpu_filter = GpuFilter.build(p["gpu_models"], p["device_ids"])

@@ -20,7 +20,7 @@ description:
     matching GPU, disconnected hosts, GPUs in use, hosts to reboot that still run VMs).
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
@@ -119,10 +119,14 @@ gpus:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import host_passthrough
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import (
+    HAS_PYVMOMI,
+    PYVMOMI_IMPORT_ERROR,
+    VsphereClient,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
     ConnectionParams,
     vsphere_argument_spec,
@@ -148,6 +152,8 @@ def main():
         lock_timeout={"type": "int", "default": 3600},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib("pyvmomi"), exception=PYVMOMI_IMPORT_ERROR)
     p = module.params
     lines: list = []
     try:

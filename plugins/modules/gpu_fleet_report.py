@@ -24,7 +24,10 @@ description:
   - Only reads; writes nothing on vSphere or the cluster.
 version_added: 0.2.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2
+  - pyvmomi >= 9.1.1.0 (only with O(vcenter))
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
@@ -177,14 +180,20 @@ summary:
 
 import contextlib
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.fleet import read, report
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
     K8sClient,
     k8s_argument_spec,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import (
+    HAS_PYVMOMI,
+    PYVMOMI_IMPORT_ERROR,
+    VsphereClient,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
     ConnectionParams,
 )
@@ -214,6 +223,11 @@ def _argument_spec() -> dict:
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     p = module.params
+    if not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMPORT_ERROR)
+    if p["vcenter"] and not HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib("pyvmomi", reason="to read vcenter"),
+                         exception=PYVMOMI_IMPORT_ERROR)
     try:
         workers = report.parse_workers(p["workers"], p["gpus_per_vm"])
         conn = ConnectionParams.from_params(p["vcenter"]) if p["vcenter"] else None

@@ -28,7 +28,7 @@ description:
   - Uses the C(openai) client; TLS, the CA and the Host header are set on its HTTP client.
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.llm_endpoint
@@ -102,9 +102,11 @@ api_url:
   sample: https://llm-llm.apps.example.com/v1
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint import (
+    HAS_OPENAI,
+    OPENAI_IMPORT_ERROR,
     Endpoint,
     endpoint_argument_spec,
     smoke_test,
@@ -116,6 +118,8 @@ def main():
     spec.update(prompt={"type": "str", "default": "The capital of France is"},
                 max_tokens={"type": "int", "default": 16, "no_log": False})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_OPENAI:
+        module.fail_json(msg=missing_required_lib("openai"), exception=OPENAI_IMPORT_ERROR)
     params = module.params
     try:
         endpoint = Endpoint.from_params(params)

@@ -23,7 +23,7 @@ description:
   - Waits for C(GET /health) first, like P(llmops.gpu_stack.llm_endpoint_check#module).
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.llm_endpoint
@@ -87,7 +87,7 @@ attributes:
   platform:
     platforms: posix
 requirements:
-  - matplotlib (only for O(chart_path))
+  - matplotlib >= 3.11.2 (only for O(chart_path))
 seealso:
   - module: llmops.gpu_stack.llm_endpoint_check
 """
@@ -150,13 +150,15 @@ chart_path:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     GpuStackError,
     InvalidInputError,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import loadtest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint import (
+    HAS_OPENAI,
+    OPENAI_IMPORT_ERROR,
     Endpoint,
     endpoint_argument_spec,
     run_load,
@@ -231,6 +233,10 @@ def main():
         max_error_rate={"type": "float", "default": 0.0},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_OPENAI:
+        module.fail_json(msg=missing_required_lib("openai"), exception=OPENAI_IMPORT_ERROR)
+    if module.params["chart_path"] and not loadtest.has_chart_support():
+        module.fail_json(msg=missing_required_lib("matplotlib", reason="for chart_path"))
     try:
         result = _run(module, module.params)
     except GpuStackError as exc:

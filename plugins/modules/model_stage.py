@@ -32,7 +32,9 @@ description:
     source is already staged there (used before an upload).
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
@@ -173,10 +175,12 @@ msg:
   sample: "staged model on PVC models: 3 files, 1024 bytes, 1024 bytes fetched (was: not staged)"
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import staging, staging_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
     K8sClient,
     k8s_argument_spec,
 )
@@ -218,6 +222,8 @@ def _argument_spec() -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    if not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMPORT_ERROR)
     # a presigned URL is a secret: masked wherever it would appear in the output
     module.no_log_values.update(staging.secret_urls(module.params["source"] or {}).values())
     try:

@@ -25,7 +25,9 @@ description:
   - Every worker is checked against the cluster's nodes before the first write.
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
@@ -147,10 +149,12 @@ wait:
   sample: 8 of 8 GPU nodes allocatable
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import gpu_nodes_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
     K8sClient,
     k8s_argument_spec,
 )
@@ -189,6 +193,8 @@ def main():
                            required_one_of=[("workers", "vms")],
                            mutually_exclusive=[("workers", "vms")],
                            required_together=[("vms", "gpus_per_vm")])
+    if not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMPORT_ERROR)
     try:
         result = gpu_nodes_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:

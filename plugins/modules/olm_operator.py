@@ -26,7 +26,9 @@ description:
     C(alm-examples). A CSV in phase C(Failed) fails the task with its reason.
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
@@ -140,10 +142,12 @@ changed_objects:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import olm_runner
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
     K8sClient,
     k8s_argument_spec,
 )
@@ -184,6 +188,8 @@ def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True,
                            required_if=[("install_mode", "SingleNamespace",
                                          ("target_namespace",))])
+    if not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMPORT_ERROR)
     try:
         result = olm_runner.run(K8sClient.from_params(module.params), _request(module))
     except GpuStackError as exc:

@@ -38,7 +38,9 @@ description:
     exception, it rolls the pods itself (see O(llm_api_key)).
 version_added: 0.1.0
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - kubernetes.core.k8s_auth_options
@@ -259,9 +261,11 @@ handover:
 
 from dataclasses import fields
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
     K8sClient,
     k8s_argument_spec,
 )
@@ -309,6 +313,8 @@ _REQUEST_KEYS = frozenset(f.name for f in fields(Request))
 
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    if not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMPORT_ERROR)
     params = {k: v for k, v in module.params.items() if k in _REQUEST_KEYS}
     request = Request(**params, check_mode=module.check_mode, diff=module._diff)
     out: dict = {}

@@ -23,7 +23,7 @@ description:
     collection's C(plugins/module_utils/serving/memory.py); its numbers are estimates,
     vLLM measures the real ones when it starts.
 author:
-  - llmops.gpu_stack maintainers (!UNKNOWN)
+  - llmops.gpu_stack maintainers (@llmops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -184,14 +184,18 @@ progress:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import (
     DrainRequest,
     node_drain,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_passthrough
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import VsphereClient
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client import (
+    HAS_PYVMOMI,
+    PYVMOMI_IMPORT_ERROR,
+    VsphereClient,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
     ConnectionParams,
     vsphere_argument_spec,
@@ -221,6 +225,8 @@ def main():
         node_ready_timeout={"type": "int", "default": 900},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if not HAS_PYVMOMI:
+        module.fail_json(msg=missing_required_lib("pyvmomi"), exception=PYVMOMI_IMPORT_ERROR)
     p = module.params
     lines = []
     try:

@@ -55,8 +55,10 @@ try:
     import openai
 
     HAS_OPENAI = True
-except ImportError:  # pragma: no cover - exercised only without the openai package
+    OPENAI_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - exercised only without the openai package
     HAS_OPENAI = False
+    OPENAI_IMPORT_ERROR = _exc  # the modules report it with missing_required_lib
 
 BODY_EXCERPT = 300
 CHECKS = ("health", "models", "completion", "chat", "stream", "auth")

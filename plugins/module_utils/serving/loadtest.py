@@ -175,9 +175,14 @@ def check_output_path(path: str | None, what: str) -> None:
         raise InvalidInputError(f"{what} {path}: directory {parent} is not writable")
 
 
+def has_chart_support() -> bool:
+    """Whether matplotlib (the PNG chart's one dependency) can be imported here."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def require_chart_support() -> None:
     """Refuse a chart when matplotlib is missing (checked before any load is sent)."""
-    if importlib.util.find_spec("matplotlib") is None:
+    if not has_chart_support():
         raise InvalidInputError(
             "chart_path needs the matplotlib Python package on the host the module runs on "
             "(it is pinned in the collection's pyproject.toml); install it or omit chart_path")

@@ -33,8 +33,10 @@ try:
     from pyVmomi import vim
 
     HAS_PYVMOMI = True
-except ImportError:  # pragma: no cover - exercised only without pyvmomi
+    PYVMOMI_IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - exercised only without pyvmomi
     HAS_PYVMOMI = False
+    PYVMOMI_IMPORT_ERROR = _exc  # the modules report it with missing_required_lib
 
 DEFAULT_BACKOFF = Backoff(tries=4, delay=0.5, factor=2.0, max_delay=5.0)
 
