@@ -69,10 +69,11 @@ def stale_clusters(client, namespace: str, instance: str, clusters: list[str],
                    sha256: str | None, secret_changed: bool) -> dict:
     """``{cluster: digest its head holds (None: not recorded)}`` for the clusters whose
     live head holds another key than ``sha256``, in the order of ``clusters``."""
-    if not sha256:
-        return {}
-    pods = _live(client.list("v1", "Pod", namespace,
-                             label_selector=f"app.kubernetes.io/instance={instance}"))
+    selector = f"app.kubernetes.io/instance={instance}"
+    if not sha256 or not client.list("ray.io/v1", "RayCluster", namespace,
+                                     label_selector=selector):
+        return {}  # a first run: no pod can hold an old key
+    pods = _live(client.list("v1", "Pod", namespace, label_selector=selector))
     stale = {}
     for cluster in clusters:
         for head in pods:
