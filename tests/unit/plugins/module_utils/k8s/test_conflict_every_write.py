@@ -12,6 +12,7 @@ A write added to a stage joins the table by itself.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
@@ -25,6 +26,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import OUR_GPU_NODE
 
 from . import test_olm_runner as olm_t
+from . import test_serving_roll as roll_t
 from . import test_serving_runner as serving_t
 from . import test_staging_runner as staging_t
 from .conflict_api import ConflictApi, RealClient, write_paths
@@ -114,6 +116,19 @@ def _served() -> FakeClient:
     return fake
 
 
+def _served_with_key_a() -> FakeClient:
+    roll_t._UIDS = itertools.count(1)  # the same pod names in every run of the case
+    fake = roll_t._cluster()
+    serving_runner.run(fake, roll_t._request(roll_t.KEY_A))
+    fake.writes.clear()
+    return fake
+
+
+def _rotate_key(client):
+    """A new key: the Secret is rewritten and every pod of the stack deleted (rolled)."""
+    return serving_runner.run(client, roll_t._request(roll_t.KEY_B))
+
+
 def _unserve(client):
     return serving_runner.run(client, serving_t._request(state="absent"))
 
@@ -126,6 +141,7 @@ STAGES = {
     "model_stage-local": (_volume, _stage_local),
     "ray_vllm_cluster": (serving_t._cluster, _serve),
     "ray_vllm_cluster-absent": (_served, _unserve),
+    "ray_vllm_cluster-new-key": (_served_with_key_a, _rotate_key),
 }
 
 
@@ -155,7 +171,23 @@ def _clean(stage: str) -> tuple:
     cluster = STAGES[stage][0]()
     api = ConflictApi(cluster)
     outcome = _outcome(stage, RealClient(api, []))
-    return outcome, cluster.snapshot(), write_paths(cluster.writes)
+    return outcome, _state(cluster), write_paths(cluster.writes)
+
+
+def _state(cluster: FakeClient) -> dict:
+    """The cluster's objects; pods (whose names and uids a controller makes up) by what
+    they are: their RayCluster or Job, their role and their annotations."""
+    out, pods = {}, []
+    for key, obj in cluster.snapshot().items():
+        if key[0] != "Pod":
+            out[key] = obj
+            continue
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        pods.append(repr((labels.get("ray.io/cluster") or labels.get("job-name"),
+                          labels.get("ray.io/node-type"), meta.get("annotations"))))
+    out["pods"] = sorted(pods)
+    return out
 
 
 def test_each_stage_writes_through_the_real_client():
@@ -175,6 +207,7 @@ def test_each_stage_writes_through_the_real_client():
         kinds["ray_vllm_cluster"])
     assert {("delete", k) for k in ("RayCluster", "Route", "Service", "Secret",
                                     "ConfigMap")} <= set(kinds["ray_vllm_cluster-absent"])
+    assert {("apply", "Secret"), ("delete", "Pod")} <= set(kinds["ray_vllm_cluster-new-key"])
 
 
 def _with_one_409(stage: str, fault: tuple, expected: tuple, expected_state: dict) -> list:
@@ -187,7 +220,7 @@ def _with_one_409(stage: str, fault: tuple, expected: tuple, expected_state: dic
         wrong.append(f"the 409 was not answered (served: {api.served})")
     if outcome != expected:
         wrong.append(f"ended {outcome}, not {expected}")
-    if cluster.snapshot() != expected_state:
+    if _state(cluster) != expected_state:
         wrong.append("the cluster holds other objects than after a run without the 409")
     # retried by K8sClient after one pause, or (the PVC record, written with a
     # precondition) re-read and rebuilt by its caller
@@ -206,21 +239,23 @@ def test_one_409_on_each_write_is_retried_and_the_stage_converges(stage):
 
 
 @pytest.mark.parametrize("stage", ["ocp_gpu_nodes", "olm_operator", "model_stage",
-                                   "ray_vllm_cluster"])
+                                   "ray_vllm_cluster", "ray_vllm_cluster-new-key"])
 def test_a_rerun_after_the_409_changes_nothing(stage, monkeypatch):
     make, _act = STAGES[stage]
     writes = _clean(stage)[2]
     cluster = make()
     _outcome(stage, RealClient(ConflictApi(cluster, writes[0]), []))
     monkeypatch.setattr(staging.secrets, "token_hex", lambda n=None: "0d0e0f")  # a new run
-    state = _lasting(cluster.snapshot())
+    state = _lasting(cluster)
     outcome = _outcome(stage, RealClient(ConflictApi(cluster), []))
     assert outcome[:2] == ("ok", False), outcome
-    assert _lasting(cluster.snapshot()) == state
+    assert _lasting(cluster) == state
 
 
-def _lasting(snapshot: dict) -> dict:
+def _lasting(cluster: FakeClient) -> dict:
     """The objects a rerun must leave as they were: all but each staging run's own Job
     and its pod (a rerun checks the volume through a Job of its own)."""
-    return copy.deepcopy({key: obj for key, obj in snapshot.items()
-                          if key[0] not in ("Job", "Pod")})
+    state = {key: obj for key, obj in _state(cluster).items()
+             if key == "pods" or key[0] != "Job"}
+    state["pods"] = [p for p in state["pods"] if not p.startswith("('stage-")]
+    return copy.deepcopy(state)
