@@ -59,7 +59,9 @@ def test_hardware_discovered_from_the_cluster_then_rerun_unchanged(lab, tmp_path
     # caps the nodes at 2 (serving_plan_max_nodes) and says no NVLink / RDMA
     assert hardware == {"nodes": 2, "gpus_per_node": 4, "gpu_memory_gib": 45.0,
                         "gpu_model": "NVIDIA-L40S", "nvlink": False, "rdma": False,
-                        "total_gpus": 8}
+                        "total_gpus": 8, "gpu_memory_gib_used": 45.0,
+                        "gpu_memory_source": "as given: 45 GiB (no CUDA-reported figure "
+                                             "known for 'NVIDIA-L40S')"}
     fleet = _written(lab, "fleet-report.json")
     alloc = {n.metadata.name: int((n.status.allocatable or {}).get("nvidia.com/gpu", "0"))
              for n in core.list_node().items}
