@@ -20,7 +20,7 @@ description:
     off. Refuses BIOS firmware (large-BAR GPUs need EFI).
   - Devices can only change while the VM is off. A powered-on VM is power-cycled only
     with O(allow_power_cycle=true), otherwise the module fails saying so.
-  - Before a VM is powered off, its OpenShift node is cordoned and drained (O(drain)):
+  - Before a VM is powered off, its OpenShift node is cordoned and drained (O(drain));
     pods are evicted through the Eviction API, so PodDisruptionBudgets are honoured;
     DaemonSet and mirror pods stay. After the power-on the module waits for the node to
     be Ready with a new boot, then uncordons it (a node that was cordoned before is left
@@ -132,7 +132,7 @@ EXAMPLES = r"""
     gpu_models: [a100-80g]
     allow_power_cycle: true
     k8s_auth:
-      kubeconfig: /etc/ocp/kubeconfig
+      kubeconfig: "{{ ocp_kubeconfig }}"
 """
 
 RETURN = r"""
