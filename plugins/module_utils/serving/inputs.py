@@ -120,17 +120,15 @@ def _known_gpu(gpu_model: str) -> tuple[str, dict] | None:
 
 def usable_gpu_memory(given: float, gpu_model: str) -> tuple[float, str]:
     """The GiB of one GPU to plan with, and a sentence saying where it comes from."""
-    known = _known_gpu(gpu_model) if gpu_model else None
+    known = _known_gpu(gpu_model)
     if known is None:
-        why = f"no CUDA-reported figure known for {gpu_model!r}" if gpu_model else (
-            "no hardware.gpu_model")
-        return given, f"as given: {given:g} GiB ({why})"
+        if not gpu_model:
+            return given, "as given (no hardware.gpu_model)"
+        return given, f"as given (no CUDA-reported figure known for {gpu_model!r})"
     name, facts = known
     cuda_gib = facts["cuda_bytes"] / 1024**3
     if given < cuda_gib:
-        return given, (
-            f"as given: {given:g} GiB, below the {cuda_gib:.2f} GiB CUDA reports for {name}"
-        )
+        return given, f"as given (below the {cuda_gib:.2f} GiB CUDA reports for {name})"
     return cuda_gib, (
         f"known model {name}: {cuda_gib:.2f} GiB as CUDA reports ({facts['cuda_bytes']} bytes; "
         f"{facts['source']}), not the {given:g} GiB given"

@@ -194,7 +194,7 @@ def _summary(plan: dict) -> list[str]:
         f"model: {model['name']} ({model['parameters_billion']}B, {model['dtype']}, "
         f"quantization {model['quantization']}, max_model_len {model['max_model_len']})",
         f"hardware: {hw['nodes']} nodes x {hw['gpus_per_node']} GPUs x "
-        f"{hw['gpu_memory_gib_used']:g} GiB (memory {hw['gpu_memory_source']})",
+        f"{hw['gpu_memory_gib_used']:g} GiB, memory {hw['gpu_memory_source']}",
         f"layout: TP {plan['tensor_parallel_size']} x PP {plan['pipeline_parallel_size']} x "
         f"{plan['replicas']} replicas ({plan['gpus_used']} of {hw['total_gpus']} GPUs)",
         f"per GPU: weights {mem['weights_per_gpu_gib']} GiB, KV cache "

@@ -146,7 +146,7 @@ def _check_forced(model, hardware, request) -> None:
             f"layout needs {needed} GPUs (TP {tp or 1} x PP {pp or 1}) but the hardware "
             f"has {hardware.total_gpus}"
         )
-    if tp is not None and pp is not None and _placement(tp, pp, hardware, True) is None:
+    if tp is not None and pp is not None and _placement(tp, pp, hardware, pack_stages=True) is None:
         raise InvalidInputError(
             f"layout TP {tp} x PP {pp} cannot be placed on {hardware.nodes} nodes x {gpn} "
             "GPUs: a replica spanning nodes must use whole nodes"

@@ -60,8 +60,8 @@ def test_hardware_discovered_from_the_cluster_then_rerun_unchanged(lab, tmp_path
     assert hardware == {"nodes": 2, "gpus_per_node": 4, "gpu_memory_gib": 45.0,
                         "gpu_model": "NVIDIA-L40S", "nvlink": False, "rdma": False,
                         "total_gpus": 8, "gpu_memory_gib_used": 45.0,
-                        "gpu_memory_source": "as given: 45 GiB (no CUDA-reported figure "
-                                             "known for 'NVIDIA-L40S')"}
+                        "gpu_memory_source": "as given (no CUDA-reported figure known "
+                                             "for 'NVIDIA-L40S')"}
     fleet = _written(lab, "fleet-report.json")
     alloc = {n.metadata.name: int((n.status.allocatable or {}).get("nvidia.com/gpu", "0"))
              for n in core.list_node().items}

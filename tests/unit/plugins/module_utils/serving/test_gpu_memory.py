@@ -43,7 +43,7 @@ def test_a_known_h100_is_planned_with_what_cuda_reports(name):
     assert hardware["gpu_memory_source"].startswith("known model H100 80GB HBM3: 79.18 GiB")
     assert str(H100_BYTES) in hardware["gpu_memory_source"]
     assert plan["memory"]["budget_gib"] == round(0.9 * H100_BYTES / 2**30, 2)
-    assert "x 79.18 GiB (memory known model H100 80GB HBM3" in plan["summary"][1]
+    assert "x 79.18 GiB, memory known model H100 80GB HBM3: 79.18 GiB" in plan["summary"][1]
 
 
 def test_the_cuda_figure_costs_kv_cache_tokens_against_the_typed_80():
@@ -72,7 +72,7 @@ def test_a_lower_figure_given_wins_over_the_known_one():
     hardware = plan["hardware"]
     assert hardware["gpu_memory_gib_used"] == 70
     assert hardware["gpu_memory_source"] == (
-        "as given: 70 GiB, below the 79.18 GiB CUDA reports for H100 80GB HBM3"
+        "as given (below the 79.18 GiB CUDA reports for H100 80GB HBM3)"
     )
     assert plan["memory"]["budget_gib"] == 63
 
@@ -100,9 +100,9 @@ def test_other_gpus_are_planned_with_the_memory_as_given(name, why):
     plan = build_plan({"preset": "llama-3-8b"}, one_gpu(40, name))
     hardware = plan["hardware"]
     assert hardware["gpu_memory_gib"] == hardware["gpu_memory_gib_used"] == 40
-    assert hardware["gpu_memory_source"].startswith("as given: 40 GiB (")
+    assert hardware["gpu_memory_source"].startswith("as given (")
     assert why in hardware["gpu_memory_source"]
     assert plan["memory"]["budget_gib"] == 36
     assert plan["summary"][1] == (
-        f"hardware: 1 nodes x 1 GPUs x 40 GiB (memory {hardware['gpu_memory_source']})"
+        f"hardware: 1 nodes x 1 GPUs x 40 GiB, memory {hardware['gpu_memory_source']}"
     )
