@@ -24,7 +24,8 @@ Rules
   GPUs per node / TP once a replica needs more than one node).
 - A layout fits when, on every GPU of every stage, weights + overhead stay within
   ``gpu_memory_utilization x gpu_memory`` and the KV cache holds the required tokens
-  (see ``memory.py``).
+  (see ``memory.py``); ``gpu_memory`` is what CUDA reports for a known GPU model
+  (``inputs.py``), else the figure given.
 - Candidates are tried smallest first: fewest nodes per replica, then fewest GPUs per
   replica (a model that fits one GPU gets TP 1 and replicas), then the smaller PP.
   The first that fits wins; the remaining GPUs become replicas (a replica per free
