@@ -12,9 +12,19 @@ description:
   - From a plan of M(llmops.gpu_stack.serving_plan), applies one RayCluster per replica
     (C(<name>-0), C(<name>-1), ...; replicas are independent vLLM servers, so one failing
     replica never stops the others), a Service carrying only the API port and selecting
-    every replica's head, a TLS edge Route with a timeout fit for streaming, a
-    NetworkPolicy that keeps Ray's ports reachable only from pods of the namespace, a
-    ServiceAccount and the API-key Secret.
+    every replica's head, a TLS edge Route with a timeout fit for streaming,
+    NetworkPolicies, a ServiceAccount and the API-key Secret.
+  - Ray stays private. One NetworkPolicy per RayCluster (C(<name>-<i>-peers)) admits,
+    on every port, only pods of that same RayCluster (KubeRay's C(ray.io/cluster)
+    label); C(<name>-ray) lets anyone reach the heads' API port and the KubeRay
+    operator (O(kuberay_operator_namespace), O(kuberay_operator_pod_labels)) their Ray
+    client and dashboard ports, as KubeRay's own policy does. Ray's metrics port gets
+    no rule; Prometheus scrapes vLLM's C(/metrics) on the API port with the Secret's
+    C(metrics-key). The Ray dashboard (its Jobs API runs code without authentication)
+    listens on the pod's loopback only (C(kubectl port-forward) reaches it).
+  - The API-key Secret holds C(api-key) and C(metrics-key) (generated once, kept across
+    reruns); the head reads both as files of the Secret's volume, never from its
+    environment or arguments.
   - Every pod runs the image's C(gpu-stack-launch) (KubeRay's
     C(ray.io/overwrite-container-cmd)). The head starts Ray, waits until the cluster
     holds TP x PP GPUs (logging how many joined), checks the model directory and runs
@@ -158,6 +168,19 @@ options:
     description: Extra C(rayStartParams) of the workers.
     type: dict
     default: {}
+  kuberay_operator_namespace:
+    description:
+      - Namespace of the KubeRay operator, admitted to the heads' Ray client and dashboard
+        ports (matched by the namespace's C(kubernetes.io/metadata.name) label).
+      - An empty string admits no operator.
+    type: str
+    default: kuberay-operator
+  kuberay_operator_pod_labels:
+    description:
+      - Labels of the KubeRay operator's pods in O(kuberay_operator_namespace).
+    type: dict
+    default:
+      app.kubernetes.io/component: kuberay-operator
   wait:
     description: Wait until every replica serves and the Route is admitted.
     type: bool
@@ -302,6 +325,9 @@ def _argument_spec() -> dict:
         env={"type": "dict", "default": {}},
         head_ray_params={"type": "dict", "default": {}},
         worker_ray_params={"type": "dict", "default": {}},
+        kuberay_operator_namespace={"type": "str", "default": "kuberay-operator"},
+        kuberay_operator_pod_labels={"type": "dict", "default": {
+            "app.kubernetes.io/component": "kuberay-operator"}},
         wait={"type": "bool", "default": True},
         wait_timeout={"type": "int", "default": 1800},
     )

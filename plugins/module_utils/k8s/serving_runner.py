@@ -76,6 +76,8 @@ class Request:
     env: dict = field(default_factory=dict)
     head_ray_params: dict = field(default_factory=dict)
     worker_ray_params: dict = field(default_factory=dict)
+    kuberay_operator_namespace: str | None = None  # None: render's default; "": no rule
+    kuberay_operator_pod_labels: dict | None = None
     wait: bool = True
     wait_timeout: float = 1800
     check_mode: bool = False
@@ -91,7 +93,7 @@ class Request:
                 "service_account", "node_selector", "tolerations", "head_resources",
                 "worker_resources", "shm_size", "startup_checks", "route_host",
                 "route_timeout", "ray_version", "extra_vllm_args", "env", "head_ray_params",
-                "worker_ray_params")
+                "worker_ray_params", "kuberay_operator_namespace", "kuberay_operator_pod_labels")
         cfg = {key: getattr(self, key) for key in keys}
         cfg.update(pvc=self.model_pvc, api_key_secret=self.secret_name)
         return cfg

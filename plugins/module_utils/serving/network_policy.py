@@ -18,12 +18,12 @@ destination allows it), so the rules are split by what they select:
   - the API port from anywhere (the router, in-cluster clients, Prometheus): the
     launcher's key check guards every path but ``/health``, and Prometheus scrapes
     vLLM's ``/metrics`` there with its own metrics key;
-  - the KubeRay operator (pods with ``pod_labels`` in the namespace ``namespace`` of the
-    ``kuberay_operator`` setting, the namespace matched by its immutable
+  - the KubeRay operator (pods labelled ``kuberay_operator_pod_labels`` in the namespace
+    ``kuberay_operator_namespace``, matched by its immutable
     ``kubernetes.io/metadata.name`` label) on the head's dashboard and Ray client
     ports, the two ports KubeRay's own generated NetworkPolicy opens to its operator
     (RayJob and RayService talk to the head there; the RayCluster controller itself
-    opens no connection to the pods). An empty ``namespace`` drops that rule.
+    opens no connection to the pods). An empty namespace drops that rule.
 
 Ray's own metrics export port (8080) gets no rule: nothing of the product scrapes it,
 and a site that wants it adds its own policy next to these. The dashboard additionally
@@ -60,17 +60,17 @@ def release_policy_name(name: str) -> str:
 
 
 def operator_setting(cfg: dict) -> dict:
-    """The KubeRay operator peer (namespace, pod labels); default when not given."""
-    operator = cfg.get("kuberay_operator")
-    if operator is None:
-        return DEFAULT_OPERATOR
-    namespace = operator.get("namespace") or ""
-    labels = operator.get("pod_labels")
+    """The KubeRay operator peer: ``kuberay_operator_namespace`` (None: the default, ""
+    no operator rule) and ``kuberay_operator_pod_labels`` (None: the default)."""
+    namespace = cfg.get("kuberay_operator_namespace")
+    labels = cfg.get("kuberay_operator_pod_labels")
+    if namespace is None:
+        namespace = DEFAULT_OPERATOR["namespace"]
     if labels is None:
         labels = DEFAULT_OPERATOR["pod_labels"]
     if namespace and not (isinstance(labels, dict) and labels):
         raise InvalidInputError(
-            "kuberay_operator.pod_labels must name the operator's pod labels (an empty "
+            "kuberay_operator_pod_labels must name the operator's pod labels (an empty "
             "selector would admit every pod of its namespace)")
     return {"namespace": namespace, "pod_labels": {str(k): str(v) for k, v in labels.items()}}
 

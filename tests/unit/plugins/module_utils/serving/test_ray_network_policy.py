@@ -132,7 +132,7 @@ def test_same_cluster_pods_reach_each_other_on_every_port():
 
 def test_an_empty_operator_namespace_drops_the_operator_rule():
     plan = build_plan({"preset": "llama-3-8b"}, SITE)
-    cfg = {**CFG, "kuberay_operator": {"namespace": "", "pod_labels": {}}}
+    cfg = {**CFG, "kuberay_operator_namespace": "", "kuberay_operator_pod_labels": {}}
     policies = [o for o in manifests(plan, cfg) if o["kind"] == "NetworkPolicy"]
     head = Pod("llm-0-head", "serving", {"app.kubernetes.io/instance": "llm",
                                          "ray.io/cluster": "llm-0", "ray.io/node-type": "head"})
@@ -144,7 +144,8 @@ def test_an_empty_operator_namespace_drops_the_operator_rule():
 def test_operator_setting_and_moved_head_ports():
     plan = build_plan({"preset": "llama-3-8b"}, SITE)
     cfg = {**CFG, "head_ray_params": {"ray-client-server-port": 10050},
-           "kuberay_operator": {"namespace": "ray-system", "pod_labels": {"app": "kuberay"}}}
+           "kuberay_operator_namespace": "ray-system",
+           "kuberay_operator_pod_labels": {"app": "kuberay"}}
     policies = [o for o in manifests(plan, cfg) if o["kind"] == "NetworkPolicy"]
     head = Pod("llm-0-head", "serving", {"app.kubernetes.io/instance": "llm",
                                          "ray.io/cluster": "llm-0", "ray.io/node-type": "head"})
@@ -153,7 +154,7 @@ def test_operator_setting_and_moved_head_ports():
     assert not admits(policies, operator, head, 10001)
     assert not admits(policies, Pod("op", OPERATOR_NS, OPERATOR_LABELS), head, 10050)
     with pytest.raises(InvalidInputError, match="pod_labels"):
-        manifests(plan, {**CFG, "kuberay_operator": {"namespace": "x", "pod_labels": {}}})
+        manifests(plan, {**CFG, "kuberay_operator_pod_labels": {}})
     with pytest.raises(InvalidInputError, match="not a port number"):
         manifests(plan, {**CFG, "head_ray_params": {"dashboard-port": "eighty"}})
 
