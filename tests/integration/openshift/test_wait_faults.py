@@ -1,6 +1,7 @@
 """Waits end early with the pod's reason: model_stage's stager Job against the lab when
-its image cannot be pulled and when no node can take its pod; a rerun converges after
-each fault. Independent reads: the lab's events and the files on the volume."""
+its image cannot be pulled and when no node can take its pod; once the fault is cleared a
+rerun converges, and a third run changes nothing. Independent reads: the lab's events,
+the files on the volume and the PVC's record."""
 
 from __future__ import annotations
 
@@ -86,6 +87,19 @@ def test_an_unpullable_stager_image_ends_the_wait_within_a_minute(lab, tmp_path,
     rc, result, out, _took = _timed(lab, tmp_path, _args(url, "pull", GOOD_IMAGE))
     assert rc == 0, out[-3000:]
     assert result["changed"] is True and _staged(lab, "pull") == {"config.json", "weights.bin"}
+    _converged(lab, tmp_path, _args(url, "pull", GOOD_IMAGE))
+
+
+def _converged(lab, tmp_path, args) -> None:
+    """One more run changes nothing: the model is recorded on the PVC and left as it is."""
+    ns = args["namespace"]
+    core = client.CoreV1Api(api(lab))
+    record = core.read_namespaced_persistent_volume_claim("models", ns).metadata.annotations
+    rc, result, out, _took = _timed(lab, tmp_path, args)
+    assert rc == 0 and result["changed"] is False, out[-3000:]
+    assert core.read_namespaced_persistent_volume_claim(
+        "models", ns).metadata.annotations == record
+    assert _staged(lab, ns) == {"config.json", "weights.bin"}
 
 
 def _cordon(lab, on: bool) -> None:
@@ -112,4 +126,5 @@ def test_a_pod_no_node_takes_ends_the_wait_with_the_schedulers_message(lab, tmp_
 
     rc, result, out, _took = _timed(lab, tmp_path, _args(url, "sched", GOOD_IMAGE))
     assert rc == 0, out[-3000:]
-    assert _staged(lab, "sched") == {"config.json", "weights.bin"}
+    assert result["changed"] is True and _staged(lab, "sched") == {"config.json", "weights.bin"}
+    _converged(lab, tmp_path, _args(url, "sched", GOOD_IMAGE))
