@@ -65,7 +65,7 @@ options:
     type: str
     required: true
   name:
-    description: Name of the Service, Route and NetworkPolicy, and prefix of the RayClusters.
+    description: Name of the Service and Route, prefix of the RayClusters and NetworkPolicies.
     type: str
     default: llm
   plan:
