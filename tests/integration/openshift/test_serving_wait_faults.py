@@ -1,6 +1,6 @@
 """The serving wait ends early with the pod's reason: ray_vllm_cluster against the lab
 with an image whose registry does not resolve; after removing the stuck stack, a run
-with a pullable image converges.
+with a pullable image converges (every pod runs it) and a third run changes nothing.
 Independent reads: the pods' status and the lab's events."""
 
 from __future__ import annotations
@@ -52,3 +52,19 @@ def test_unpullable_serving_image_ends_the_wait_within_a_minute(lab_with_model, 
         planned, wait=True, wait_timeout=300))
     assert rc == 0, result.get("msg") or out[-3000:]
     assert result["changed"] is True
+    images = _pod_images(core, result["clusters"])
+    assert images and set(images.values()) == {SIM_IMAGE}, images
+
+    # and once more: nothing changes, no pod is replaced
+    rc, again, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
+        planned, wait=True, wait_timeout=300))
+    assert rc == 0 and again["changed"] is False, again.get("msg") or out[-3000:]
+    assert _pod_images(core, result["clusters"]) == images
+
+
+def _pod_images(core, clusters: list) -> dict:
+    """uid -> image of every pod of the stack's RayClusters, read from the API server."""
+    return {p.metadata.uid: p.spec.containers[0].image
+            for p in core.list_namespaced_pod(NS).items
+            if (p.metadata.labels or {}).get("ray.io/cluster") in clusters
+            and p.metadata.deletion_timestamp is None}
