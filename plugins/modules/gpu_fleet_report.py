@@ -22,7 +22,7 @@ description:
     then come from the labels GPU Feature Discovery sets (C(nvidia.com/gpu.product),
     C(nvidia.com/gpu.memory)).
   - Only reads; writes nothing on vSphere or the cluster.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - llmops.gpu_stack maintainers (@llmops)
 requirements:
