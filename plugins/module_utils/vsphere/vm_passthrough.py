@@ -5,9 +5,9 @@
 Reads (1) the fleet's hosts and VM names/hosts in one call, (2) the full state of the
 VMs on the target VM's host in one call, (3) QueryConfigTarget of that host when static
 DirectPath devices are added. Everything is validated before the first write; then at
-most: power off (only with ``allow_power_cycle``), one ReconfigVM, power on. A VM that must
-be powered off has its OpenShift node cordoned and drained first and made schedulable again
-once it is Ready (``req.node``, a ``k8s.drain.NodeDrain``), unless ``drain`` is off.
+most: power off (only with ``allow_power_cycle``), one ReconfigVM, power on; a VM that must
+be powered off has its OpenShift node drained around it (``vm_power.py``) unless ``drain``
+is off.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     ConflictError,
-    GpuStackError,
     InvalidInputError,
     NotFoundError,
-    OperationFailedError,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_spec
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_power, vm_spec
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.finders import (
     HOST_GPU_PROPS,
     load_inventory,
@@ -238,32 +236,6 @@ def _predicted(before: dict, ctx: _Context, plan: _Plan, on: bool) -> dict:
     return after
 
 
-def _power(client, vm_obj, name: str, on: bool, timeout: float) -> None:
-    what = f"powering {'on' if on else 'off'} VM {name}"
-    task = submit_task(client, vm_obj, "PowerOnVM_Task" if on else "PowerOffVM_Task", what=what)
-    wait_for_task(client, name, task, what=what, timeout=timeout)
-
-
-def _node_plan(ctx: _Context, req: VmRequest) -> dict | None:
-    """The node drain a power cycle needs (reads only), or None with ``drain`` off."""
-    if not req.drain:
-        return None
-    if req.node is None:
-        raise InvalidInputError(
-            f"VM {req.vm} must be powered off to change its GPUs, and its OpenShift node is "
-            "cordoned and drained first: give k8s_auth (the cluster's credentials), or set "
-            "drain: false if the VM is no cluster node or was drained already", vm=req.vm)
-    return req.node.prepare(req.vm, ctx.vm.record.get("config.uuid"))
-
-
-def _restore_after_failure(req: VmRequest, exc: GpuStackError) -> str:
-    try:
-        req.node.restore()
-    except GpuStackError as again:
-        return f"{exc.msg}; the node was not made schedulable again: {again.msg}"
-    return exc.msg
-
-
 def run(client, req: VmRequest) -> dict:
     _validate_request(req)
     ctx = _load(client, req)
@@ -276,7 +248,7 @@ def run(client, req: VmRequest) -> dict:
             f"VM {req.vm} is powered on; changing its GPUs needs it powered off: set "
             "allow_power_cycle: true (the guest is hard powered off and on) or power it off first",
             vm=req.vm)
-    node = _node_plan(ctx, req) if power_cycle else None
+    node = vm_power.node_plan(req, ctx.vm.record.get("config.uuid")) if power_cycle else None
     power_on = not was_on and req.power_on
     before = ctx.vm.summary(_matching(ctx))
     result = {"changed": reconfig or power_on, "vm": req.vm, "host": ctx.host.name,
@@ -286,28 +258,18 @@ def run(client, req: VmRequest) -> dict:
         after = _predicted(before, ctx, plan, on=was_on or power_on)
         return {**result, "diff": {"before": before, "after": after}}
     vm_obj = ctx.vm.record.obj
-    if node:
-        req.node.drain()  # fails with the node cordoned and the VM untouched
-    if power_cycle:
-        _power(client, vm_obj, req.vm, False, req.task_timeout)
-    if reconfig:
-        try:
-            spec = _config_spec(client, ctx, plan, req)
-            task = submit_task(client, vm_obj, "ReconfigVM_Task", what=f"reconfiguring VM {req.vm}",
-                               spec=spec)
-            wait_for_task(client, req.vm, task, what=f"reconfiguring VM {req.vm}",
-                          timeout=req.task_timeout)
-        except GpuStackError as exc:
-            msg = exc.msg
-            if power_cycle:
-                _power(client, vm_obj, req.vm, True, req.task_timeout)
-                msg = _restore_after_failure(req, exc) if node else msg
-            raise OperationFailedError(f"VM {req.vm}: {msg}; nothing was changed",
-                                       reason=exc.msg, vm=req.vm) from exc
-    if power_cycle or power_on:
-        _power(client, vm_obj, req.vm, True, req.task_timeout)
-    if node:
-        req.node.restore()  # Ready with a new boot, then uncordoned
+
+    def _reconfigure():
+        if not reconfig:
+            return
+        spec = _config_spec(client, ctx, plan, req)
+        task = submit_task(client, vm_obj, "ReconfigVM_Task", what=f"reconfiguring VM {req.vm}",
+                           spec=spec)
+        wait_for_task(client, req.vm, task, what=f"reconfiguring VM {req.vm}",
+                      timeout=req.task_timeout)
+
+    vm_power.change_while_off(client, vm_obj, req, _reconfigure, cycle=power_cycle,
+                              power_on=power_on, node=node)
     after_ctx = _load(client, req)
     return {**result, "gpus": [d.label() for d in _matching(after_ctx)],
             "diff": {"before": before, "after": after_ctx.vm.summary(_matching(after_ctx))}}

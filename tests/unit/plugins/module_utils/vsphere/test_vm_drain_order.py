@@ -15,7 +15,10 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import 
     DrainRequest,
     NodeDrain,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import vm_passthrough
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere import (
+    vm_passthrough,
+    vm_power,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.finders import Record
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import host_gpus
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.vm_spec import VmState
@@ -51,8 +54,9 @@ def site(monkeypatch):
 
     monkeypatch.setattr(vm_passthrough, "_load", lambda client, req: ctx)
     monkeypatch.setattr(vm_passthrough, "_config_spec", lambda *a: "spec")
-    monkeypatch.setattr(vm_passthrough, "submit_task", _submit)
-    monkeypatch.setattr(vm_passthrough, "wait_for_task", lambda *a, **kw: None)
+    for module in (vm_passthrough, vm_power):
+        monkeypatch.setattr(module, "submit_task", _submit)
+        monkeypatch.setattr(module, "wait_for_task", lambda *a, **kw: None)
     return fake, log
 
 
@@ -94,7 +98,8 @@ def test_failed_reconfigure_powers_on_and_uncordons_once_ready(site, monkeypatch
         if task == "ReconfigVM_Task":
             raise Failed("reconfigure refused", reason="x")
 
-    monkeypatch.setattr(vm_passthrough, "wait_for_task", _refuse)
+    for module in (vm_passthrough, vm_power):
+        monkeypatch.setattr(module, "wait_for_task", _refuse)
     with pytest.raises(OperationFailedError, match="reconfigure refused; nothing was changed"):
         vm_passthrough.run(None, _request(fake))
     assert [e[0] for e in log] == ["cordon", "evict", "PowerOffVM_Task", "ReconfigVM_Task",
