@@ -203,7 +203,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connectio
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.gpu import GpuFilter
 
 
-def main():
+def _argument_spec() -> dict:
     spec = vsphere_argument_spec()
     spec.update(
         vm_name={"type": "str", "required": True},
@@ -224,16 +224,26 @@ def main():
         drain_timeout={"type": "int", "default": 600},
         node_ready_timeout={"type": "int", "default": 900},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    return spec
+
+
+def _node_drain(p: dict, progress):
+    """The node drain of the VM (None without k8s_auth: a power cycle is then refused
+    unless drain is false)."""
+    return node_drain(p["k8s_auth"], DrainRequest(
+        node_name=p["node_name"], node_lookup=p["node_lookup"],
+        drain_timeout=p["drain_timeout"], ready_timeout=p["node_ready_timeout"]),
+        progress=progress)
+
+
+def main():
+    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
     if not HAS_PYVMOMI:
         module.fail_json(msg=missing_required_lib("pyvmomi"), exception=PYVMOMI_IMPORT_ERROR)
     p = module.params
     lines = []
     try:
-        node = node_drain(p["k8s_auth"], DrainRequest(
-            node_name=p["node_name"], node_lookup=p["node_lookup"],
-            drain_timeout=p["drain_timeout"], ready_timeout=p["node_ready_timeout"]),
-            progress=lambda line: (lines.append(line), module.log(line)))
+        node = _node_drain(p, lambda line: (lines.append(line), module.log(line)))
         request = vm_passthrough.VmRequest(
             vm=p["vm_name"], gpu_count=p["gpu_count"], state=p["state"], mode=p["mode"],
             gpu_filter=GpuFilter.build(p["gpu_models"], p["device_ids"]),
