@@ -4,9 +4,12 @@ The write paths of K8sClient are server-side apply (PATCH) and delete; the lab a
 the next matching request with the real server's 409 ("the object has been modified").
 Reads back go through the kubernetes client, not K8sClient; the lab's fault list shows
 that each fault was really served. Then a whole model_stage run with a 409 on its
-first write of each kind converges."""
+first write of each kind, and on the PVC's record (a write with a precondition), converges.
+Every write of every stage, one 409 each: tests/unit/.../k8s/test_conflict_every_write.py."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import requests
@@ -27,9 +30,9 @@ def _faults(lab) -> list:
     return response.json()["faults"]
 
 
-def _conflict(lab, verb: str, resource: str, ns: str, count: int = 1) -> None:
+def _conflict(lab, verb: str, resource: str, ns: str, count: int = 1, skip: int = 0) -> None:
     lab_post(lab, "/lab/faults", {"verb": verb, "resource": resource, "code": 409,
-                                  "count": count, "namespace": ns})
+                                  "count": count, "namespace": ns, "skip": skip})
 
 
 def test_apply_and_delete_are_retried_after_a_409(k8s_lab, k8s_namespace):
@@ -82,6 +85,9 @@ def test_model_stage_converges_through_a_409_on_each_kind_it_writes(k8s_lab, tmp
     for resource in ("persistentvolumeclaims", "secrets", "jobs.batch"):
         _conflict(k8s_lab, "patch", resource, ns)
     _conflict(k8s_lab, "delete", "secrets", ns)  # the run's credentials Secret, at the end
+    # the PVC's record, written with a precondition (resourceVersion): the module re-reads
+    # and writes again (the PVC's create and its retry, both let through, come first)
+    _conflict(k8s_lab, "patch", "persistentvolumeclaims", ns, skip=1)
     _root, url = web
     args = {"namespace": ns, "model_dir": "m",
             "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
@@ -91,6 +97,9 @@ def test_model_stage_converges_through_a_409_on_each_kind_it_writes(k8s_lab, tmp
     assert rc == 0, out[-3000:]
     assert [f for f in _faults(k8s_lab) if f["namespace"] == ns] == []  # each one was served
     assert _staged(k8s_lab, ns) == {"config.json", "weights.bin"}
+    record = client.CoreV1Api(api(k8s_lab)).read_namespaced_persistent_volume_claim(
+        "models", ns).metadata.annotations
+    assert list(json.loads(record["gpu-stack.llmops.io/staged"])) == ["m"]
     assert client.CoreV1Api(api(k8s_lab)).list_namespaced_secret(
         ns, label_selector="app.kubernetes.io/component=model-stager-credentials").items == []
     rc, result, out = run_module(k8s_lab, tmp_path, "model_stage", args)

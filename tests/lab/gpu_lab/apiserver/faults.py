@@ -3,7 +3,8 @@
 A rule matches a verb (get, list, watch, create, update, patch, delete, or ``*``) and a
 resource (``pods``, ``deployments.apps``, ``rayclusters.ray.io`` or ``*``), optionally a
 namespace and a name, and answers with 409, 429, 500, 503 or 504 in the Status format the
-real server uses for that code.
+real server uses for that code. ``skip`` lets that many matching requests through first
+(the second write of one object: a PVC created, then its annotation updated).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class FaultRule:
     namespace: str | None = None
     name: str | None = None
     retry_after: int = 1
+    skip: int = 0
     id: int = 0
 
     def matches(self, verb: str, plural: str, group: str, namespace: str | None,
@@ -69,13 +71,14 @@ class Faults:
                 namespace=spec.get("namespace"),
                 name=spec.get("name"),
                 retry_after=int(spec.get("retryAfter", 1)),
+                skip=int(spec.get("skip", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise bad_request(f"invalid fault rule: {exc}") from exc
         if rule.code not in SUPPORTED_CODES:
             raise bad_request(f"fault code must be one of {SUPPORTED_CODES}")
-        if rule.count < 1:
-            raise bad_request("fault count must be at least 1")
+        if rule.count < 1 or rule.skip < 0:
+            raise bad_request("fault count must be at least 1 and skip not negative")
         rule.id = next(_ids)
         self.rules.append(rule)
         return rule
@@ -84,6 +87,9 @@ class Faults:
               name: str | None) -> ApiError | None:
         for rule in self.rules:
             if rule.matches(verb, plural, group, namespace, name):
+                if rule.skip > 0:  # let this one through; a later rule may still match
+                    rule.skip -= 1
+                    continue
                 rule.count -= 1
                 if rule.count <= 0:
                     self.rules.remove(rule)

@@ -3,7 +3,7 @@
 - ``GET /lab/status``: what runs (URLs of the API server and the router, versions,
   object counts, GPU inventory, CRD source).
 - ``GET|POST|DELETE /lab/faults``: list, add (``{"verb", "resource", "code", "count",
-  "namespace", "name", "retryAfter"}``) or clear injected faults.
+  "namespace", "name", "retryAfter", "skip"}``) or clear injected faults.
 Controllers add their own routes (``/lab/olm/...``) through ``HttpApi.lab_routes``.
 """
 
