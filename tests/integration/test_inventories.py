@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -28,7 +29,7 @@ from .playbook import REPO, base_env, run_playbook
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-GPU_LAB = str(__import__("pathlib").Path(sys.executable).with_name("gpu-lab"))
+GPU_LAB = str(Path(sys.executable).with_name("gpu-lab"))
 # A task of each role's preflight that must have run (not skipped) for each inventory.
 PREFLIGHT = {
     "esxi_gpu_passthrough": "Each host has enough GPUs that no other VM holds",
