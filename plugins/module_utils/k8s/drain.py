@@ -16,7 +16,8 @@
    cordoned and the caller has not touched the VM.
 3. ``restore()`` after the VM is on again: waits for the node to be Ready with a new
    ``status.nodeInfo.bootID`` (a Ready condition read before the kubelet came back is
-   the old boot's), then uncordons it, unless it was cordoned before we came (an
+   the old boot's; a node that reports no boot ID counts as back once Ready), then
+   uncordons it, unless it was cordoned before we came (an
    operator's cordon is kept, as the rolling reboot keeps an operator's maintenance
    mode). Our cordon carries the annotation ``CORDON_MARK`` until the uncordon, so a
    rerun after a failed drain knows the cordon is ours and lifts it when done.
