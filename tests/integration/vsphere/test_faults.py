@@ -1,5 +1,5 @@
 """Injected faults end in a clean failure naming the host/VM, leave the others
-consistent, and a rerun after clearing the fault converges."""
+consistent, and a rerun after clearing the fault converges; a third run changes nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ ALL_HOSTS = {"clusters": ["gpu-cluster"], "parallel": 1}
 
 def _host_states(si) -> dict:
     return {n: set(gpu_state(h).values()) for n, h in hosts(si).items()}
+
+
+def _unchanged(lab, tmp_path, module: str, args: dict) -> dict:
+    """Once the fault is cleared and a rerun converged, one more run changes nothing."""
+    rc, res, out = run_module(lab, tmp_path, module, args)
+    assert rc == 0 and res["changed"] is False, out
+    return res
 
 
 def test_update_passthru_fails_on_host_3(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
@@ -36,6 +43,7 @@ def test_update_passthru_fails_on_host_3(vsphere_lab, vsphere_si, vsphere_faults
     assert rc == 0 and res["changed"] is True, out
     assert set(res["hosts_changed"]) == {f"esxi-{i}" for i in range(3, 8)}
     assert all(s == {(True, True)} for s in _host_states(vsphere_si).values())
+    _unchanged(vsphere_lab, tmp_path, "esxi_gpu_passthrough", ALL_HOSTS)
 
 
 def test_reboot_never_reconnects(vsphere_lab_factory, tmp_path):
@@ -61,6 +69,7 @@ def test_reboot_never_reconnects(vsphere_lab_factory, tmp_path):
     for name, host in hosts(si).items():
         assert set(gpu_state(host).values()) == {(True, True)}, name
         assert host.runtime.inMaintenanceMode is False, name
+    assert _unchanged(lab, tmp_path, "esxi_gpu_passthrough", args)["rebooted"] == []
 
 
 def test_enter_maintenance_times_out(vsphere_lab_factory, tmp_path):
@@ -78,6 +87,7 @@ def test_enter_maintenance_times_out(vsphere_lab_factory, tmp_path):
     faults.clear()
     rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", args)
     assert rc == 0 and sorted(res["rebooted"]) == ["esxi-0", "esxi-1"], out
+    assert _unchanged(lab, tmp_path, "esxi_gpu_passthrough", args)["rebooted"] == []
 
 
 def test_reconfig_no_disk_space(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
@@ -95,6 +105,7 @@ def test_reconfig_no_disk_space(vsphere_lab, vsphere_si, vsphere_faults, tmp_pat
     rc, res, out = run_module(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
     assert rc == 0 and res["changed"] is True, out
     assert len(vm_state(vms(vsphere_si)["ocp-worker-2"])["gpus"]) == 2
+    _unchanged(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
 
 
 def test_power_on_fails(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
@@ -115,6 +126,7 @@ def test_power_on_fails(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
     assert rc == 0 and res["changed"] is True, out
     state = vm_state(vms(vsphere_si)["ocp-worker-4"])
     assert state["power"] == "poweredOn" and len(state["gpus"]) == 2
+    _unchanged(vsphere_lab, tmp_path, "vm_gpu_passthrough", args)
 
 
 def test_permission_denied_names_host(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):
@@ -130,6 +142,8 @@ def test_permission_denied_names_host(vsphere_lab, vsphere_si, vsphere_faults, t
                               {"esxi_hostnames": ["esxi-6", "esxi-7"]})
     assert rc == 0, out
     assert _host_states(vsphere_si)["esxi-6"] == {(True, True)}
+    _unchanged(vsphere_lab, tmp_path, "esxi_gpu_passthrough",
+               {"esxi_hostnames": ["esxi-6", "esxi-7"]})
 
 
 def test_transient_host_fault_is_retried(vsphere_lab, vsphere_si, vsphere_faults, tmp_path):

@@ -62,6 +62,9 @@ def test_lost_reboot_response_reboots_once(vsphere_lab_factory, tmp_path):
         assert len(_tasks_on(si, host, "rebootHost")) == 1, name
         assert set(gpu_state(host).values()) == {(True, True)}, name
         assert host.runtime.inMaintenanceMode is False, name
+    rc, res, out = run_module(lab, tmp_path, "esxi_gpu_passthrough", args)
+    assert rc == 0 and res["changed"] is False and res["rebooted"] == [], out
+    assert all(len(_tasks_on(si, h, "rebootHost")) == 1 for h in hosts(si).values())
 
 
 def test_operator_maintenance_is_left_alone(vsphere_lab_factory, tmp_path):
