@@ -13,11 +13,12 @@ TLS verification stays on unless the user turns it off. On top of it:
   found, 400/422 invalid, 429/5xx transient and retried with the common backoff);
 - a 409 on a write is retried where sending the same request again is right: an apply
   without a precondition (the object changed or was created under us: server-side apply
-  merges our fields into whatever is there now) and a delete. It is not retried, and
-  raises ``ConflictError`` at once, when the apply carries ``metadata.resourceVersion``
-  (the caller re-reads and rebuilds its change) or when another field manager owns a
-  field we set (``FieldManagerConflict``: taking it over is the caller's choice, with
-  ``force_conflicts``; the message names the manager and the fields);
+  merges our fields into whatever is there now), a delete and a pod's eviction. It is
+  not retried, and raises ``ConflictError`` at once, when the apply carries
+  ``metadata.resourceVersion`` (the caller re-reads and rebuilds its change) or when
+  another field manager owns a field we set (``FieldManagerConflict``: taking it over is
+  the caller's choice, with ``force_conflicts``; the message names the manager and the
+  fields);
 - ``resource()`` re-reads discovery once when a kind is unknown (an operator may just
   have registered its CRD).
 """
@@ -259,7 +260,9 @@ class K8sClient:
     def evict(self, name: str, namespace: str, *, grace_period: int | None = None) -> str:
         """Evict a pod through the Eviction API (``drain.py``): "" when it was evicted or
         is gone already, the server's message when a disruption budget refuses it now
-        (429, which the caller retries at its own pace, so not here)."""
+        (429, which the caller retries at its own pace, so not here). A 409 (the pod or
+        its budget changed under the request) or a 5xx is retried like any write:
+        sending the same eviction again is right."""
         from kubernetes.client import CoreV1Api
 
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
@@ -267,18 +270,19 @@ class K8sClient:
         if grace_period is not None:
             body["deleteOptions"] = {"gracePeriodSeconds": grace_period}
         core = CoreV1Api(self.dynamic.client)
-        what = f"evict pod {namespace}/{name}"
-        try:
-            core.create_namespaced_pod_eviction(name, namespace, body)
-        except (ApiException, DynamicApiError) as exc:
-            if exc.status == 404:
-                return ""
-            if exc.status == 429:
-                return _status_message(exc)
-            raise translate(exc, what) from exc
-        except Urllib3Error as exc:
-            raise ConnectionFailedError(f"{what}: cannot reach the API server: {exc}") from exc
-        return ""
+
+        def _evict_once() -> str:
+            try:
+                core.create_namespaced_pod_eviction(name, namespace, body)
+            except (ApiException, DynamicApiError) as exc:
+                if exc.status == 404:
+                    return ""
+                if exc.status == 429:
+                    return _status_message(exc)
+                raise
+            return ""
+
+        return self._call(f"evict pod {namespace}/{name}", _evict_once, retry_conflict=True)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
                *, check_mode: bool, propagation: str | None = None) -> bool:

@@ -1,9 +1,10 @@
 """The real K8sClient over the in-memory cluster of ``fake_client.FakeClient``, with one 409.
 
 ``ConflictApi(cluster, fault)`` is the dynamic client K8sClient wraps (discovery,
-``get``/``list``/``delete`` on a resource, the raw server-side-apply PATCH), storing in
-``cluster`` (a FakeClient). ``fault`` is ``(verb, kind, name, n)``: the ``n``-th real
-write (``"apply"`` or ``"delete"``, dry runs not counted) of that object is answered with
+``get``/``list``/``delete`` on a resource, the raw server-side-apply PATCH, a pod's
+eviction once ``route_evictions`` is in place), storing in ``cluster`` (a FakeClient).
+``fault`` is ``(verb, kind, name, n)``: the ``n``-th real write (``"apply"``,
+``"delete"`` or ``"evict"``, dry runs not counted) of that object is answered with
 the 409 a real API server sends when an object changed under the writer, once, as the
 real client's ``ApiException``; ``served`` then holds it. Everything else reaches the
 cluster, so the code under test runs through K8sClient's own error mapping and retry.
@@ -134,6 +135,15 @@ class ConflictApi:
         self.resources = _Resources(self)
         self.client = _RawApi(self)
 
+    def evict(self, name: str, namespace: str) -> None:
+        """The Eviction API, for a cluster with ``evict`` (test_drain's DrainFake): 429
+        with the budget's message when it refuses."""
+        self.fail_if_due("evict", "Pod", name)
+        refused = self.cluster.evict(name, namespace)
+        if refused:
+            raise _error(429, {"kind": "Status", "code": 429, "message": refused})
+        self.cluster.writes.append(("evict", "Pod", name))
+
     def fail_if_due(self, verb: str, kind: str, name: str) -> None:
         self.seen[(verb, kind, name)] += 1
         if self.fault == (verb, kind, name, self.seen[(verb, kind, name)]):
@@ -150,6 +160,16 @@ class RealClient(K8sClient):
 
     def logs(self, pod: str, namespace: str, container: str | None = None) -> str:
         return self.dynamic.cluster.logs(pod, namespace, container)
+
+
+def route_evictions(monkeypatch) -> None:
+    """K8sClient.evict's one call into the kubernetes client reaches ``ConflictApi.evict``."""
+    from kubernetes.client import CoreV1Api
+
+    def _evict(core, name, namespace, body, **kwargs):
+        core.api_client.api.evict(name, namespace)
+
+    monkeypatch.setattr(CoreV1Api, "create_namespaced_pod_eviction", _evict)
 
 
 def write_paths(writes: list) -> list[tuple]:

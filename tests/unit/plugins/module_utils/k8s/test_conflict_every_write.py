@@ -23,13 +23,18 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
     staging,
     staging_runner,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import (
+    DrainRequest,
+    NodeDrain,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import OUR_GPU_NODE
 
+from . import test_drain as drain_t
 from . import test_olm_runner as olm_t
 from . import test_serving_roll as roll_t
 from . import test_serving_runner as serving_t
 from . import test_staging_runner as staging_t
-from .conflict_api import ConflictApi, RealClient, write_paths
+from .conflict_api import ConflictApi, RealClient, route_evictions, write_paths
 from .fake_client import FakeClient, FakeClock
 
 
@@ -133,6 +138,23 @@ def _unserve(client):
     return serving_runner.run(client, serving_t._request(state="absent"))
 
 
+def _drain_site() -> FakeClient:
+    return drain_t.DrainFake(drain_t._site())
+
+
+def _power_cycle(client):
+    """vm_gpu_passthrough's drain around a power cycle: cordon, evict, Ready with a new
+    boot, uncordon."""
+    clock = FakeClock()
+    drain = NodeDrain(lambda: client, DrainRequest(interval=1.0, progress_every=10.0),
+                      progress=None, clock=clock, sleep=clock.sleep)
+    drain.prepare("ocp-worker-0", drain_t.UUID)
+    drain.drain()
+    client.dynamic.cluster.put(drain_t.node("worker-a", boot="boot-2"))  # the VM came back
+    drain.restore()
+    return {"changed": True}
+
+
 STAGES = {
     "ocp_gpu_nodes": (_nodes, _label_nodes),
     "olm_operator": (_olm, _install_operator),
@@ -142,6 +164,7 @@ STAGES = {
     "ray_vllm_cluster": (serving_t._cluster, _serve),
     "ray_vllm_cluster-absent": (_served, _unserve),
     "ray_vllm_cluster-new-key": (_served_with_key_a, _rotate_key),
+    "vm_gpu_passthrough-drain": (_drain_site, _power_cycle),
 }
 
 
@@ -151,7 +174,8 @@ _LOCAL: dict = {}
 @pytest.fixture(autouse=True)
 def _fixed_names(monkeypatch, tmp_path):
     """The run id and the generated API key, the same in every run (compared states);
-    a local model's files."""
+    a local model's files; evictions sent to the in-memory cluster."""
+    route_evictions(monkeypatch)
     (tmp_path / "w.bin").write_bytes(b"x" * 10)
     monkeypatch.setitem(_LOCAL, "dir", tmp_path)
     monkeypatch.setattr(staging.secrets, "token_hex", lambda n=None: "0a0b0c")
@@ -208,6 +232,7 @@ def test_each_stage_writes_through_the_real_client():
     assert {("delete", k) for k in ("RayCluster", "Route", "Service", "Secret",
                                     "ConfigMap")} <= set(kinds["ray_vllm_cluster-absent"])
     assert {("apply", "Secret"), ("delete", "Pod")} <= set(kinds["ray_vllm_cluster-new-key"])
+    assert kinds["vm_gpu_passthrough-drain"] == [("apply", "Node"), ("evict", "Pod")]
 
 
 def _with_one_409(stage: str, fault: tuple, expected: tuple, expected_state: dict) -> list:
