@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
+from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
@@ -284,3 +286,22 @@ def _lasting(cluster: FakeClient) -> dict:
              if key == "pods" or key[0] != "Job"}
     state["pods"] = [p for p in state["pods"] if not p.startswith("('stage-")]
     return copy.deepcopy(state)
+
+
+PLUGINS = Path(__file__).resolve().parents[5] / "plugins"
+READ_ONLY = {"gpu_fleet_report"}  # reads nodes and pods, writes nothing
+_RAW_WRITE = re.compile(r"\b(CoreV1Api|CustomObjectsApi|AppsV1Api|BatchV1Api|DynamicClient)\b"
+                        r"|\.(create|patch|replace|delete)_(namespaced_\w+|node|namespace|"
+                        r"persistent_volume|cluster_custom_object)\(")
+
+
+def test_every_kubernetes_write_goes_through_k8sclient_and_every_writer_is_in_the_table():
+    """The table above covers the product's writers: no module_utils file but the client
+    calls the kubernetes client's write APIs, and each module on the Kubernetes API
+    (K8sClient, the drain) is a stage of the table or known to only read."""
+    raw = [str(p.relative_to(PLUGINS)) for p in PLUGINS.rglob("*.py")
+           if p.name != "client.py" and _RAW_WRITE.search(p.read_text())]
+    assert raw == []
+    writers = {p.stem for p in (PLUGINS / "modules").glob("*.py")
+               if re.search(r"\bK8sClient\b|\bnode_drain\b|module_utils\.k8s\b", p.read_text())}
+    assert writers - READ_ONLY == {stage.split("-")[0] for stage in STAGES}
