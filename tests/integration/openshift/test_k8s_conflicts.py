@@ -59,6 +59,23 @@ def test_apply_and_delete_are_retried_after_a_409(k8s_lab, k8s_namespace):
             if c.metadata.name == "c"] == []
 
 
+def test_an_eviction_is_retried_after_a_409(k8s_lab, k8s_namespace):
+    """The drain's write: POST pods/<name>/eviction answered once with 409, sent again."""
+    k8s = K8sClient.from_params({"kubeconfig": str(k8s_lab.kubeconfig),
+                                 "context": "lab-admin"})
+    core = client.CoreV1Api(api(k8s_lab))
+    core.create_namespaced_pod(k8s_namespace, {
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/example/web:1"}]}})
+    lab_post(k8s_lab, "/lab/faults", {"verb": "create", "resource": "pods", "code": 409,
+                                      "namespace": k8s_namespace, "name": "web"})
+    assert k8s.evict("web", k8s_namespace, grace_period=0) == ""
+    assert _faults(k8s_lab) == []  # served, then retried
+    left = [p for p in core.list_namespaced_pod(k8s_namespace).items
+            if p.metadata.name == "web" and p.metadata.deletion_timestamp is None]
+    assert left == []
+
+
 def test_an_apply_with_a_precondition_is_left_to_its_caller(k8s_lab, k8s_namespace):
     from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
         ConflictError,
