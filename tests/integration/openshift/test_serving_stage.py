@@ -18,6 +18,7 @@ from kubernetes import client
 
 from ..lab.waiting import wait_for
 from .k8s_helpers import REPO, api, custom, run_play
+from .serving_key_rotation import check_key_rotation
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NS, NAME, MODEL = "llm", "llm", "tiny-llama"
@@ -156,3 +157,9 @@ def test_rerun_and_check_mode_change_nothing(served):
     rc, _t, out = _run(lab, work, REPO / "playbooks" / "serving.yml", "--check", json_out=True)
     assert rc == 0 and _stats(out)["changed"] == 0, out[-4000:]
     assert _head(lab).metadata.uid == before  # the pods were not replaced
+
+
+def test_rotating_the_key_rolls_the_pods(served):
+    """Last, as it changes the key: serving_key_rotation.py (issue 14)."""
+    lab, work, _out = served
+    check_key_rotation(lab, work, NS, NAME)
