@@ -32,6 +32,8 @@ description:
 version_added: 0.1.0
 author:
   - llmops.gpu_stack maintainers (@llmops)
+requirements:
+  - kubernetes >= 37.0.2 (only with O(k8s_auth))
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - llmops.gpu_stack.vsphere
@@ -186,6 +188,10 @@ progress:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
+    HAS_K8S,
+    K8S_IMPORT_ERROR,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import (
     DrainRequest,
     node_drain,
@@ -241,6 +247,9 @@ def main():
     if not HAS_PYVMOMI:
         module.fail_json(msg=missing_required_lib("pyvmomi"), exception=PYVMOMI_IMPORT_ERROR)
     p = module.params
+    if p["k8s_auth"] is not None and not HAS_K8S:
+        module.fail_json(msg=missing_required_lib("kubernetes", reason="for k8s_auth (the drain)"),
+                         exception=K8S_IMPORT_ERROR)
     lines = []
     try:
         node = _node_drain(p, lambda line: (lines.append(line), module.log(line)))

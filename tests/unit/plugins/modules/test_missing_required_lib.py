@@ -48,6 +48,8 @@ CASES = [
     ("esxi_gpu_info", "pyVmomi", "pyvmomi", dict(_VCENTER)),
     ("esxi_gpu_passthrough", "pyVmomi", "pyvmomi", dict(_VCENTER, esxi_hostnames=["esxi-0"])),
     ("vm_gpu_passthrough", "pyVmomi", "pyvmomi", dict(_VCENTER, vm_name="vm-0")),
+    ("vm_gpu_passthrough", "kubernetes", "kubernetes",
+     dict(_VCENTER, vm_name="vm-0", k8s_auth={"host": "https://127.0.0.1:1"})),
     ("gpu_fleet_report", "kubernetes", "kubernetes", dict(_K8S)),
     ("gpu_fleet_report", "pyVmomi", "pyvmomi", dict(_K8S, vcenter=_VCENTER)),
     ("ocp_gpu_nodes", "kubernetes", "kubernetes",
