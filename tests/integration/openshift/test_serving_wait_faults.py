@@ -1,6 +1,8 @@
 """The serving wait ends early with the pod's reason: ray_vllm_cluster against the lab
 with an image whose registry does not resolve; after removing the stuck stack, a run
 with a pullable image converges (every pod runs it) and a third run changes nothing.
+With every node cordoned, the wait ends with the scheduler's message; once the nodes
+are back the same run converges and a third changes nothing.
 Independent reads: the pods' status and the lab's events."""
 
 from __future__ import annotations
@@ -68,3 +70,44 @@ def _pod_images(core, clusters: list) -> dict:
             for p in core.list_namespaced_pod(NS).items
             if (p.metadata.labels or {}).get("ray.io/cluster") in clusters
             and p.metadata.deletion_timestamp is None}
+
+
+def _cordon(core, on: bool) -> None:
+    for node in core.list_node().items:
+        core.patch_node(node.metadata.name, {"spec": {"unschedulable": on}})
+
+
+def test_serving_pods_no_node_takes_end_the_wait_and_the_rerun_converges(
+        lab_with_model, tmp_path):  # noqa: F811
+    """No node takes the pods (all cordoned): the wait ends within a minute with the
+    scheduler's message; once the nodes are back the same run converges as it is (no
+    state=absent: the pending pods are scheduled) and a third run changes nothing."""
+    lab, model = lab_with_model
+    planned = _plan(lab, tmp_path, model)
+    core = client.CoreV1Api(api(lab))
+    args = _args(planned, name="held", wait=True, wait_timeout=1800)
+    _cordon(core, True)
+    try:
+        started = time.monotonic()
+        rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", args)
+        took = time.monotonic() - started
+        assert rc != 0, out[-3000:]
+        assert took < 60, f"took {took:.0f}s"
+        msg = result["msg"]
+        assert "cannot become ready: Unschedulable: 0/" in msg, msg
+        assert "were unschedulable" in msg, msg
+        scheduled = {c.type: c for c in core.read_namespaced_pod(
+            result["pod"], NS).status.conditions}["PodScheduled"]  # before the nodes are back
+        assert scheduled.status == "False" and scheduled.reason == "Unschedulable"
+    finally:
+        _cordon(core, False)
+
+    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", args)
+    assert rc == 0, result.get("msg") or out[-3000:]
+    images = _pod_images(core, result["clusters"])
+    assert images and set(images.values()) == {SIM_IMAGE}, images
+    assert all(p.spec.node_name for p in core.list_namespaced_pod(
+        NS, label_selector="ray.io/cluster in (" + ",".join(result["clusters"]) + ")").items)
+    rc, again, out = run_module(lab, tmp_path, "ray_vllm_cluster", args)
+    assert rc == 0 and again["changed"] is False, again.get("msg") or out[-3000:]
+    assert _pod_images(core, result["clusters"]) == images
