@@ -1,53 +1,46 @@
-"""K8sClient.evict: one POST to the Eviction subresource; a disruption budget's 429 comes
-back as the server's message (the drain retries at its own pace), a pod already gone is
-fine, anything else is the common error type."""
+"""K8sClient.evict through the kubernetes client's Eviction call (``conflict_api``): a 409
+is sent again after one pause; a disruption budget's 429 comes back to the drain at once,
+not retried here (the drain retries at its own pace); a pod already gone is no error."""
 
 from __future__ import annotations
 
-import json
-from types import SimpleNamespace
-
-import pytest
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import AuthError
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import K8sClient
-from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-BUDGET = "Cannot evict pod as it would violate the pod's disruption budget."
+from .conflict_api import ConflictApi, RealClient, route_evictions
+from .test_drain import PDB_MESSAGE, DrainFake, pod
 
 
-def _error(status: int, message: str) -> ApiException:
-    exc = ApiException(status=status, reason="refused")
-    exc.body = json.dumps({"kind": "Status", "message": message})
-    return exc
+class _Counting(ConflictApi):
+    def __init__(self, cluster, fault=None, missing=()):
+        super().__init__(cluster, fault)
+        self.sent: list = []
+        self.missing = set(missing)
+
+    def evict(self, name, namespace):
+        self.sent.append(name)
+        if name in self.missing:
+            raise ApiException(status=404, reason="Not Found")
+        super().evict(name, namespace)
 
 
-@pytest.fixture
-def evictions(monkeypatch):
-    sent, outcomes = [], []
-
-    def _create(self, name, namespace, body):
-        sent.append((name, namespace, body))
-        outcome = outcomes.pop(0)
-        if outcome is not None:
-            raise outcome
-
-    monkeypatch.setattr(CoreV1Api, "create_namespaced_pod_eviction", _create)
-    return sent, outcomes
+def _site():
+    return DrainFake([pod("web-1", "worker-a"), pod("held", "worker-a")], blocked={"apps/held"})
 
 
-def test_evict_outcomes(evictions):
-    sent, outcomes = evictions
-    client = K8sClient(SimpleNamespace(client=None), sleep=lambda s: pytest.fail("no retry"))
-    outcomes += [None, _error(429, BUDGET), _error(404, "pods \"a\" not found"),
-                 _error(403, "forbidden")]
-    assert client.evict("a", "apps", grace_period=5) == ""
-    assert sent[0] == ("a", "apps", {"apiVersion": "policy/v1", "kind": "Eviction",
-                                     "metadata": {"name": "a", "namespace": "apps"},
-                                     "deleteOptions": {"gracePeriodSeconds": 5}})
-    assert client.evict("a", "apps") == BUDGET
-    assert "deleteOptions" not in sent[1][2]
-    assert client.evict("a", "apps") == ""
-    with pytest.raises(AuthError, match="evict pod apps/a: forbidden"):
-        client.evict("a", "apps")
-    assert len(sent) == 4  # one request each: no retry inside
+def test_a_409_on_an_eviction_is_sent_again(monkeypatch):
+    route_evictions(monkeypatch)
+    fake, pauses = _site(), []
+    api = _Counting(fake, ("evict", "Pod", "web-1", 1))
+    assert RealClient(api, pauses).evict("web-1", "apps") == ""
+    assert api.served == [("evict", "Pod", "web-1", 1)] and api.sent == ["web-1", "web-1"]
+    assert pauses == [1.0] and fake.find("Pod", "web-1", "apps") is None
+
+
+def test_a_budgets_429_is_returned_at_once_and_a_gone_pod_is_no_error(monkeypatch):
+    route_evictions(monkeypatch)
+    fake, pauses = _site(), []
+    api = _Counting(fake, missing={"gone"})
+    assert RealClient(api, pauses).evict("held", "apps") == PDB_MESSAGE
+    assert RealClient(api, pauses).evict("gone", "apps") == ""
+    assert api.sent == ["held", "gone"] and pauses == []
+    assert fake.find("Pod", "held", "apps") is not None
