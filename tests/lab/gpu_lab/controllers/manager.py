@@ -93,6 +93,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
         namespaces,
         network,
         nfd,
+        node_power,
         olm,
         replicas,
         scheduler,
@@ -117,8 +118,18 @@ def start_controllers(server: LabServer) -> ControllerManager:
         gpu_operator.GpuOperatorController(server, poller),
         kuberay.RayClusterController(server),
     ]
+    connection_file = getattr(server.gpu_inventory, "connection_file", None)
+    if connection_file is not None:  # a vSphere lab: nodes follow their VMs' power
+        from ..vm_power import VmPowerWatch
+
+        watch = VmPowerWatch(connection_file)
+        controllers.append(node_power.NodePowerController(server, watch))
     manager = ControllerManager(controllers)
     manager.poller = poller
     server.store.subscribe(manager.on_event)
     manager.start()
+    if connection_file is not None:
+        loop = asyncio.get_running_loop()
+        watch.listeners.append(lambda: loop.call_soon_threadsafe(manager.poke, "node-power"))
+        watch.start()
     return manager
