@@ -69,3 +69,19 @@ def lab_post(lab, path: str, body: dict) -> dict:
                              verify=str(Path(lab.settings.k8s_dir) / "ca.crt"))
     response.raise_for_status()
     return response.json()
+
+
+def lab_faults(lab) -> list:
+    """The lab API server's fault rules not yet served (a served rule is gone)."""
+    response = requests.get(f"{lab.url}/lab/faults", timeout=10,
+                            headers={"Authorization": f"Bearer {lab.admin_token}"},
+                            verify=str(Path(lab.settings.k8s_dir) / "ca.crt"))
+    response.raise_for_status()
+    return response.json()["faults"]
+
+
+def lab_conflict(lab, verb: str, resource: str, ns: str | None, count: int = 1,
+                 skip: int = 0) -> None:
+    """The next ``count`` matching requests (after ``skip``) get the server's 409."""
+    lab_post(lab, "/lab/faults", {"verb": verb, "resource": resource, "code": 409,
+                                  "count": count, "namespace": ns, "skip": skip})

@@ -12,27 +12,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import requests
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import K8sClient
 from kubernetes import client
 
-from .k8s_helpers import api, lab_post, run_module
+from .k8s_helpers import api, lab_conflict, lab_faults, lab_post, run_module
 from .test_wait_faults import _staged, web  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
-
-
-def _faults(lab) -> list:
-    response = requests.get(f"{lab.url}/lab/faults", timeout=10,
-                            headers={"Authorization": f"Bearer {lab.admin_token}"},
-                            verify=str(lab.settings.k8s_dir / "ca.crt"))
-    response.raise_for_status()
-    return response.json()["faults"]
-
-
-def _conflict(lab, verb: str, resource: str, ns: str, count: int = 1, skip: int = 0) -> None:
-    lab_post(lab, "/lab/faults", {"verb": verb, "resource": resource, "code": 409,
-                                  "count": count, "namespace": ns, "skip": skip})
 
 
 def test_apply_and_delete_are_retried_after_a_409(k8s_lab, k8s_namespace):
@@ -42,19 +28,19 @@ def test_apply_and_delete_are_retried_after_a_409(k8s_lab, k8s_namespace):
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"},
           "metadata": {"name": "c", "namespace": k8s_namespace}}
 
-    _conflict(k8s_lab, "patch", "configmaps", k8s_namespace)  # the create, by apply
+    lab_conflict(k8s_lab, "patch", "configmaps", k8s_namespace)  # the create, by apply
     assert k8s.apply(cm, check_mode=False).changed
-    assert _faults(k8s_lab) == []  # served, then retried
+    assert lab_faults(k8s_lab) == []  # served, then retried
     assert core.read_namespaced_config_map("c", k8s_namespace).data == {"a": "1"}
 
-    _conflict(k8s_lab, "patch", "configmaps", k8s_namespace)  # an update, by apply
+    lab_conflict(k8s_lab, "patch", "configmaps", k8s_namespace)  # an update, by apply
     assert k8s.apply({**cm, "data": {"a": "2"}}, check_mode=False).changed
-    assert _faults(k8s_lab) == []
+    assert lab_faults(k8s_lab) == []
     assert core.read_namespaced_config_map("c", k8s_namespace).data == {"a": "2"}
 
-    _conflict(k8s_lab, "delete", "configmaps", k8s_namespace)
+    lab_conflict(k8s_lab, "delete", "configmaps", k8s_namespace)
     assert k8s.delete("v1", "ConfigMap", "c", k8s_namespace, check_mode=False)
-    assert _faults(k8s_lab) == []
+    assert lab_faults(k8s_lab) == []
     assert [c.metadata.name for c in core.list_namespaced_config_map(k8s_namespace).items
             if c.metadata.name == "c"] == []
 
@@ -70,7 +56,7 @@ def test_an_eviction_is_retried_after_a_409(k8s_lab, k8s_namespace):
     lab_post(k8s_lab, "/lab/faults", {"verb": "create", "resource": "pods", "code": 409,
                                       "namespace": k8s_namespace, "name": "web"})
     assert k8s.evict("web", k8s_namespace, grace_period=0) == ""
-    assert _faults(k8s_lab) == []  # served, then retried
+    assert lab_faults(k8s_lab) == []  # served, then retried
     left = [p for p in core.list_namespaced_pod(k8s_namespace).items
             if p.metadata.name == "web" and p.metadata.deletion_timestamp is None]
     assert left == []
@@ -100,11 +86,11 @@ def test_model_stage_converges_through_a_409_on_each_kind_it_writes(k8s_lab, tmp
                                                                      k8s_namespace, web):  # noqa: F811
     ns = k8s_namespace
     for resource in ("persistentvolumeclaims", "secrets", "jobs.batch"):
-        _conflict(k8s_lab, "patch", resource, ns)
-    _conflict(k8s_lab, "delete", "secrets", ns)  # the run's credentials Secret, at the end
+        lab_conflict(k8s_lab, "patch", resource, ns)
+    lab_conflict(k8s_lab, "delete", "secrets", ns)  # the run's credentials Secret, at the end
     # the PVC's record, written with a precondition (resourceVersion): the module re-reads
     # and writes again (the PVC's create and its retry, both let through, come first)
-    _conflict(k8s_lab, "patch", "persistentvolumeclaims", ns, skip=1)
+    lab_conflict(k8s_lab, "patch", "persistentvolumeclaims", ns, skip=1)
     _root, url = web
     args = {"namespace": ns, "model_dir": "m",
             "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
@@ -112,7 +98,7 @@ def test_model_stage_converges_through_a_409_on_each_kind_it_writes(k8s_lab, tmp
             "credentials": {"token": "t0ken"}}
     rc, result, out = run_module(k8s_lab, tmp_path, "model_stage", args)
     assert rc == 0, out[-3000:]
-    assert [f for f in _faults(k8s_lab) if f["namespace"] == ns] == []  # each one was served
+    assert [f for f in lab_faults(k8s_lab) if f["namespace"] == ns] == []  # each one was served
     assert _staged(k8s_lab, ns) == {"config.json", "weights.bin"}
     record = client.CoreV1Api(api(k8s_lab)).read_namespaced_persistent_volume_claim(
         "models", ns).metadata.annotations

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from ..lab.waiting import wait_for
-from .k8s_helpers import REPO, api, namespaces, run_module, run_play
+from .k8s_helpers import REPO, api, lab_conflict, lab_faults, namespaces, run_module, run_play
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -66,9 +66,16 @@ def test_local_model_staged_then_noop(k8s_lab_factory, tmp_path):
     assert rc == 0, out[-3000:]
     assert namespaces(lab) == spaces  # check mode created nothing
 
+    # the loader pod's create (server-side apply) and delete each meet one 409, retried
+    lab_conflict(lab, "patch", "pods", "llm")
+    lab_conflict(lab, "delete", "pods", "llm")
     rc, _tasks, out = _storage(lab, tmp_path, model)
     assert rc == 0, out[-3000:]
     assert "Upload the model files" in out
+    assert lab_faults(lab) == []
+    retried = " ".join(out.split())
+    assert "FAILED - RETRYING: [localhost]: Start the loader pod on the volume" in retried
+    assert "FAILED - RETRYING: [localhost]: Remove the loader pod" in retried
     # the summary says what happened, the read-back passes, Ansible warns of nothing
     words = " ".join(out.split())  # the callback wraps long lines
     assert "staged tiny on PVC models: 2 files, " in words and "(was: not staged)" in words

@@ -9,7 +9,17 @@ import pytest
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
-from .k8s_helpers import OLM, REPO, api, custom, namespaces, node_labels, run_play
+from .k8s_helpers import (
+    OLM,
+    REPO,
+    api,
+    custom,
+    lab_conflict,
+    lab_faults,
+    namespaces,
+    node_labels,
+    run_play,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -38,9 +48,17 @@ def test_check_mode_then_install_then_no_change(k8s_lab_factory, tmp_path):
     assert rc == 0, out[-3000:]
     assert node_labels(lab) == labels and namespaces(lab) == spaces
 
-    rc, _tasks, out = _stage(lab, tmp_path)
+    # the role's own writes through kubernetes.core.k8s each meet one 409, and retry it
+    lab_conflict(lab, "patch", "nodefeaturediscoveries.nfd.openshift.io", "openshift-nfd")
+    lab_conflict(lab, "patch", "clusterpolicies.nvidia.com", None)
+    rc, tasks, out = _stage(lab, tmp_path)
     assert rc == 0, out[-3000:]
     assert _stats(out)["changed"] > 0
+    assert lab_faults(lab) == []  # both were served
+    attempts = {t["result"]["kind"]: t.get("attempts") for t in tasks
+                if (t.get("result") or {}).get("kind") in ("NodeFeatureDiscovery",
+                                                           "ClusterPolicy")}
+    assert attempts == {"NodeFeatureDiscovery": 2, "ClusterPolicy": 2}, attempts
     assert "Using a template for task args" not in out  # module args are passed key by key
     gpus = _allocatable(lab)
     assert sum(gpus.values()) == 16
