@@ -42,10 +42,17 @@ description:
     C(service), C(route), C(clusters), C(tensor_parallel_size), C(pipeline_parallel_size),
     C(replicas)), written last through the same server-side apply and shown in the diff,
     so the validate stage finds the endpoint in a later run.
-  - Changing the pod template of an existing RayCluster (another image, other resources)
-    is applied to the RayCluster object, but KubeRay does not replace running pods for
-    it; delete the pods (or run O(state=absent) first) to roll them. A new API key is the
-    exception, it rolls the pods itself (see O(llm_api_key)).
+  - Changing the pod template of an existing RayCluster is applied to the RayCluster
+    object, but KubeRay does not replace running pods for it. So the module rolls the
+    serving pods itself, head and workers, one RayCluster at a time, each waited for until
+    Ready when O(wait) is on, when a live pod runs another image than O(image) (compared
+    per container of the head's and each worker group's template, as after an upgrade
+    or the fix for pods stuck in ImagePullBackOff) or the head holds another API key (see
+    O(llm_api_key)). Check mode reports the roll (RV(rolled), and the diff as
+    C(Pods/<cluster>) with the images and the key's SHA-256, never the key) and deletes
+    nothing; a rerun with nothing changed rolls nothing. Other template changes (resources,
+    environment, arguments) reach the pods only when they are replaced; delete the pods
+    (or run O(state=absent) first) to roll them.
 version_added: 0.1.0
 author:
   - llmops.gpu_stack maintainers (@llmops)
@@ -270,7 +277,7 @@ progress:
 rolled:
   description:
     - The RayClusters whose pods were (in check mode, would be) replaced because their
-      heads ran with another API key; empty when none.
+      heads ran with another API key or a live pod ran another image; empty when none.
   returned: state=present
   type: list
   elements: str

@@ -11,9 +11,10 @@
   image, timeouts); then the preflight against the cluster (GPUs allocatable on the
   selected nodes, the ReadWriteMany model volume; warnings in check mode), the API-key
   Secret, the objects (server-side apply, dry run in check mode), the roll of the
-  RayClusters whose heads hold another API key (``serving_roll``: one cluster at a time,
-  each waited for; check mode only reports them in ``rolled`` and the diff, as
-  ``Pods/<cluster>`` with the key's SHA-256 before and after), the wait (skipped in
+  RayClusters whose live pods hold another API key or run another image than this run
+  renders (``serving_roll``: one cluster at a time, each waited for; check mode only
+  reports them in ``rolled`` and the diff, as ``Pods/<cluster>`` with the key's SHA-256
+  and/or the images per ``<group>/<container>``, before and after), the wait (skipped in
   check mode by the common wait helper) and last the hand-over ConfigMap
   ``<name>-endpoint`` with the endpoint, the API-key Secret name and the served model
   (see ``render.handover``), written through the same apply path and shown in the diff.
@@ -148,8 +149,9 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
     out["clusters"] = [f"{req.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
     secret_changed = svc.ensure_api_key(req.llm_api_key, req.check_mode)
     out["changed"] |= secret_changed
-    # only pods running before this run's apply can hold an old key
-    stale = serving_roll.stale_clusters(svc.client, req.namespace, req.name, out["clusters"],
+    # only pods running before this run's apply can hold an old key or image
+    stale = serving_roll.stale_clusters(svc.client, req.namespace, req.name,
+                                        [o for o in objs if o["kind"] == "RayCluster"],
                                         svc.cfg.get("api_key_sha256"), secret_changed)
     changed, diffs = svc.apply(plan, req.check_mode)
     out["changed"] |= changed
@@ -180,18 +182,23 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
 
 def _roll(svc: RayVllmDeployment, req: Request, plan: dict, stale: dict, diffs: dict,
           out: dict, progress) -> bool:
-    """Roll the ``stale`` clusters (their heads hold another API key: ``serving_roll``),
-    one at a time; in check mode only report them. The diff shows the key's digest, never
-    the key."""
-    sha = svc.cfg.get("api_key_sha256")
+    """Roll the ``stale`` clusters (their live pods hold another API key or run another
+    image: ``serving_roll``), one at a time; in check mode only report them. The diff
+    shows the key's digest and the images, never the key."""
     out["rolled"] = list(stale)
     if not stale:
         return False
     want_workers = sum(g["replicas"] for g in plan["ray_cluster"]["worker_groups"])
-    for cluster, held in stale.items():
-        diffs[f"Pods/{cluster}"] = {"before": {"api_key_sha256": held or "(not recorded)"},
-                                    "after": {"api_key_sha256": sha}}
+    for cluster, drift in stale.items():
+        diffs[f"Pods/{cluster}"] = drift
         if not req.check_mode:
             serving_roll.roll(svc.client, req.namespace, cluster, want_workers,
-                              req.wait_timeout, progress=progress, wait=req.wait)
+                              req.wait_timeout, progress=progress, wait=req.wait,
+                              why=_why(drift["after"]))
     return True
+
+
+def _why(after: dict) -> str:
+    what = [w for key, w in (("api_key_sha256", "API key"), ("images", "image"))
+            if key in after]
+    return "a new " + " and ".join(what)

@@ -1,6 +1,8 @@
-"""A new API key rolls the serving pods (serving_roll through serving_runner.run), against
-the in-memory cluster with a KubeRay stand-in that, like KubeRay, makes missing pods from
-the RayCluster's templates (annotations included) and never replaces running ones.
+"""A new API key or a new image rolls the serving pods (serving_roll through
+serving_runner.run), against the in-memory cluster with a KubeRay stand-in that, like
+KubeRay, makes missing pods from the RayCluster's templates (annotations, containers and
+their images included) and never replaces running ones. A pod whose image contains
+``invalid`` is stuck in ImagePullBackOff, as a kubelet would leave it.
 
 What rolled is read from the fake cluster (pod uids, annotations, the record of writes),
 not from the runner's result alone."""
@@ -12,6 +14,8 @@ import copy
 import hashlib
 import itertools
 
+import pytest
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import WaitTimeout
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
     Request,
     run,
@@ -32,18 +36,26 @@ def _sha(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _make_pod(cluster: dict, node_type: str, template: dict, index: int) -> dict:
+def _make_pod(cluster: dict, node_type: str, template: dict, index: int,
+              group: str = "headgroup") -> dict:
     meta = cluster["metadata"]
     uid = f"uid-{next(_UIDS)}"
     suffix = "head" if node_type == "head" else f"worker-{index}"
+    containers = [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]]
+    stuck = [c for c in containers if "invalid" in c["image"]]
+    status = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+              "containerStatuses": [{"name": c["name"], "ready": False, "state": {"waiting": {
+                  "reason": "ImagePullBackOff", "message": f"Back-off pulling {c['image']}"}}}
+                  for c in stuck]} if stuck else {
+        "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{meta['name']}-{suffix}-{uid}", "namespace": NS, "uid": uid,
                          "labels": {**meta["labels"], "ray.io/cluster": meta["name"],
-                                    "ray.io/node-type": node_type},
+                                    "ray.io/node-type": node_type, "ray.io/group": group},
                          "annotations": dict((template.get("metadata") or {}).get(
                              "annotations") or {})},
-            "spec": {"nodeName": f"node-{index % 2}"},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+            "spec": {"nodeName": f"node-{index % 2}", "containers": containers},
+            "status": status}
 
 
 def _kuberay(fake: FakeClient) -> None:
@@ -58,7 +70,7 @@ def _kuberay(fake: FakeClient) -> None:
         group = spec["workerGroupSpecs"][0]
         workers = [p for p in mine if p["metadata"]["labels"]["ray.io/node-type"] == "worker"]
         for i in range(len(workers), group["replicas"]):
-            fake.put(_make_pod(cluster, "worker", group["template"], i))
+            fake.put(_make_pod(cluster, "worker", group["template"], i, group["groupName"]))
 
 
 class _Cluster(FakeClient):
@@ -206,3 +218,148 @@ def test_without_wait_the_pods_are_deleted_and_not_waited_for():
     assert result["rolled"] == ["llm-0"] and len(_deleted_pods(fake)) == 3
     assert "status" not in result
     assert not set(_pods(fake)) & before
+
+
+# a new image: an upgrade, or the fix after a pod stuck in ImagePullBackOff
+
+OLD_IMAGE, NEW_IMAGE = "quay.io/llmops/ray-vllm:0.1.0", "quay.io/llmops/ray-vllm:0.2.0"
+BAD_IMAGE = "registry.invalid/llmops/ray-vllm:0.1.0"
+
+
+def _images(fake: FakeClient, cluster: str = "llm-0") -> dict:
+    """uid -> {container: image}, of the cluster's pods as the fake cluster holds them."""
+    return {p["metadata"]["uid"]: {c["name"]: c["image"] for c in p["spec"]["containers"]}
+            for p in (fake.render(k) for k in fake.objects if k[0] == "Pod")
+            if p["metadata"]["labels"]["ray.io/cluster"] == cluster}
+
+
+def _diff_images(image: str) -> dict:
+    return {"images": {"gpu-workers/ray-worker": image, "head/ray-head": image}}
+
+
+def test_a_new_image_rolls_every_pod_and_the_diff_shows_the_images():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    before = _images(fake)
+    result = run(fake, _request(KEY_A, image=NEW_IMAGE, diff=True))
+    assert result["changed"] is True and result["rolled"] == ["llm-0"]
+    after = _images(fake)
+    assert len(after) == 3 and not set(after) & set(before)
+    assert {image for pod in after.values() for image in pod.values()} == {NEW_IMAGE}
+    assert len(_deleted_pods(fake)) == 3
+    assert result["diff"]["before"]["Pods/llm-0"] == _diff_images(OLD_IMAGE)
+    assert result["diff"]["after"]["Pods/llm-0"] == _diff_images(NEW_IMAGE)
+    assert _head_sha(fake) == _sha(KEY_A)  # the key did not change
+    assert KEY_A not in str(result)
+
+    state, deleted = fake.snapshot(), _deleted_pods(fake)
+    again = run(fake, _request(None, image=NEW_IMAGE, diff=True))
+    assert again["changed"] is False and again["rolled"] == [] and "diff" not in again
+    assert fake.snapshot() == state and _deleted_pods(fake) == deleted
+
+
+def test_a_new_key_and_image_roll_once_and_the_diff_shows_both():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    result = run(fake, _request(KEY_B, image=NEW_IMAGE, diff=True))
+    assert result["rolled"] == ["llm-0"] and len(_deleted_pods(fake)) == 3
+    assert result["diff"]["before"]["Pods/llm-0"] == {"api_key_sha256": _sha(KEY_A),
+                                                      **_diff_images(OLD_IMAGE)}
+    assert result["diff"]["after"]["Pods/llm-0"] == {"api_key_sha256": _sha(KEY_B),
+                                                     **_diff_images(NEW_IMAGE)}
+    assert KEY_A not in str(result) and KEY_B not in str(result)
+
+
+def test_a_roll_that_does_not_finish_says_what_it_rolled_for():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    with pytest.raises(WaitTimeout) as raised:
+        run(fake, _request(KEY_B, image=BAD_IMAGE, wait_timeout=0))
+    msg = str(raised.value)
+    assert "the new pods of llm/llm-0 (rolled for a new API key and image)" in msg, msg
+    assert "0 of 3 new pods ready; missing: head, worker-0, worker-1" in msg, msg
+    assert KEY_B not in msg
+    assert set(_images(fake)) and all(  # the successors are there, stuck on the image
+        pod == {"ray-worker": BAD_IMAGE} or pod == {"ray-head": BAD_IMAGE}
+        for pod in _images(fake).values())
+
+
+def test_check_mode_reports_the_image_roll_and_writes_nothing():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    state, writes, images = copy.deepcopy(fake.objects), list(fake.writes), _images(fake)
+    result = run(fake, _request(KEY_A, image=NEW_IMAGE, check_mode=True, diff=True))
+    assert result["changed"] is True and result["rolled"] == ["llm-0"]
+    assert fake.writes == writes and fake.objects == state and _images(fake) == images
+    assert result["diff"]["before"]["Pods/llm-0"] == _diff_images(OLD_IMAGE)
+    assert result["diff"]["after"]["Pods/llm-0"] == _diff_images(NEW_IMAGE)
+
+
+def test_pods_stuck_on_an_unpullable_image_are_replaced_by_the_rerun():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=BAD_IMAGE, wait=False))
+    stuck = _images(fake)
+    assert len(stuck) == 3 and all(  # as the kubelet leaves them: not Ready, backing off
+        fake.render(k)["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        == "ImagePullBackOff" for k in fake.objects if k[0] == "Pod")
+    result = run(fake, _request(KEY_A, image=OLD_IMAGE, diff=True))
+    assert result["rolled"] == ["llm-0"] and result["status"]
+    after = _images(fake)
+    assert len(after) == 3 and not set(after) & set(stuck)
+    assert {image for pod in after.values() for image in pod.values()} == {OLD_IMAGE}
+    assert result["diff"]["before"]["Pods/llm-0"] == _diff_images(BAD_IMAGE)
+    again = run(fake, _request(KEY_A, image=OLD_IMAGE))
+    assert again["changed"] is False and again["rolled"] == [] and _images(fake) == after
+
+
+def test_one_pod_on_another_image_rolls_the_cluster_and_only_that_image_shows():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    worker = next(k for k in fake.objects if k[0] == "Pod"
+                  and fake.render(k)["metadata"]["labels"]["ray.io/node-type"] == "worker")
+    fake.objects[worker]["base"]["spec"]["containers"][0]["image"] = NEW_IMAGE  # half rolled
+    result = run(fake, _request(KEY_A, image=OLD_IMAGE, diff=True))
+    assert result["rolled"] == ["llm-0"] and len(_deleted_pods(fake)) == 3
+    assert result["diff"]["before"]["Pods/llm-0"] == {
+        "images": {"gpu-workers/ray-worker": NEW_IMAGE}}
+    assert result["diff"]["after"]["Pods/llm-0"] == {
+        "images": {"gpu-workers/ray-worker": OLD_IMAGE}}
+    assert {image for pod in _images(fake).values() for image in pod.values()} == {OLD_IMAGE}
+
+
+def test_a_container_the_template_does_not_name_is_not_compared():
+    fake = _cluster()
+    run(fake, _request(KEY_A, image=OLD_IMAGE))
+    for key in [k for k in fake.objects if k[0] == "Pod"]:  # a webhook's sidecar
+        fake.objects[key]["base"]["spec"]["containers"].append(
+            {"name": "istio-proxy", "image": "example.com/proxy:1.0"})
+    pods = _images(fake)
+    result = run(fake, _request(KEY_A, image=OLD_IMAGE))
+    assert result["changed"] is False and result["rolled"] == []
+    assert _images(fake) == pods and _deleted_pods(fake) == []
+
+
+def test_replicas_roll_one_at_a_time_for_a_new_image():
+    two = build_plan({"preset": "llama-3-8b"},
+                     {"nodes": 4, "gpus_per_node": 2, "gpu_memory_gib": 80},
+                     layout={"tensor_parallel_size": 2, "pipeline_parallel_size": 2},
+                     topology="head_without_gpus")
+    fake = _cluster()
+    run(fake, _request(KEY_A, plan=two, image=OLD_IMAGE))
+    old = set(_images(fake, "llm-0"))
+    seen_at_second = []
+    real_delete = fake.delete
+
+    def _delete(api_version, kind, name, namespace=None, **kwargs):
+        if kind == "Pod" and name.startswith("llm-1-"):
+            seen_at_second.append(_images(fake, "llm-0"))
+        return real_delete(api_version, kind, name, namespace, **kwargs)
+
+    fake.delete = _delete
+    result = run(fake, _request(KEY_A, plan=two, image=NEW_IMAGE))
+    assert result["rolled"] == ["llm-0", "llm-1"]
+    assert seen_at_second and all(
+        len(s) == 3 and not set(s) & old
+        and {i for pod in s.values() for i in pod.values()} == {NEW_IMAGE}
+        for s in seen_at_second)
+    assert [n[:5] for n in _deleted_pods(fake)] == ["llm-0"] * 3 + ["llm-1"] * 3
