@@ -1,6 +1,8 @@
 """The serving wait ends early with the pod's reason: ray_vllm_cluster against the lab
-with an image whose registry does not resolve; after removing the stuck stack, a run
-with a pullable image converges (every pod runs it) and a third run changes nothing.
+with an image whose registry does not resolve; check mode then reports the roll (the
+images before and after) and touches no pod; a run with a pullable image converges as
+it is, without state=absent (the stuck pods are replaced by pods running it) and a third
+run changes nothing.
 With every node cordoned, the wait ends with the scheduler's message; once the nodes
 are back the same run converges and a third changes nothing.
 Independent reads: the pods' status and the lab's events."""
@@ -12,7 +14,7 @@ import time
 import pytest
 from kubernetes import client
 
-from .k8s_helpers import api, run_module
+from .k8s_helpers import api, custom, run_module
 from .test_ray_vllm_inputs import (  # noqa: F401 pylint: disable=unused-import
     NS,
     SIM_IMAGE,
@@ -45,22 +47,38 @@ def test_unpullable_serving_image_ends_the_wait_within_a_minute(lab_with_model, 
     assert any(e.reason == "Failed" and BAD_IMAGE in e.message
                for e in core.list_namespaced_event(NS).items)
 
+    clusters = sorted(c["metadata"]["name"] for c in custom(lab, "ray.io/v1", "rayclusters", NS)
+                      if c["metadata"]["labels"].get("app.kubernetes.io/instance") == "llm")
+    stuck = _pod_images(core, clusters)
+    assert stuck and set(stuck.values()) == {BAD_IMAGE}, stuck
+
     # KubeRay does not replace a RayCluster's pods when its image changes (neither does
-    # the lab's): the stuck pods go with the stack, then the stack comes up
-    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
-        planned, state="absent"))
-    assert rc == 0 and result["changed"] is True, out[-3000:]
-    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
-        planned, wait=True, wait_timeout=300))
+    # the lab's): the module rolls them. Check mode says so and touches no pod.
+    good = _args(planned, wait=True, wait_timeout=300)
+    rc, checked, out = run_module(lab, tmp_path, "ray_vllm_cluster", good,
+                                  extra=("--check", "--diff"))
+    assert rc == 0 and checked["changed"] is True, checked.get("msg") or out[-3000:]
+    assert checked["rolled"] == clusters
+    for name in clusters:
+        assert set(checked["diff"]["before"][f"Pods/{name}"]["images"].values()) == {BAD_IMAGE}
+        assert set(checked["diff"]["after"][f"Pods/{name}"]["images"].values()) == {SIM_IMAGE}
+    assert _pod_images(core, clusters) == stuck
+
+    # the same run as it is, no state=absent: the stuck pods are replaced and come up
+    rc, result, out = run_module(lab, tmp_path, "ray_vllm_cluster", good)
     assert rc == 0, result.get("msg") or out[-3000:]
-    assert result["changed"] is True
+    assert result["changed"] is True and result["rolled"] == clusters == result["clusters"]
     images = _pod_images(core, result["clusters"])
     assert images and set(images.values()) == {SIM_IMAGE}, images
+    assert not set(images) & set(stuck)  # new pods (uids), none of the stuck ones left
+    assert all(p.status.phase == "Running" for p in core.list_namespaced_pod(
+        NS, label_selector="ray.io/cluster in (" + ",".join(clusters) + ")").items
+        if p.metadata.deletion_timestamp is None)
 
     # and once more: nothing changes, no pod is replaced
-    rc, again, out = run_module(lab, tmp_path, "ray_vllm_cluster", _args(
-        planned, wait=True, wait_timeout=300))
+    rc, again, out = run_module(lab, tmp_path, "ray_vllm_cluster", good)
     assert rc == 0 and again["changed"] is False, again.get("msg") or out[-3000:]
+    assert again["rolled"] == []
     assert _pod_images(core, result["clusters"]) == images
 
 
