@@ -16,9 +16,12 @@ def _playbook(lab, tmp_path, *extra, json_out=True):
     """playbooks/esxi.yml with the lab inventory, which brings the connection itself
     (from $GPU_LAB_HOME/vsphere.json): no VMWARE_* in the environment."""
     save_state(lab, tmp_path / "vsphere.json")
+    # the vSphere stage alone: no OpenShift lab here, so no node to drain (the drain
+    # against the lab: test_vm_drain.py and the main job)
     return run_playbook(tmp_path, playbook=REPO / "playbooks" / "esxi.yml",
                         inventory=str(REPO / "inventories" / "lab" / "esxi.yml"), local=False,
-                        extra=extra, json_out=json_out, env={"GPU_LAB_HOME": str(tmp_path)})
+                        extra=("-e", '{"esxi_gpu_passthrough_drain": false}', *extra),
+                        json_out=json_out, env={"GPU_LAB_HOME": str(tmp_path)})
 
 
 def test_role_reference_site_then_no_change(vsphere_lab, vsphere_si, tmp_path):
