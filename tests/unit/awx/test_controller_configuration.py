@@ -29,9 +29,10 @@ def _errors(module_kwargs: dict, params: dict) -> list[str]:
         module_kwargs["argument_spec"],
         **{key: module_kwargs[key] for key in _VALIDATOR_KWARGS if key in module_kwargs})
     result = validator.validate(params)
-    return [str(error) for error in result.errors] + [
-        f"unsupported: {sorted(result.unsupported_parameters)}"
-        for _ in [0] if result.unsupported_parameters]
+    errors = [str(error) for error in result.errors]
+    if result.unsupported_parameters:
+        errors.append(f"unsupported: {sorted(result.unsupported_parameters)}")
+    return errors
 
 
 def _site_stages() -> list[str]:
