@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from .controller import REPO, render, tasks_of
+from .controller import MAIN_TOOLCHAIN_ONLY, REPO, render, tasks_of
 
+pytestmark = MAIN_TOOLCHAIN_ONLY
 _VALIDATOR_KWARGS = ("mutually_exclusive", "required_together", "required_one_of",
                      "required_if", "required_by")
 _BUILTIN_TYPES = {"VMware vCenter", "OpenShift or Kubernetes API Bearer Token"}

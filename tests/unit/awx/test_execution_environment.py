@@ -22,11 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .controller import MAIN_TOOLCHAIN_ONLY
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 EE_FILE = Path("images/ee/execution-environment.yml")
 # the files the EE definition reads, relative to the repository root
 _INSTALL_PATH_FILES = ("requirements.txt", "bindep.txt", "collections/requirements.yml")
+
+pytestmark = MAIN_TOOLCHAIN_ONLY
 
 
 def _lines(text: str) -> list[str]:

@@ -16,8 +16,9 @@ import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.template import Templar, trust_as_template
 
-from .controller import tasks_of
+from .controller import MAIN_TOOLCHAIN_ONLY, tasks_of
 
+pytestmark = MAIN_TOOLCHAIN_ONLY
 _TYPES = {"text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect"}
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
