@@ -16,6 +16,7 @@ import itertools
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import WaitTimeout
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import serving_roll
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
     Request,
     run,
@@ -363,3 +364,34 @@ def test_replicas_roll_one_at_a_time_for_a_new_image():
         and {i for pod in s.values() for i in pod.values()} == {NEW_IMAGE}
         for s in seen_at_second)
     assert [n[:5] for n in _deleted_pods(fake)] == ["llm-0"] * 3 + ["llm-1"] * 3
+
+
+def test_init_containers_are_compared_by_name_and_an_unknown_group_is_not():
+    rc = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+          "metadata": {"name": "llm-0", "namespace": NS,
+                       "labels": {"app.kubernetes.io/instance": "llm"}},
+          "spec": {"headGroupSpec": {"template": {"spec": {
+              "initContainers": [{"name": "fetch", "image": "tools:2"}],
+              "containers": [{"name": "ray-head", "image": OLD_IMAGE}]}}},
+              "workerGroupSpecs": [{"groupName": "gpu-workers", "template": {"spec": {
+                  "containers": [{"name": "ray-worker", "image": OLD_IMAGE}]}}}]}}
+
+    def _pod(name, node_type, group, spec):
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "uid": name, "labels": {
+                    "app.kubernetes.io/instance": "llm", "ray.io/cluster": "llm-0",
+                    "ray.io/node-type": node_type, "ray.io/group": group}},
+                "spec": spec, "status": {"phase": "Running"}}
+
+    head = {"initContainers": [{"name": "fetch", "image": "tools:1"}],
+            "containers": [{"name": "ray-head", "image": OLD_IMAGE}]}
+    # a worker of a group this run does not render (being removed): not compared
+    other = {"containers": [{"name": "ray-worker", "image": "elsewhere:9"}]}
+    fake = FakeClient([rc, _pod("h", "head", "headgroup", head),
+                       _pod("w", "worker", "old-group", other)])
+    stale = serving_roll.stale_clusters(fake, NS, "llm", [rc], None, False)
+    assert stale == {"llm-0": {"before": {"images": {"head/fetch": "tools:1"}},
+                               "after": {"images": {"head/fetch": "tools:2"}}}}
+    head["initContainers"][0]["image"] = "tools:2"
+    fake.put(_pod("h", "head", "headgroup", head), replace=True)
+    assert serving_roll.stale_clusters(fake, NS, "llm", [rc], None, False) == {}
