@@ -29,7 +29,9 @@ while (($#)); do
     esac
 done
 
-rm -rf "$EE_DIR/collection"
+# the default context is inside the repository: drop the last one so that the tarball
+# does not ship it (a --context elsewhere is left alone; ansible-builder rewrites it)
+rm -rf "$EE_DIR/collection" "$EE_DIR/context"
 ansible-galaxy collection build "$ROOT" --output-path "$EE_DIR/collection"
 args=(--file "$EE_DIR/execution-environment.yml" --context "$CONTEXT")
 [[ $ACTION == build ]] && args+=(--tag "$TAG")
