@@ -117,3 +117,12 @@ def test_the_collection_is_installed_before_introspection(context):
     galaxy_stage = steps.find("AS galaxy")
     introspect = steps.find("introspect.py introspect")
     assert 0 <= galaxy_stage < install < introspect, steps
+
+
+def test_the_controller_configuration_names_the_image_build_sh_tags():
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    built = re.search(r'^TAG="([^:"]+):\$\(', (REPO / "images/ee/build.sh").read_text(), re.M)
+    assert built, "images/ee/build.sh sets no default TAG"
+    image = re.search(r"^gpu_stack_awx_ee_image: (\S+)$",
+                      (REPO / "playbooks/awx/vars/controller.yml").read_text(), re.M)
+    assert image and image.group(1) == f"{built.group(1)}:{version}"
