@@ -110,12 +110,21 @@ def test_the_objects_are_what_the_issue_asks(served):
     route = custom(lab, "route.openshift.io/v1", "routes", NS)[0]
     assert route["spec"]["tls"]["termination"] == "edge"
     assert route["spec"]["port"]["targetPort"] == "api"
-    policy = client.NetworkingV1Api(api(lab)).read_namespaced_network_policy(f"{NAME}-ray", NS)
-    ray_rule, api_rule = policy.spec.ingress
-    # every port, but only from pods of this namespace; from anywhere only the API port
-    assert ray_rule._from[0].namespace_selector is None
-    assert not ray_rule._from[0].pod_selector.match_labels and ray_rule.ports is None
+    net = client.NetworkingV1Api(api(lab))
+    # Ray's ports: every port, only from pods of the same RayCluster (the full decision
+    # table is tests/unit/plugins/module_utils/serving/test_ray_network_policy.py)
+    peers = net.read_namespaced_network_policy(f"{NAME}-0-peers", NS)
+    assert peers.spec.pod_selector.match_labels["ray.io/cluster"] == f"{NAME}-0"
+    (peer_rule,) = peers.spec.ingress
+    assert peer_rule._from[0].pod_selector.match_labels["ray.io/cluster"] == f"{NAME}-0"
+    assert peer_rule._from[0].namespace_selector is None and peer_rule.ports is None
+    # the heads: the API port from anywhere, the KubeRay operator on two ports
+    policy = net.read_namespaced_network_policy(f"{NAME}-ray", NS)
+    api_rule, operator_rule = policy.spec.ingress
     assert api_rule._from is None and [p.port for p in api_rule.ports] == [8000]
+    assert sorted(p.port for p in operator_rule.ports) == [8265, 10001]
+    assert cluster[0]["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-host"] == (
+        "127.0.0.1")
 
 
 def test_the_report_and_chart_were_written(served):
