@@ -20,6 +20,30 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def bit_rot(path: Path) -> None:
+    """Damage one byte of a staged file in place, keeping its size and mtime: what a
+    stat check cannot see and only ``--verify`` (digests) finds."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def assert_verify_repairs(argv: list[str], dest: Path, victim: str, files: dict[str, Path],
+                          capsys) -> dict:
+    """After ``bit_rot`` of ``dest/victim``: a plain rerun sees nothing, a ``--verify``
+    rerun finds that one file, fetches it again, and the model is whole; the result."""
+    bit_rot(dest / victim)
+    rc, result, err = run_cli(argv, capsys)
+    assert rc == 0 and result["changed"] is False, err  # size and mtime still match
+    rc, result, err = run_cli([*argv, "--verify"], capsys)
+    assert rc == 0 and result["changed"] is True, err
+    assert result["stale_files"] == [victim], result
+    assert_staged(dest, files)
+    return result
+
+
 def make_model(root: Path, shards: int = 3, shard_size: int = SHARD) -> dict[str, Path]:
     """A small model: random shards, a config and a tokenizer in a subdirectory."""
     root.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import time
 import zipfile
 
 import pytest
-from stagerkit import assert_staged, run_cli, spawn_cli, wait_journalled
+from stagerkit import assert_staged, assert_verify_repairs, run_cli, spawn_cli, wait_journalled
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +73,21 @@ def test_fresh_stage_then_rerun_is_a_noop(kind, model, fileserver, volume, tmp_p
     rc, result, _err = run_cli(_args(url, dest, "--archive-sha256", digest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert fileserver.total_served() == served
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_same_size_damage_is_found_by_verify_and_repaired(kind, model, fileserver, volume,
+                                                         tmp_path, capsys):
+    path = tmp_path / f"llama.{kind}"
+    if kind == "zip":
+        make_zip(path, model)
+    else:
+        make_tar(path, model)
+    url = fileserver.add_file(path.name, path)
+    dest = volume / "llama"
+    assert run_cli(_args(url, dest), capsys)[0] == 0
+    assert_verify_repairs(_args(url, dest), dest, "model-00001-of-00003.safetensors", model,
+                          capsys)
 
 
 def test_wrong_archive_digest_is_refused(model, fileserver, volume, tmp_path, capsys):

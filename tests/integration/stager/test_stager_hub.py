@@ -11,7 +11,14 @@ import time
 
 import pytest
 from fileserver import HubRepo
-from stagerkit import assert_staged, run_cli, spawn_cli, staged_bytes_on_disk, wait_journalled
+from stagerkit import (
+    assert_staged,
+    assert_verify_repairs,
+    run_cli,
+    spawn_cli,
+    staged_bytes_on_disk,
+    wait_journalled,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +60,16 @@ def test_fresh_stage_then_rerun_is_a_noop(repo, model, fileserver, volume, capsy
     rc, result, _err = run_cli(_args(fileserver, dest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert _file_bytes(fileserver) == before
+
+
+def test_same_size_damage_is_found_by_verify_and_repaired(repo, model, fileserver, volume,
+                                                         capsys):
+    dest = volume / "tiny"
+    assert run_cli(_args(fileserver, dest), capsys)[0] == 0
+    before = _file_bytes(fileserver)
+    victim = "model-00002-of-00003.safetensors"
+    assert_verify_repairs(_args(fileserver, dest), dest, victim, model, capsys)
+    assert _file_bytes(fileserver) - before == model[victim].stat().st_size
 
 
 def test_allow_and_ignore_patterns(repo, model, fileserver, volume, capsys):

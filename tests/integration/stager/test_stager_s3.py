@@ -13,6 +13,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from stagerkit import (
     assert_staged,
+    assert_verify_repairs,
     run_cli,
     spawn_cli,
     staged_bytes_on_disk,
@@ -90,6 +91,14 @@ def test_fresh_stage_then_rerun_is_a_noop(s3, model, volume, capsys):
     rc, result, _err = run_cli(_args(s3, dest), capsys)
     assert rc == 0 and result["changed"] is False and time.monotonic() - t0 < 2
     assert s3["proxy"].sent - sent < 16_384  # one listing, no object bytes
+
+
+def test_same_size_damage_is_found_by_verify_and_repaired(s3, model, volume, capsys):
+    dest = volume / "llama"
+    assert run_cli(_args(s3, dest), capsys)[0] == 0
+    sent = s3["proxy"].sent
+    assert_verify_repairs(_args(s3, dest), dest, MULTIPART, model, capsys)
+    assert s3["proxy"].sent - sent >= model[MULTIPART].stat().st_size  # that object again
 
 
 def test_manifest_verifies_multipart_objects(s3, model, volume, tmp_path, capsys):

@@ -126,6 +126,7 @@ def _stage_identified(source: ArchiveSource, area: StagingArea, archive: RemoteF
     desc = source.describe()
     key = marker.source_key(desc, Listing([archive], None))
     doc = current_marker(area, opts)
+    stale: list[str] = []
     if doc and doc.get("source_key") == key:
         stale = stale_published(area, doc, opts)
         if not stale:
@@ -133,7 +134,7 @@ def _stage_identified(source: ArchiveSource, area: StagingArea, archive: RemoteF
             return Outcome(False, str(area.dest), "marker matches", 0, doc)
         log.warning("%d staged file(s) changed on disk; unpacking the archive again", len(stale))
     if opts.check:
-        return Outcome(True, str(area.dest), "not staged", archive.size, None)
+        return Outcome(True, str(area.dest), "not staged", archive.size, None, stale)
     with area.locked():
         area.recover()
         journal = load_journal(area.staging)
@@ -153,7 +154,8 @@ def _stage_identified(source: ArchiveSource, area: StagingArea, archive: RemoteF
         area.publish()
     log.info("published %s (%d files, %s)", area.dest, doc["file_count"],
              human_bytes(doc["total_bytes"]))
-    return Outcome(True, str(area.dest), "staged", unpacker.progress.transferred_bytes, doc)
+    return Outcome(True, str(area.dest), "staged", unpacker.progress.transferred_bytes, doc,
+                   stale)
 
 
 class _Unpacker:
