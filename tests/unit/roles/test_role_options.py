@@ -163,8 +163,9 @@ def test_a_templated_nested_value_is_left_to_run_time_but_a_literal_one_is_check
     vcenter = {"hostname": "vc", "username": "u", "password": "{{ vault_pw }}", "port": "{{ p }}"}
     assert _validate("esxi_gpu_passthrough", {"esxi_gpu_passthrough_vcenter": vcenter}) == []
     errors = _validate("esxi_gpu_passthrough",
-                       {"esxi_gpu_passthrough_vcenter": {"hostname": "vc", "port": "x"}})
-    assert any("port" in e for e in errors) and any("username" in e for e in errors), errors
+                       {"esxi_gpu_passthrough_vcenter": {"hostname": "vc", "port": "x",
+                                                          "validate_certs": "maybe"}})
+    assert any("port" in e for e in errors) and any("validate_certs" in e for e in errors), errors
 
 
 def test_ray_vllm_typed_values_are_checked():
