@@ -129,10 +129,16 @@ ln -sfn ../../.. collections/ansible_collections/llmops/gpu_stack
 
 log "checking collections/requirements.yml offline"
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-.venv/bin/ansible-galaxy collection install --offline -r collections/requirements.yml \
+# without its `.` entry (this checkout, which the venv finds through the link above)
+pins=$(mktemp)
+.venv/bin/python -c 'import sys, yaml; r = yaml.safe_load(open("collections/requirements.yml"))
+r["collections"] = [c for c in r["collections"] if c.get("type") != "dir"]
+yaml.safe_dump(r, open(sys.argv[1], "w"))' "$pins"
+.venv/bin/ansible-galaxy collection install --offline -r "$pins" \
     -p "$site" 2>&1 | grep -v "WARNING\|appears to be part of the pip Ansible package" || true
-.venv/bin/ansible-galaxy collection install --offline -r collections/requirements.yml \
+.venv/bin/ansible-galaxy collection install --offline -r "$pins" \
     -p "$site" >/dev/null 2>&1 || { log "collection pins not satisfied (see above)"; exit 1; }
+rm -f "$pins"
 
 if [ "${GPU_STACK_PY312:-1}" = 1 ] && py312=$(find_python312); then
     make_venv .venv-py312 "$py312" dev-py312 lab
