@@ -89,7 +89,7 @@ options:
   image:
     description: The runtime image holding C(gpu-stack-stage).
     type: str
-    default: quay.io/llmops/gpu-stack-runtime:0.1.0
+    default: registry.example.com/llmops/gpu-stack-runtime:0.1.0
   verify:
     description:
       - How a rerun decides that the staged files are intact. V(stat) compares each file's
@@ -210,7 +210,7 @@ def _argument_spec() -> dict:
         model_dir={"type": "str", "required": True},
         source={"type": "dict", "required": True},
         credentials={"type": "dict", "no_log": True},
-        image={"type": "str", "default": "quay.io/llmops/gpu-stack-runtime:0.1.0"},
+        image={"type": "str", "default": "registry.example.com/llmops/gpu-stack-runtime:0.1.0"},
         state={"type": "str", "choices": ["staged", "volume"], "default": "staged"},
         verify={"type": "str", "choices": ["stat", "digests"], "default": "stat"},
         upload_id={"type": "str"},

@@ -223,7 +223,7 @@ EXAMPLES = r"""
   llmops.gpu_stack.ray_vllm_cluster:
     namespace: llm
     plan: "{{ plan.plan }}"
-    image: quay.io/llmops/ray-vllm:0.1.0
+    image: registry.example.com/llmops/ray-vllm:0.1.0
     served_model_name: llama-3-70b
     model_pvc: models
     model_dir: llama-3-70b

@@ -12,7 +12,7 @@ from kubernetes.stream import stream
 from .waiting import wait_for
 
 pytestmark = pytest.mark.lab
-IMAGE = "quay.io/llmops/gpu-stack-runtime:0.1.0"
+IMAGE = "registry.example.com/llmops/gpu-stack-runtime:0.1.0"
 
 
 def test_exec_sees_the_container_environment(k8s_client: Any, k8s_namespace: str) -> None:

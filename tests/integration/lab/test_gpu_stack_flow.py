@@ -171,11 +171,11 @@ def test_raycluster_wanting_too_many_gpus_stays_partly_pending(lab: LabServer, d
     wait_for(lambda: _csv_phase(dyn, "kuberay", csv) == "Succeeded", "KubeRay CSV")
     core = client.CoreV1Api(dyn.client)
     core.create_namespace({"metadata": {"name": "llm"}})
-    worker = {"name": "ray-worker", "image": "quay.io/llmops/ray-vllm:latest",
+    worker = {"name": "ray-worker", "image": "registry.example.com/llmops/ray-vllm:latest",
               "resources": {"limits": {"nvidia.com/gpu": 2, "cpu": "8", "memory": "32Gi"}}}
     body = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "llm"},
             "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
-                {"name": "ray-head", "image": "quay.io/llmops/ray-vllm:latest",
+                {"name": "ray-head", "image": "registry.example.com/llmops/ray-vllm:latest",
                  "resources": {"limits": {"cpu": "4", "memory": "16Gi"}}}]}}},
                 "workerGroupSpecs": [{"groupName": "gpu", "replicas": 9, "minReplicas": 0,
                                       "maxReplicas": 16, "rayStartParams": {},

@@ -17,7 +17,8 @@ BAD = "registry.invalid/team/stager:1.0"
 
 @pytest.mark.parametrize(("image", "host"), [
     (BAD, "registry.invalid"), ("registry.invalid:5000/x", "registry.invalid"),
-    ("quay.io/llmops/gpu-stack-runtime:0.1.0", "quay.io"), ("busybox", "docker.io"),
+    ("registry.example.com/llmops/gpu-stack-runtime:0.1.0", "registry.example.com"),
+    ("busybox", "docker.io"),
     ("library/busybox:1", "docker.io"), ("localhost/x", "localhost"),
 ])
 def test_the_registry_host_of_an_image(image: str, host: str) -> None:

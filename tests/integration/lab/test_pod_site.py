@@ -20,7 +20,7 @@ from kubernetes import client
 from .waiting import wait_for
 
 pytestmark = pytest.mark.lab
-IMAGE = "quay.io/llmops/ray-vllm:0.1.0"
+IMAGE = "registry.example.com/llmops/ray-vllm:0.1.0"
 SERVER = "vllm.entrypoints.openai.api_server"
 PROD = ["--model", "/models/m", "--tensor-parallel-size", "2", "--pipeline-parallel-size",
         "2", "--distributed-executor-backend", "ray", "--port", "8000"]

@@ -18,7 +18,7 @@ from kubernetes import client
 from .waiting import wait_for
 
 pytestmark = pytest.mark.lab
-IMAGE = "quay.io/llmops/gpu-stack-runtime:0.1.0"
+IMAGE = "registry.example.com/llmops/gpu-stack-runtime:0.1.0"
 
 # A /health endpoint answering 200 while FLAG exists, 503 otherwise; "/" says who it is.
 _FLAG_SERVER = """

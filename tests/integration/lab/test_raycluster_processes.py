@@ -27,7 +27,7 @@ from .waiting import wait_for
 pytestmark = [pytest.mark.lab, pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                  reason="needs the serving dependency group (ray)")]
-IMAGE = "quay.io/llmops/ray-vllm:0.1.0"
+IMAGE = "registry.example.com/llmops/ray-vllm:0.1.0"
 
 
 def _group(command: list[str], args: list[str], env: list[dict[str, Any]],

@@ -52,7 +52,7 @@ def _storage(lab, tmp_path, model: Path, *extra, model_dir: str = "tiny"):
         "model_storage_namespace": "llm", "model_storage_model_dir": model_dir,
         "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
         "model_storage_source": {"type": "local", "local_path": str(model)},
-        "model_storage_image": "quay.io/llmops/gpu-stack-runtime:0.1.0"}))
+        "model_storage_image": "registry.example.com/llmops/gpu-stack-runtime:0.1.0"}))
     return run_play(lab, tmp_path, playbook=REPO / "playbooks" / "storage.yml",
                     extra=("-e", f"@{vars_file}", *extra), json_out=False,
                     env_extra={"ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false"})
@@ -206,7 +206,8 @@ def test_an_unsafe_model_dir_is_refused_before_any_write(k8s_lab, tmp_path, mode
     assert namespaces(k8s_lab) == before  # no namespace, claim, Job or pod was created
 
     rc, result, out = run_module(k8s_lab, tmp_path, "ray_vllm_cluster", {
-        "namespace": "unsafe", "plan": {"replicas": 1}, "image": "quay.io/example/sim:1.0",
+        "namespace": "unsafe", "plan": {"replicas": 1},
+        "image": "registry.example.com/example/sim:1.0",
         "served_model_name": "m", "model_dir": model_dir, "wait": False})
     assert rc != 0, out[-3000:]
     assert result["msg"].startswith("model_dir must be a relative path"), result

@@ -55,7 +55,7 @@ def _plan(lab, tmp_path, model, nodes=2, tp=2, pp=2):
 
 # An image the lab's kubelet simulates (the collection's own images run as processes:
 # these tests are about what is written, test_ray_vllm_lab.py runs the real thing).
-SIM_IMAGE = "quay.io/example/serving-sim:1.0"
+SIM_IMAGE = "registry.example.com/example/serving-sim:1.0"
 
 
 def _args(planned, **change):
@@ -77,7 +77,7 @@ def _serving_objects(lab) -> dict:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"image": "quay.io/example/serving-sim"}, "needs a tag or a digest"),
+    ({"image": "registry.example.com/example/serving-sim"}, "needs a tag or a digest"),
     ({"served_model_name": "tiny llama!"}, "may only hold"),
     ({"model_pvc": "no-such-claim"}, "model volume llm/no-such-claim does not exist"),
     ({"plan": {"replicas": 1}}, "plan is not a serving_plan result"),

@@ -27,7 +27,7 @@ from .k8s_helpers import REPO, api
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 # An image the lab's kubelet simulates: what is written is under test, not vLLM.
-SIM_IMAGE = "quay.io/example/serving-sim:1.0"
+SIM_IMAGE = "registry.example.com/example/serving-sim:1.0"
 NS = "llm"
 
 

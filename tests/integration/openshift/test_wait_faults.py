@@ -20,7 +20,7 @@ from .k8s_helpers import api, run_module
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-GOOD_IMAGE = "quay.io/llmops/gpu-stack-runtime:0.1.0"
+GOOD_IMAGE = "registry.example.com/llmops/gpu-stack-runtime:0.1.0"
 BAD_IMAGE = "registry.invalid/llmops/gpu-stack-runtime:0.1.0"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from integration.lab.waiting import wait_for
 
 NAMESPACE = "edge"
-IMAGE = "quay.io/llmops/gpu-stack-runtime:0.1.0"
+IMAGE = "registry.example.com/llmops/gpu-stack-runtime:0.1.0"
 
 _RELAY = r"""
 import asyncio, json, os, sys, time

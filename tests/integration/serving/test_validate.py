@@ -282,7 +282,7 @@ def test_the_role_and_no_api_key_in_verbose_output(endpoint, router, tmp_path):
 
 # --- the GPU check: Ray asked from inside a lab pod -----------------------------------------
 def _pod(name: str, node_type: str, gpus: int, command: list | None = None) -> dict:
-    container = {"name": f"ray-{node_type}", "image": "quay.io/llmops/ray-vllm:0.1.0"}
+    container = {"name": f"ray-{node_type}", "image": "registry.example.com/llmops/ray-vllm:0.1.0"}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     if command:

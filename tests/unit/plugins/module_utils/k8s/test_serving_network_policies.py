@@ -16,7 +16,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan impo
 from .fake_client import FakeClient
 
 NS = "llm"
-CFG = {"name": "llm", "namespace": NS, "image": "quay.io/llmops/ray-vllm:0.1.0",
+CFG = {"name": "llm", "namespace": NS, "image": "registry.example.com/llmops/ray-vllm:0.1.0",
        "served_model_name": "tiny", "model_dir": "tiny", "pvc": "models",
        "api_key_secret": "llm-api-key", "service_account": "ray-vllm", "ray_version": "2.60.0",
        "shm_size": "1Gi", "startup_checks": 10, "route_timeout": "600s",

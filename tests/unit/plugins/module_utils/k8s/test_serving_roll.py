@@ -92,7 +92,8 @@ def _cluster() -> _Cluster:
 
 def _request(key: str, plan: dict = PLAN, **change) -> Request:
     args = {"namespace": NS, "plan": copy.deepcopy(plan),
-            "image": "quay.io/llmops/ray-vllm:0.1.0", "served_model_name": "tiny-llama",
+            "image": "registry.example.com/llmops/ray-vllm:0.1.0",
+            "served_model_name": "tiny-llama",
             "model_dir": "tiny-llama", "wait_timeout": 60, "llm_api_key": key}
     args.update(change)
     return Request(**args)
@@ -223,7 +224,8 @@ def test_without_wait_the_pods_are_deleted_and_not_waited_for():
 
 # a new image: an upgrade, or the fix after a pod stuck in ImagePullBackOff
 
-OLD_IMAGE, NEW_IMAGE = "quay.io/llmops/ray-vllm:0.1.0", "quay.io/llmops/ray-vllm:0.2.0"
+OLD_IMAGE = "registry.example.com/llmops/ray-vllm:0.1.0"
+NEW_IMAGE = "registry.example.com/llmops/ray-vllm:0.2.0"
 BAD_IMAGE = "registry.invalid/llmops/ray-vllm:0.1.0"
 
 

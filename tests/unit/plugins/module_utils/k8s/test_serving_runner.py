@@ -75,7 +75,8 @@ def _cluster(gpus_per_node: int = 2, controllers: bool = True) -> FakeClient:
 
 def _request(**change) -> Request:
     args = {"namespace": NS, "plan": copy.deepcopy(PLAN),
-            "image": "quay.io/llmops/ray-vllm:0.1.0", "served_model_name": "tiny-llama",
+            "image": "registry.example.com/llmops/ray-vllm:0.1.0",
+            "served_model_name": "tiny-llama",
             "model_dir": "tiny-llama", "wait_timeout": 60}
     args.update(change)
     return Request(**args)
@@ -163,7 +164,7 @@ def test_a_failed_head_ends_the_wait_with_its_log():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"image": "quay.io/llmops/ray-vllm"}, "needs a tag or a digest"),
+    ({"image": "registry.example.com/llmops/ray-vllm"}, "needs a tag or a digest"),
     ({"served_model_name": "tiny llama!"}, "may only hold"),
     ({"plan": None}, "state=present needs: plan"),
     ({"model_dir": None, "image": None}, "state=present needs: image, model_dir"),

@@ -26,7 +26,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render im
 from .netpol_eval import Pod, admits, selects
 
 SITE = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40, "nvlink": False, "rdma": False}
-CFG = {"name": "llm", "namespace": "serving", "image": "quay.io/llmops/ray-vllm:0.1.0",
+CFG = {"name": "llm", "namespace": "serving", "image": "registry.example.com/llmops/ray-vllm:0.1.0",
        "served_model_name": "llama-3-70b", "model_dir": "llama-3-70b", "pvc": "models",
        "api_key_secret": "llm-api-key", "service_account": "ray-vllm", "ray_version": "2.60.0",
        "shm_size": "16Gi", "startup_checks": 180, "route_timeout": "600s",

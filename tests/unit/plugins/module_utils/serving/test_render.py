@@ -16,7 +16,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render im
 )
 
 SITE = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40, "nvlink": False, "rdma": False}
-CFG = {"name": "llm", "namespace": "serving", "image": "quay.io/llmops/ray-vllm:0.1.0",
+CFG = {"name": "llm", "namespace": "serving", "image": "registry.example.com/llmops/ray-vllm:0.1.0",
        "served_model_name": "llama-3-70b", "model_dir": "llama-3-70b", "pvc": "models",
        "api_key_secret": "llm-api-key", "service_account": "ray-vllm", "ray_version": "2.60.0",
        "shm_size": "16Gi", "startup_checks": 180, "route_timeout": "600s",
@@ -74,7 +74,7 @@ def test_replicas_become_separate_clusters():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"image": "quay.io/llmops/ray-vllm"}, "needs a tag or a digest"),
+    ({"image": "registry.example.com/llmops/ray-vllm"}, "needs a tag or a digest"),
     ({"image": "registry:5000/ray-vllm"}, "needs a tag or a digest"),
     ({"served_model_name": "bad name!"}, "may only hold"),
     ({"name": "Bad_Name"}, "must be a DNS label"),
@@ -87,7 +87,7 @@ def test_bad_inputs(change, message):
 
 def test_digest_pinned_image_is_accepted():
     plan = build_plan({"preset": "llama-3-8b"}, SITE)
-    cfg = {**CFG, "image": "quay.io/llmops/ray-vllm@sha256:" + "a" * 64}
+    cfg = {**CFG, "image": "registry.example.com/llmops/ray-vllm@sha256:" + "a" * 64}
     assert _by_kind(manifests(plan, cfg))["RayCluster"]
 
 
