@@ -33,6 +33,8 @@ done
 # does not ship it (a --context elsewhere is left alone; ansible-builder rewrites it)
 rm -rf "$EE_DIR/collection" "$EE_DIR/context"
 ansible-galaxy collection build "$ROOT" --output-path "$EE_DIR/collection"
+bash "$EE_DIR/galaxy-requirements.sh" "$ROOT/collections/requirements.yml" \
+    "$EE_DIR/collection/requirements.yml"
 args=(--file "$EE_DIR/execution-environment.yml" --context "$CONTEXT")
 [[ $ACTION == build ]] && args+=(--tag "$TAG")
 ansible-builder "$ACTION" "${args[@]}" "${EXTRA[@]}"
