@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,15 @@ MODELS = ROOT / ".cache" / "gpu" / "models"
 GIB = 2**30
 
 
+def _scrub(lines: list[str] | None) -> list[str]:
+    """Log lines without the device's paths (checkout, interpreter)."""
+    out = []
+    for line in lines or []:
+        line = re.sub(r"/\S*?/\.cache/gpu/", ".cache/gpu/", line)
+        out.append(re.sub(r"/\S*/bin/python3?\b", "python3", line))
+    return out
+
+
 def _error(predicted, measured):
     if predicted is None or not measured:
         return None
@@ -43,20 +53,30 @@ def _error(predicted, measured):
 
 
 def predict(run: dict, gpu_memory_gib: float) -> dict:
+    """The planner's figures for one run: the batched tokens it assumes when the user sets
+    none (``DEFAULT_BATCHED_TOKENS``, as ``planner.py`` passes them), and, beside them,
+    the KV tokens with the batched tokens vLLM logged it used."""
     model, _warnings = model_from_options(
         {"config_path": str(MODELS / run["model"] / "config.json"),
          "max_model_len": run["max_model_len"]}, PRESETS)
-    measured = run.get("measured", {})
-    batched = measured.get("max_num_batched_tokens") or memory.DEFAULT_BATCHED_TOKENS
-    (stage,) = memory.replica_memory(
-        model, 1, 1, gpu_memory_gib=gpu_memory_gib,
-        utilization=run["gpu_memory_utilization"], kv_bytes=model.dense_bytes_per_param,
-        batched_tokens=batched)
-    return {"gpu_memory_gib": round(gpu_memory_gib, 2), "batched_tokens": batched,
+
+    def _stage(batched):
+        return memory.replica_memory(
+            model, 1, 1, gpu_memory_gib=gpu_memory_gib,
+            utilization=run["gpu_memory_utilization"], kv_bytes=model.dense_bytes_per_param,
+            batched_tokens=batched)[0]
+
+    stage = _stage(memory.DEFAULT_BATCHED_TOKENS)
+    used = run.get("measured", {}).get("max_num_batched_tokens")
+    return {"gpu_memory_gib": round(gpu_memory_gib, 2),
+            "batched_tokens": memory.DEFAULT_BATCHED_TOKENS,
             "weights_gib": round(stage.weights_gib, 3),
             "overhead_gib": round(stage.overhead_gib, 3),
             "kv_cache_gib": round(stage.kv_cache_gib, 3),
-            "kv_cache_tokens": stage.kv_capacity_tokens}
+            "kv_cache_tokens": stage.kv_capacity_tokens,
+            "kv_cache_tokens_at_vllm_batched_tokens": (
+                _stage(used).kv_capacity_tokens if used else None),
+            "vllm_batched_tokens": used}
 
 
 def _load_line(run: dict) -> dict:
@@ -80,6 +100,7 @@ def build(docs: list[dict]) -> dict:
                                             "gpu_memory_utilization", "startup_s", "smoke_ok",
                                             "error", "skipped", "measured", "log_lines")}
             entry["set"] = doc["set"]
+            entry["log_lines"] = _scrub(entry["log_lines"])
             entry["smoke_checks"] = [c["name"] for c in (run.get("smoke") or {}).get("checks", [])
                                      if c.get("ok")]
             entry["load"] = _load_line(run)
@@ -92,6 +113,9 @@ def build(docs: list[dict]) -> dict:
                     "kv_cache_gib": _error(pred["kv_cache_gib"], meas.get("kv_cache_gib")),
                     "kv_cache_tokens": _error(pred["kv_cache_tokens"],
                                               meas.get("kv_cache_tokens")),
+                    "kv_cache_tokens_at_vllm_batched_tokens": _error(
+                        pred["kv_cache_tokens_at_vllm_batched_tokens"],
+                        meas.get("kv_cache_tokens")),
                 }
             runs.append(entry)
     return {"device": device, "vllm_images_pin": versions.VLLM,
@@ -106,14 +130,15 @@ def _throughput(runs: list[dict]) -> list[dict]:
         if ours["mode"] != "launcher" or not ours["load"]:
             continue
         for plain in runs:
-            if (plain["mode"] == "plain" and plain["load"] and plain["set"] == ours["set"]
+            if (plain["mode"] == "plain" and plain["load"]
                     and all(plain[k] == ours[k] for k in
                             ("model", "max_model_len", "gpu_memory_utilization"))):
                 a = ours["load"]["best_output_tokens_per_s"]
                 b = plain["load"]["best_output_tokens_per_s"]
                 pairs.append({"model": ours["model"], "launcher_tokens_per_s": a,
                               "plain_tokens_per_s": b, "ratio_pct": round(a / b * 100, 1),
-                              "meets_98_pct": a >= 0.98 * b})
+                              "meets_98_pct": a >= 0.98 * b,
+                              "same_device_call": plain["set"] == ours["set"]})
     return pairs
 
 
@@ -124,6 +149,13 @@ def markdown(result: dict) -> str:
              f"{d['torch_cuda']}), vLLM {d['vllm']}, Ray {d['ray']}, transformers "
              f"{d['transformers']}; CUDA reports {d['mem_get_info_total_bytes'] / GIB:.2f} GiB. "
              f"The images pin vLLM {result['vllm_images_pin']}.", "",
+             "Predictions: `serving/memory.py` as the planner calls it (TP 1, PP 1, the GPU "
+             "memory CUDA reports, the planner's default batched tokens "
+             f"{memory.DEFAULT_BATCHED_TOKENS}); errors are (predicted - measured) / measured. "
+             "Modes: `launcher` = `gpu-stack-launch head` with the Ray executor, `plain` = "
+             "`python -m vllm.entrypoints.openai.api_server` (vLLM's single-GPU executor). "
+             "vLLM prints the weights with two decimals (the tiny model's 1.3 MB shows as 0.0).",
+             "",
              "| model | mode | len | util | smoke | weights GiB meas/pred (err %) | "
              "KV tokens meas/pred (err %) | tok/s | TTFT p50/p95 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -146,7 +178,8 @@ def markdown(result: dict) -> str:
     for t in result["throughput"]:
         lines.append(f"- {t['model']}: launcher (Ray executor) {t['launcher_tokens_per_s']:.0f} "
                      f"output tokens/s, plain vLLM {t['plain_tokens_per_s']:.0f}: "
-                     f"{t['ratio_pct']} % ({'meets' if t['meets_98_pct'] else 'misses'} 98 %)")
+                     f"{t['ratio_pct']} % ({'meets' if t['meets_98_pct'] else 'misses'} 98 %"
+                     f"{'' if t['same_device_call'] else '; consecutive calls, same machine'})")
     return "\n".join(lines) + "\n"
 
 
