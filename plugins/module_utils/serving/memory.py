@@ -39,6 +39,16 @@ KV capacity::
     kv_cache  = budget - weights - overhead                  (per GPU, per stage)
     tokens_s  = floor(kv_cache / kv_bytes_per_token / 16) x 16  (16-token blocks)
     capacity  = min over stages of tokens_s                  (tokens per replica)
+
+Checked on a GPU (``tests/gpu``, results in ``tests/gpu/results/``): vLLM 0.24.0 on one
+H100 80GB HBM3, Llama 3 8B and Llama 2 13B at two ``max_model_len`` and two
+``gpu_memory_utilization`` values, Ray executor and vLLM's own: weights within 0.2 % of
+"Model loading took", KV tokens within 0.1 % of "GPU KV cache size", given the memory
+CUDA reports (79.18 GiB, not 80) and the default batched tokens. vLLM's own overhead
+(CUDA-graph estimate, profiled activations with its 8192 batched tokens on such a GPU,
+non-torch memory) measured 1.33 GiB (8B) and 1.17 GiB (13B) against 1.29 and 1.21 here;
+for the lab's tiny model it is 0.32 GiB, so the fixed 1.0 GiB costs it 1.7 % of its
+tokens. The unit tests hold every measured run with a 2 % tolerance.
 """
 
 from __future__ import annotations

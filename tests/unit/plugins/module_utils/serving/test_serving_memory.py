@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.memory import (
+    DEFAULT_BATCHED_TOKENS,
     kv_bytes_per_token,
     kv_heads_per_gpu,
     replica_memory,
@@ -123,3 +126,67 @@ def test_overhead_override_and_as_dict_rounding():
         "kv_bytes_per_token",
         "kv_capacity_tokens",
     }
+
+
+# --- measured on a GPU ---------------------------------------------------------------
+# vLLM 0.24.0 on one H100 80GB HBM3 (tests/gpu/results/h100-2026-12-06.json, produced by
+# tests/gpu): what vLLM logged ("Model loading took X GiB", "GPU KV cache size: N tokens")
+# for each run, through the launcher (Ray executor) and plain (vLLM's single-GPU
+# executor). The planner is fed the memory CUDA reports (torch.cuda.mem_get_info total:
+# 85017493504 bytes = 79.18 GiB), not the "80 GB" on the box.
+H100_CUDA_GIB = 85017493504 / GIB
+GPU_CONFIGS = {  # the config.json files tests/gpu/prepare.py serves (public architectures)
+    "llama-3-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                   "max_position_embeddings": 8192, "torch_dtype": "bfloat16"},
+    "llama-2-13b": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                    "num_attention_heads": 40, "num_key_value_heads": 40, "vocab_size": 32000,
+                    "max_position_embeddings": 4096, "torch_dtype": "float16"},
+    "tiny": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 32,
+             "vocab_size": 1391, "max_position_embeddings": 2048, "dtype": "bfloat16"},
+}
+# (model, executor, max_model_len, gpu_memory_utilization, weights GiB, KV-cache tokens)
+H100_RUNS = [
+    ("llama-3-8b", "ray", 8192, 0.90, 14.96, 450336),
+    ("llama-3-8b", "uni", 8192, 0.90, 14.96, 450336),
+    ("llama-3-8b", "ray", 4096, 0.80, 14.96, 385472),
+    ("llama-2-13b", "ray", 4096, 0.90, 24.29, 60032),
+    ("llama-2-13b", "uni", 4096, 0.90, 24.29, 60032),
+    ("llama-2-13b", "ray", 2048, 0.80, 24.29, 49648),
+    ("tiny", "ray", 2048, 0.50, 0.0013, 41172448),  # 1.3 MB of weights (vLLM prints 0.0)
+]
+
+
+def _gpu_model(name, max_model_len, tmp_path):
+    path = tmp_path / f"{name}.json"
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "tie_word_embeddings": False, **GPU_CONFIGS[name]}
+    path.write_text(json.dumps(config))
+    return model_from_options({"config_path": str(path), "max_model_len": max_model_len},
+                              PRESETS)[0]
+
+
+@pytest.mark.parametrize("batched_tokens", [DEFAULT_BATCHED_TOKENS, 8192],
+                         ids=["planner-default", "vllm-0.24-h100-default"])
+@pytest.mark.parametrize("name, executor, length, util, weights_gib, kv_tokens", H100_RUNS,
+                         ids=[f"{r[0]}-{r[1]}-{r[2]}-{r[3]}" for r in H100_RUNS])
+def test_prediction_within_2_percent_of_vllm_on_h100(tmp_path, name, executor, length, util,
+                                                     weights_gib, kv_tokens, batched_tokens):
+    model = _gpu_model(name, length, tmp_path)
+    (stage,) = replica_memory(model, 1, 1, gpu_memory_gib=H100_CUDA_GIB, utilization=util,
+                              kv_bytes=model.dense_bytes_per_param,
+                              batched_tokens=batched_tokens)
+    assert stage.weights_gib == pytest.approx(weights_gib, rel=0.02, abs=0.005)
+    assert stage.kv_capacity_tokens == pytest.approx(kv_tokens, rel=0.02)
+
+
+def test_typed_80_gb_overestimates_the_h100_kv_cache(tmp_path):
+    # the same run planned with the "80" users type: 0.74 GiB of KV cache that is not there
+    model = _gpu_model("llama-3-8b", 8192, tmp_path)
+    typed, usable = (replica_memory(model, 1, 1, gpu_memory_gib=gib, utilization=0.9,
+                                    kv_bytes=2)[0].kv_capacity_tokens
+                     for gib in (80, H100_CUDA_GIB))
+    measured = 450336
+    assert typed > measured * 1.01
+    assert abs(typed - measured) > 10 * abs(usable - measured)
