@@ -2,8 +2,11 @@
 
 The extension files under ``tests/lab/vcsim/ext/`` are compiled into package ``simulator``
 with ``go build -overlay``; ``patches.json`` renames the originals they hook, in copies of
-the upstream files. The binary is cached under the lab state dir, keyed by a hash of every
-input, so it is rebuilt only when a source changes.
+the upstream files. The binary is cached in one build directory shared by every lab home
+(``$GPU_LAB_BUILD_DIR``, else ``<repo>/.lab/build``), keyed by a hash of every input, so
+it is rebuilt only when a source changes, not once per lab (each test lab has a home of
+its own). Builds running at once each work in their own directory and rename the binary
+into place atomically.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from gpu_lab.vsphere.paths import lab_home
+from gpu_lab.vsphere.paths import REPO_ROOT
 
 VCSIM_SRC = Path(__file__).resolve().parents[2] / "vcsim"
 GOVMOMI_REL = Path("src/github.com/vmware/govmomi")
@@ -96,12 +99,24 @@ def _write_overlay(work: Path, sim: Path) -> Path:
 def build(force: bool = False) -> Path:
     """Return the path of an up-to-date simulator binary, building it when needed."""
     go, sim = _go(), _sim_dir()
-    out_dir = lab_home() / "build" / "vcsim"
+    out_dir = build_dir() / "vcsim"
     binary = out_dir / f"gpulab-vcsim-{_source_hash(go, sim)}"
     if binary.is_file() and not force:
         return binary
-    work = out_dir / "work"
+    work = out_dir / f"work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
+    try:
+        return _build(go, sim, out_dir, work, binary)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_dir() -> Path:
+    """The build cache every lab home shares."""
+    return Path(os.environ.get("GPU_LAB_BUILD_DIR") or REPO_ROOT / ".lab" / "build")
+
+
+def _build(go: str, sim: Path, out_dir: Path, work: Path, binary: Path) -> Path:
     overlay = _write_overlay(work, sim)
     env = dict(os.environ)
     env.update(
@@ -112,15 +127,15 @@ def build(force: bool = False) -> Path:
         GOCACHE=env.get("GOCACHE") or str(out_dir / "go-cache"),
     )
     mains = sorted(str(p) for p in VCSIM_SRC.glob("*.go"))
-    tmp = binary.with_suffix(".tmp")
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
     proc = subprocess.run(
         [go, "build", "-overlay", str(overlay), "-o", str(tmp), *mains],
         env=env, capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
         raise BuildError(f"go build failed:\n{proc.stderr.strip()}")
-    for old in out_dir.glob("gpulab-vcsim-*"):
-        if old != tmp:
-            old.unlink(missing_ok=True)
     tmp.rename(binary)
+    for old in out_dir.glob("gpulab-vcsim-*"):
+        if old != binary and not old.name.endswith(".tmp"):
+            old.unlink(missing_ok=True)  # a binary of older sources
     return binary
