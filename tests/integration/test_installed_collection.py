@@ -1,13 +1,27 @@
-"""The collection as a site installs it: built, installed from the tarball, run from there.
+"""The collection as a site installs it and as AWX runs it, against one lab.
 
 - The collection is built (``ansible-galaxy collection build``) from the files git knows
   (what a clean clone holds) and the tarball installed into an EMPTY collections path.
-- ``site.yml`` runs FROM THE INSTALLED COPY (``ansible-playbook llmops.gpu_stack.site``,
-  the inventory too is the installed copy's) against a lab of its own, with
-  ``ANSIBLE_COLLECTIONS_PATH`` holding only the installed path and the ``ansible``
-  package's bundled collections (kubernetes.core), from a directory without this
-  repository's ansible.cfg: the repository's collections link is nowhere on the path.
-  What it did is read back from the lab's API server and the validate stage's report.
+- AWX / Automation Controller, as ansible-runner (the engine AWX uses) runs it: a private
+  data directory laid out as AWX lays it - ``project/`` (the checkout), a simulated
+  project sync (``ansible-galaxy collection install -r collections/requirements.yml -p
+  requirements_collections``, from the project's root, offline: the dependencies come
+  from the execution environment's collections, this one from the checkout itself),
+  ``inventory/`` (the project's inventory, as the inventory source imports it),
+  ``env/extravars`` (the survey's answers and the job template's extra vars, from
+  playbooks/awx/vars/controller.yml rendered by Ansible), ``env/envvars`` (the
+  credentials' injectors: the custom types' from the same file, the built-in vCenter and
+  bearer-token types' as AWX defines them), ``env/cmdline`` (--diff), ``artifacts/``.
+  The site workflow's job templates, in the workflow's order, converge the lab from
+  scratch, with the cluster from K8S_AUTH_* (gpu_stack_k8s_auth emptied) and vCenter's
+  host and secrets from VMWARE_*; the validate job's artifacts hold its summary.
+- ``site.yml`` then runs FROM THE INSTALLED COPY (``ansible-playbook
+  llmops.gpu_stack.site``, the inventory too is the installed copy's) against the same
+  lab and changes nothing (the jobs left nothing to do), with ``ANSIBLE_COLLECTIONS_PATH``
+  holding only the installed path and the ``ansible`` package's bundled collections
+  (kubernetes.core), from a directory without this repository's ansible.cfg: the
+  repository's collections link is nowhere on the path. What it did is read back from
+  the lab's API server and the validate stage's report.
 - A FRESH venv with only ansible-core and ``pip install -r requirements.txt`` (the
   installed copy's file) is enough to run every module's ``ansible-doc`` and a
   check-mode ``site.yml`` from the installed copy against that lab. The lab itself is
@@ -15,10 +29,12 @@
   there (``gpu_stack_lab=false``: the lab is running already, started by the first run).
 
 The fresh venv's ``pip install`` (about 400 MB: kubernetes, openai, matplotlib...) runs
-in the background while site.yml runs, so it adds little to the test's wall time. Two
-runs on the shared 2-core machine (other lab tests running): 604 s and 370 s in all, of
-which the real site.yml (lab start included) 521 s / 262 s and the check-mode run 68 s /
-96 s.
+in the background while the lab converges, so it adds little to the test's wall time.
+Before the AWX jobs were added, two runs on the shared 2-core machine took 604 s and
+370 s in all (site.yml from scratch 521 s / 262 s, the check-mode run 68 s / 96 s);
+the AWX jobs now converge the lab from scratch in site.yml's place, and site.yml's run
+becomes a second, unchanging one: 525 s in all on the same machine (lab start, project
+sync and the six jobs 305 s, site.yml again 106 s, the check-mode run 99 s).
 """
 
 from __future__ import annotations
@@ -33,6 +49,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+from unit.awx.controller import VAULT
+
+from . import awx_runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -124,19 +144,90 @@ def fresh_venv(_venv_job, work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site_run(work, installed, _venv_job):
-    """site.yml from the installed copy, with this venv's Ansible (it holds the lab)."""
+def lab(work, installed, _venv_job):
+    """The lab, started by the installed copy's stage 0 (lab.yml); stopped at the end."""
     lab_home = work / "lab"
     env = _env(work / "home", installed, lab_home)
     inventory = installed / "ansible_collections/llmops/gpu_stack/inventories/lab"
     try:
         done = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory),
-                               "llmops.gpu_stack.site"], capture_output=True, text=True,
-                              cwd=work, env=env, timeout=1800, check=False)
-        yield lab_home, inventory, done
+                               "llmops.gpu_stack.lab"], capture_output=True, text=True,
+                              cwd=work, env=env, timeout=900, check=False)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        yield lab_home, inventory
     finally:
         subprocess.run([str(BIN / "gpu-lab"), "down"], env=env, capture_output=True,
                        timeout=300, check=False)
+
+
+def _lab_credentials(lab_home: Path) -> tuple[dict[str, dict], dict]:
+    """The lab's vCenter and cluster as credential inputs (by credential type)."""
+    vsphere = json.loads((lab_home / "vsphere.json").read_text())
+    kubeconfig = yaml.safe_load((lab_home / "kubeconfig").read_text())
+    (context,) = [c["context"] for c in kubeconfig["contexts"] if c["name"] == "lab-admin"]
+    (cluster,) = [c["cluster"] for c in kubeconfig["clusters"]
+                  if c["name"] == context["cluster"]]
+    (user,) = [u["user"] for u in kubeconfig["users"] if u["name"] == context["user"]]
+    return {
+        "VMware vCenter": {"host": vsphere["hostname"], "username": vsphere["username"],
+                           "password": vsphere["password"]},
+        "OpenShift or Kubernetes API Bearer Token": {
+            "host": cluster["server"], "bearer_token": user["token"], "verify_ssl": True,
+            "ssl_ca_cert": base64.b64decode(cluster["certificate-authority-data"]).decode()},
+        # the LLM API key is the placeholder vault's; the lab needs no Hub token nor S3
+    }, vsphere
+
+
+@pytest.fixture(scope="module")
+def awx_jobs(work, lab):
+    """The site workflow's job templates, in its order, as AWX runs them (module doc)."""
+    lab_home, _inventory = lab
+    pdd = work / "awx"
+    env = _env(work / "home", Path("/nonexistent"), lab_home)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    # the execution environment's collections: the ansible package's bundled ones
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(BUNDLED)
+    tools = {"GALAXY": str(BIN / "ansible-galaxy"), "INVENTORY": str(BIN / "ansible-inventory"),
+             "RUNNER": str(BIN / "ansible-runner"), "ENV": env}
+    colls = awx_runner.project_sync(work / "src.tar", pdd, tools)
+    awx_runner.write_inventory(pdd, pdd / "project/inventories/lab", tools)
+    conf = awx_runner.configuration()
+    inputs, vsphere = _lab_credentials(lab_home)
+    jobs = {}
+    for template in conf["order"]:
+        key = Path(template["playbook"]).stem
+        # the survey's defaults but the GPU nodes: the lab serves on 2 of its 8
+        extravars = awx_runner.survey_answers(template, {"serving_plan_max_nodes": 2})
+        # the lab serves the tiny model it generates, which no preset describes
+        extravars.update({k: v for k, v in template["extra_vars"].items()
+                          if k not in ("serving_plan_model", "ray_vllm_served_model_name")})
+        envvars, injected_vars = awx_runner.injected(template, conf, inputs, pdd)
+        extravars.update(injected_vars)
+        # the cluster from K8S_AUTH_* alone: the lab inventory's kubeconfig set aside
+        extravars["gpu_stack_k8s_auth"] = {}
+        if key == "esxi":
+            # vCenter's host, user and password from VMWARE_*: the inventory keeps only
+            # where the lab's simulator listens and the CA it uses
+            extravars["esxi_gpu_passthrough_vcenter"] = {
+                k: vsphere[k] for k in ("port", "validate_certs", "ca_path")}
+        if key == "validate":
+            extravars["validate_report_dir"] = ""  # the default: the job's artifacts
+        envvars["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join([str(colls), str(BUNDLED)])
+        jobs[key] = awx_runner.run_job(pdd, key, template, extravars, envvars, tools)
+        if jobs[key]["status"] != "successful":
+            break
+    return lab_home, colls, jobs
+
+
+@pytest.fixture(scope="module")
+def site_run(work, installed, lab, awx_jobs):
+    """site.yml from the installed copy, with this venv's Ansible, after the AWX jobs."""
+    lab_home, inventory = lab
+    env = _env(work / "home", installed, lab_home)
+    done = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory),
+                           "llmops.gpu_stack.site"], capture_output=True, text=True,
+                          cwd=work, env=env, timeout=1800, check=False)
+    return lab_home, inventory, done
 
 
 def _stats(stdout: str) -> dict:
@@ -153,11 +244,8 @@ def test_installed_modules_resolve_from_the_installed_copy_only(work, installed)
     assert list(found) == [str(installed / "ansible_collections")], found
 
 
-def test_site_yml_from_the_installed_copy_serves_the_model(site_run):
-    lab_home, _inventory, done = site_run
-    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    assert _stats(done.stdout)["failures"] == 0
-    # read back from the lab's API server, not from the playbook's output
+def _serving_read_back(lab_home: Path) -> dict:
+    """The lab's API server says the model is served (not the playbook's output)."""
     from kubernetes import client, config
 
     api = config.new_client_from_config(str(lab_home / "kubeconfig"), context="lab-admin")
@@ -168,7 +256,67 @@ def test_site_yml_from_the_installed_copy_serves_the_model(site_run):
     core = client.CoreV1Api(api)
     handover = core.read_namespaced_config_map("llm-endpoint", "llm").data
     assert handover, "no hand-over ConfigMap llm-endpoint"
-    assert base64.b64decode(core.read_namespaced_secret("llm-api-key", "llm").data["api-key"])
+    key = base64.b64decode(core.read_namespaced_secret("llm-api-key", "llm").data["api-key"])
+    return {"handover": handover, "api_key": key.decode()}
+
+
+def test_awx_project_sync_installs_the_checkout_and_nothing_else(awx_jobs):
+    _lab_home, colls, _jobs = awx_jobs
+    # the dependencies are the execution environment's; the checkout is copied, not linked
+    assert [str(p.relative_to(colls)) for p in colls.glob("ansible_collections/*/*")] == [
+        "ansible_collections/llmops/gpu_stack"]
+    root = colls / "ansible_collections/llmops/gpu_stack"
+    assert not root.is_symlink() and (root / "MANIFEST.json").is_file()
+    assert (root / "roles/validate/tasks/main.yml").read_bytes() == \
+        (REPO / "roles/validate/tasks/main.yml").read_bytes()
+
+
+def test_awx_site_workflow_converges_the_lab(awx_jobs):
+    lab_home, _colls, jobs = awx_jobs
+    assert list(jobs) == ["esxi", "openshift", "plan", "storage", "serving", "validate"]
+    for key, job in jobs.items():
+        assert job["status"] == "successful", (key, job["output"])
+        assert not any(job["stats"].get("failures", {}).values()), (key, job["stats"])
+    # from scratch: passthrough, operators, storage and serving were all changed
+    for key in ("esxi", "openshift", "storage", "serving"):
+        assert job_changed(jobs[key]), (key, jobs[key]["stats"])
+    served = _serving_read_back(lab_home)
+    # the LLM API key credential's extra_vars injector reached the serving stage
+    assert served["api_key"] == VAULT["vault_llm_api_key"]
+
+
+def job_changed(job: dict) -> bool:
+    return any(job["stats"].get("changed", {}).values())
+
+
+def test_awx_validate_job_artifacts_hold_the_summary(awx_jobs):
+    lab_home, _colls, jobs = awx_jobs
+    job = jobs["validate"]
+    assert job["status"] == "successful", job["output"]
+    summary = job["stats"]["artifact_data"]["validate_summary"]
+    # ansible-runner's stats event as AWX stores it with the job (set_stats)
+    assert summary["validated"] is True and summary["smoke_failed"] == [], summary
+    assert summary["load_test"]["counts"]["ok"] == 20, summary  # the survey's default
+    # the files went into the job's artifact directory, and say the same as the summary
+    assert summary["report"] == str(job["artifacts"] / "validate" / "load-test.json")
+    report = json.loads((job["artifacts"] / "validate" / "load-test.json").read_text())
+    assert len(report["results"]) == 20 and all(r["ok"] for r in report["results"])
+    assert report["counts"] == summary["load_test"]["counts"]
+    assert (job["artifacts"] / "validate" / "load-test.png").stat().st_size > 0
+    # the model it validated is the one the serving stage recorded on the cluster
+    handover = _serving_read_back(lab_home)["handover"]
+    assert summary["model"] and summary["model"] in handover.values(), (summary, handover)
+
+
+def test_site_yml_from_the_installed_copy_changes_nothing_and_serves(site_run):
+    lab_home, _inventory, done = site_run
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    stats = _stats(done.stdout)
+    # the AWX jobs converged the lab: the whole site.yml finds nothing to change
+    changed = [task["task"]["name"] for play in json.loads(done.stdout)["plays"]
+               for task in play["tasks"] if task["hosts"].get("localhost", {}).get("changed")]
+    assert stats["failures"] == 0 and stats["changed"] == 0, (stats, changed)
+    _serving_read_back(lab_home)
     # the validate stage's load test really ran against the endpoint
     report = json.loads((lab_home / "validate" / "load-test.json").read_text())
     assert report["results"] and all(r["ok"] for r in report["results"])
