@@ -35,12 +35,17 @@ options:
   vcenter:
     description:
       - How to reach vCenter; omit to report from the cluster alone.
+      - Each connection option left out is read from the environment as the vSphere
+        modules read it (E(VMWARE_HOST), E(VMWARE_USER), E(VMWARE_PASSWORD),
+        E(VMWARE_PORT), E(VMWARE_VALIDATE_CERTS), E(VMWARE_CA_PATH)), which is how AWX /
+        Automation Controller's VMware vCenter credential injects them; give at least an
+        empty dict to read vSphere that way. A host, user or password found nowhere is
+        an error before any connection.
     type: dict
     suboptions:
       hostname:
         description: The vCenter server.
         type: str
-        required: true
       port:
         description: Its HTTPS port.
         type: int
@@ -48,11 +53,11 @@ options:
       username:
         description: The vCenter user.
         type: str
-        required: true
+        aliases: [user]
       password:
         description: Its password.
         type: str
-        required: true
+        aliases: [pass, pwd]
       validate_certs:
         description: Verify vCenter's TLS certificate.
         type: bool
@@ -196,21 +201,14 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.client im
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.vsphere.connection import (
     ConnectionParams,
+    vsphere_argument_spec,
 )
 
 
 def _argument_spec() -> dict:
     spec = k8s_argument_spec()
     spec.update(
-        vcenter={"type": "dict", "options": {
-            "hostname": {"type": "str", "required": True},
-            "port": {"type": "int", "default": 443},
-            "username": {"type": "str", "required": True},
-            "password": {"type": "str", "required": True, "no_log": True},
-            "validate_certs": {"type": "bool", "default": True},
-            "ca_path": {"type": "path"},
-            "request_timeout": {"type": "int", "default": 60},
-        }},
+        vcenter={"type": "dict", "options": vsphere_argument_spec()},
         workers={"type": "list", "elements": "dict", "default": [], "options": {
             "host": {"type": "str"}, "vm": {"type": "str"}, "node": {"type": "str"},
             "gpus": {"type": "int"},

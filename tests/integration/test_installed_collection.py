@@ -183,14 +183,32 @@ def awx_jobs(work, lab):
     """The site workflow's job templates, in its order, as AWX runs them (module doc)."""
     lab_home, _inventory = lab
     pdd = work / "awx"
-    env = _env(work / "home", Path("/nonexistent"), lab_home)
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    # the execution environment's collections: the ansible package's bundled ones
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(BUNDLED)
-    tools = {"GALAXY": str(BIN / "ansible-galaxy"), "INVENTORY": str(BIN / "ansible-inventory"),
-             "RUNNER": str(BIN / "ansible-runner"), "ENV": env}
+    tools = _tools(work, lab_home)
     colls = awx_runner.project_sync(work / "src.tar", pdd, tools)
     awx_runner.write_inventory(pdd, pdd / "project/inventories/lab", tools)
+    return lab_home, colls, _workflow(pdd, colls, tools, lab_home, "")
+
+
+@pytest.fixture(scope="module")
+def awx_rerun(awx_jobs, work):
+    """The same workflow launched again, after the first converged the lab."""
+    lab_home, colls, _jobs = awx_jobs
+    tools = _tools(work, lab_home)
+    return _workflow(work / "awx", colls, tools, lab_home, "-again")
+
+
+def _tools(work: Path, lab_home: Path) -> dict:
+    """What the jobs run with: this venv's ansible-runner and Ansible, the execution
+    environment's collections (the ansible package's bundled ones)."""
+    env = _env(work / "home", Path("/nonexistent"), lab_home)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(BUNDLED)
+    return {"GALAXY": str(BIN / "ansible-galaxy"), "INVENTORY": str(BIN / "ansible-inventory"),
+            "RUNNER": str(BIN / "ansible-runner"), "ENV": env}
+
+
+def _workflow(pdd: Path, colls: Path, tools: dict, lab_home: Path, suffix: str) -> dict:
+    """Each job template of the site workflow in order, stopping at the first failure."""
     conf = awx_runner.configuration()
     inputs, vsphere = _lab_credentials(lab_home)
     jobs = {}
@@ -213,14 +231,14 @@ def awx_jobs(work, lab):
         if key == "validate":
             extravars["validate_report_dir"] = ""  # the default: the job's artifacts
         envvars["ANSIBLE_COLLECTIONS_PATH"] = os.pathsep.join([str(colls), str(BUNDLED)])
-        jobs[key] = awx_runner.run_job(pdd, key, template, extravars, envvars, tools)
+        jobs[key] = awx_runner.run_job(pdd, key + suffix, template, extravars, envvars, tools)
         if jobs[key]["status"] != "successful":
             break
-    return lab_home, colls, jobs
+    return jobs
 
 
 @pytest.fixture(scope="module")
-def site_run(work, installed, lab, awx_jobs):
+def site_run(work, installed, lab, awx_jobs, awx_rerun):
     """site.yml from the installed copy, with this venv's Ansible, after the AWX jobs."""
     lab_home, inventory = lab
     env = _env(work / "home", installed, lab_home)
@@ -287,6 +305,13 @@ def test_awx_site_workflow_converges_the_lab(awx_jobs):
 
 def job_changed(job: dict) -> bool:
     return any(job["stats"].get("changed", {}).values())
+
+
+def test_awx_site_workflow_launched_again_changes_nothing(awx_rerun):
+    assert list(awx_rerun) == ["esxi", "openshift", "plan", "storage", "serving", "validate"]
+    for key, job in awx_rerun.items():
+        assert job["status"] == "successful", (key, job["output"])
+        assert not job_changed(job), (key, job["changed_tasks"], job["stats"])
 
 
 def test_awx_validate_job_artifacts_hold_the_summary(awx_jobs):

@@ -56,3 +56,28 @@ def test_bad_workers_fail_before_connecting(capsys, tmp_path, workers, message):
     result = json.loads(out)
     assert info.value.code == 1 and message in result["msg"]
     assert "secret-pw" not in out
+
+
+def _run(args: dict, capsys) -> dict:
+    with patch_module_args(args), pytest.raises(SystemExit) as info:
+        gpu_fleet_report.main()
+    out = capsys.readouterr().out
+    assert info.value.code == 1 and "secret-pw" not in out
+    return json.loads(out)
+
+
+def test_vcenter_options_left_out_come_from_vmware_env(capsys, tmp_path, monkeypatch):
+    # what AWX's VMware vCenter credential injects; nobody listens on port 9
+    for name in ("VMWARE_HOST", "VMWARE_USER", "VMWARE_PASSWORD", "VMWARE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    args = {"kubeconfig": str(tmp_path / "absent"), "vcenter": {"port": 9}}
+    result = _run(args, capsys)
+    assert "missing vSphere connection options: hostname (or $VMWARE_HOST), username " \
+           "(or $VMWARE_USER), password (or $VMWARE_PASSWORD)" in result["msg"]
+
+    monkeypatch.setenv("VMWARE_HOST", "127.0.0.1")
+    monkeypatch.setenv("VMWARE_USER", "u")
+    monkeypatch.setenv("VMWARE_PASSWORD", "secret-pw")
+    result = _run(args, capsys)
+    assert "missing vSphere connection options" not in result["msg"], result["msg"]
+    assert result["invocation"]["module_args"]["vcenter"]["hostname"] == "127.0.0.1"
