@@ -68,7 +68,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import ( 
 
 
 def _sh(cmd: str) -> str:
-    done = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120,
+                          check=False)
     return (done.stdout or done.stderr).strip()
 
 
@@ -115,7 +116,7 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    subprocess.run("ray stop --force >/dev/null 2>&1", shell=True, timeout=60)
+    subprocess.run("ray stop --force >/dev/null 2>&1", shell=True, timeout=60, check=False)
     for _attempt in range(30):  # the next run profiles the free memory: wait until freed
         used = _sh("nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits")
         if used.isdigit() and int(used) < 1024:

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # On the GPU machine, in the checkout's root: unpack the carried packages once, then
 # serve and measure one set of runs (tests/gpu/bench.py). See tests/gpu/README.md.
 #   bash tests/gpu/device.sh stash   # a call that only carries a part: show what is there
@@ -7,7 +7,7 @@ set -u
 G=.cache/gpu
 if [ "${1:-}" = stash ]; then ls -la "$G"; exit 0; fi
 if [ ! -f "$G/site/.ready" ]; then
-  parts=$(ls "$G"/part-* 2>/dev/null | wc -l)
+  parts=$(find "$G" -maxdepth 1 -name 'part-*' | wc -l)
   echo "joining $parts parts"
   cat "$G"/part-* > /tmp/gpu-site.tar.xz || exit 1
   if [ -f "$G/site.sha256" ]; then

@@ -96,9 +96,9 @@ def build(docs: list[dict]) -> dict:
     runs = []
     for doc in docs:
         for run in doc["runs"]:
-            entry = {k: run.get(k) for k in ("model", "mode", "executor", "max_model_len",
-                                            "gpu_memory_utilization", "startup_s", "smoke_ok",
-                                            "error", "skipped", "measured", "log_lines")}
+            keys = ("model", "mode", "executor", "max_model_len", "gpu_memory_utilization",
+                    "startup_s", "smoke_ok", "error", "skipped", "measured", "log_lines")
+            entry = {k: run.get(k) for k in keys}
             entry["set"] = doc["set"]
             entry["log_lines"] = _scrub(entry["log_lines"])
             entry["smoke_checks"] = [c["name"] for c in (run.get("smoke") or {}).get("checks", [])

@@ -106,10 +106,10 @@ def policies(cfg: dict, clusters: list[str], api_port: int) -> list[dict]:
     ingress = [{"ports": [{"protocol": "TCP", "port": api_port}]}]
     operator = operator_setting(cfg)
     if operator["namespace"]:
-        ingress.append({"from": [{"namespaceSelector": {"matchLabels": {
-                                      NAMESPACE_NAME_LABEL: operator["namespace"]}},
-                                  "podSelector": {"matchLabels": operator["pod_labels"]}}],
-                        "ports": _head_ports(cfg)})
+        namespace = {"matchLabels": {NAMESPACE_NAME_LABEL: operator["namespace"]}}
+        source = {"namespaceSelector": namespace,
+                  "podSelector": {"matchLabels": operator["pod_labels"]}}
+        ingress.append({"from": [source], "ports": _head_ports(cfg)})
     heads = {INSTANCE_LABEL: cfg["name"], NODE_TYPE_LABEL: "head"}
     out.append(_policy(release_policy_name(cfg["name"]), cfg, heads, ingress))
     return out

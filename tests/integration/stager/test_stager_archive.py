@@ -76,8 +76,8 @@ def test_fresh_stage_then_rerun_is_a_noop(kind, model, fileserver, volume, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["tar.gz", "zip"])
-def test_same_size_damage_is_found_by_verify_and_repaired(kind, model, fileserver, volume,
-                                                         tmp_path, capsys):
+def test_same_size_damage_is_found_by_verify_and_repaired(
+        kind, model, fileserver, volume, tmp_path, capsys):
     path = tmp_path / f"llama.{kind}"
     if kind == "zip":
         make_zip(path, model)

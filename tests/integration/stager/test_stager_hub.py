@@ -62,8 +62,8 @@ def test_fresh_stage_then_rerun_is_a_noop(repo, model, fileserver, volume, capsy
     assert _file_bytes(fileserver) == before
 
 
-def test_same_size_damage_is_found_by_verify_and_repaired(repo, model, fileserver, volume,
-                                                         capsys):
+def test_same_size_damage_is_found_by_verify_and_repaired(
+        repo, model, fileserver, volume, capsys):
     dest = volume / "tiny"
     assert run_cli(_args(fileserver, dest), capsys)[0] == 0
     before = _file_bytes(fileserver)

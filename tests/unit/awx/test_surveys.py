@@ -77,7 +77,8 @@ def test_questions_are_well_formed(configuration):
                 assert question["default"] in choices, where
             elif question["type"] == "integer":
                 bounds = (question["min"], question["default"], question["max"])
-                assert all(type(value) is int for value in bounds), where
+                assert all(isinstance(value, int) and not isinstance(value, bool)
+                           for value in bounds), where
                 assert question["min"] <= question["default"] <= question["max"], where
 
 

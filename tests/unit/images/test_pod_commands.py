@@ -58,7 +58,7 @@ def _tasks(role: str, name: str) -> list[dict]:
 
 def _k8s_cp_commands() -> set[str]:
     """What kubernetes.core.k8s_cp runs in the pod to copy files into it."""
-    import ansible_collections.kubernetes.core as core
+    from ansible_collections.kubernetes import core
     text = (Path(core.__path__[0]) / "plugins" / "module_utils" / "copy.py").read_text()
     found = set(re.findall(r'\[\s*"(tar|test)"', text))
     assert found == {"tar", "test"}, f"kubernetes.core's k8s_cp changed: {found}"
@@ -70,8 +70,8 @@ def required() -> list[tuple[str, str, str]]:
     ray_image = _image_name(_defaults("ray_vllm")["ray_vllm_image"])
     runtime_image = _image_name(_defaults("model_storage")["model_storage_image"])
     out = []
-    plan = build_plan({"preset": "llama-3-70b"}, {"nodes": 8, "gpus_per_node": 2,
-                                                 "gpu_memory_gib": 40})
+    site = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40}
+    plan = build_plan({"preset": "llama-3-70b"}, site)
     cfg = {"name": "llm", "namespace": "llm", "image": _defaults("ray_vllm")["ray_vllm_image"],
            "served_model_name": "m", "model_dir": "m", "pvc": "models",
            "api_key_secret": "llm-api-key", "service_account": "ray-vllm",

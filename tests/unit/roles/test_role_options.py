@@ -162,9 +162,8 @@ def test_the_validation_catches_a_bad_nested_value():
 def test_a_templated_nested_value_is_left_to_run_time_but_a_literal_one_is_checked():
     vcenter = {"hostname": "vc", "username": "u", "password": "{{ vault_pw }}", "port": "{{ p }}"}
     assert _validate("esxi_gpu_passthrough", {"esxi_gpu_passthrough_vcenter": vcenter}) == []
-    errors = _validate("esxi_gpu_passthrough",
-                       {"esxi_gpu_passthrough_vcenter": {"hostname": "vc", "port": "x",
-                                                          "validate_certs": "maybe"}})
+    vcenter = {"hostname": "vc", "port": "x", "validate_certs": "maybe"}
+    errors = _validate("esxi_gpu_passthrough", {"esxi_gpu_passthrough_vcenter": vcenter})
     assert any("port" in e for e in errors) and any("validate_certs" in e for e in errors), errors
 
 

@@ -90,8 +90,8 @@ def _cluster() -> _Cluster:
     return fake
 
 
-def _request(key: str, plan: dict = PLAN, **change) -> Request:
-    args = {"namespace": NS, "plan": copy.deepcopy(plan),
+def _request(key: str, plan: dict | None = None, **change) -> Request:
+    args = {"namespace": NS, "plan": copy.deepcopy(plan or PLAN),
             "image": "registry.example.com/llmops/ray-vllm:0.1.0",
             "served_model_name": "tiny-llama",
             "model_dir": "tiny-llama", "wait_timeout": 60, "llm_api_key": key}

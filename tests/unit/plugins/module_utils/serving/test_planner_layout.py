@@ -28,7 +28,8 @@ def assert_one_stage_per_node(plan, hardware):
     tp, pp = plan["tensor_parallel_size"], plan["pipeline_parallel_size"]
     gpn, nodes = hardware["gpus_per_node"], hardware["nodes"]
     ray = plan["ray_cluster"]
-    pod_gpus = [g["gpus_per_worker"] for g in ray["worker_groups"] for _ in range(g["replicas"])]
+    pod_gpus = [g["gpus_per_worker"] for g in ray["worker_groups"]
+                for _replica in range(g["replicas"])]
     if ray["head_gpus"]:
         pod_gpus.append(ray["head_gpus"])
     assert sum(pod_gpus) == tp * pp
