@@ -155,10 +155,11 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     GpuStackError,
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    endpoint as endpoint_lib,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import loadtest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint import (
-    HAS_OPENAI,
-    OPENAI_IMPORT_ERROR,
     Endpoint,
     endpoint_argument_spec,
     run_load,
@@ -179,8 +180,6 @@ def _validate(p):
         raise InvalidInputError("prompt must not be empty")
     loadtest.check_output_path(p["report_path"], "report_path")
     loadtest.check_output_path(p["chart_path"], "chart_path")
-    if p["chart_path"]:
-        loadtest.require_chart_support()
 
 
 def _artifacts(paths: dict) -> dict:
@@ -218,6 +217,18 @@ def _run(module, p):
     return {"changed": False, "summary": loadtest.summary(report), **_artifacts(paths)}
 
 
+def _missing_library(p) -> dict | None:
+    """Once the options are known good (bad ones get their own error, the packages
+    present or not): what a missing Python package stops, as fail_json's arguments."""
+    _validate(p)
+    if not endpoint_lib.HAS_OPENAI:
+        return {"msg": missing_required_lib("openai"),
+                "exception": endpoint_lib.OPENAI_IMPORT_ERROR}
+    if p["chart_path"] and not loadtest.has_chart_support():
+        return {"msg": missing_required_lib("matplotlib", reason="for chart_path")}
+    return None
+
+
 def main():
     spec = endpoint_argument_spec()
     spec.update(
@@ -233,11 +244,10 @@ def main():
         max_error_rate={"type": "float", "default": 0.0},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    if not HAS_OPENAI:
-        module.fail_json(msg=missing_required_lib("openai"), exception=OPENAI_IMPORT_ERROR)
-    if module.params["chart_path"] and not loadtest.has_chart_support():
-        module.fail_json(msg=missing_required_lib("matplotlib", reason="for chart_path"))
     try:
+        missing = _missing_library(module.params)
+        if missing:
+            module.fail_json(**missing)
         result = _run(module, module.params)
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.kubernetes.core.plugins.doc_fragments import k8s_auth_options
 from ansible_collections.llmops.gpu_stack.plugins.modules import gpu_fleet_report
@@ -67,6 +68,7 @@ def _run(args: dict, capsys) -> dict:
 
 
 def test_vcenter_options_left_out_come_from_vmware_env(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("pyVmomi")  # without it the module stops on the missing package
     # what AWX's VMware vCenter credential injects; nobody listens on port 9
     for name in ("VMWARE_HOST", "VMWARE_USER", "VMWARE_PASSWORD", "VMWARE_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -80,4 +82,7 @@ def test_vcenter_options_left_out_come_from_vmware_env(capsys, tmp_path, monkeyp
     monkeypatch.setenv("VMWARE_PASSWORD", "secret-pw")
     result = _run(args, capsys)
     assert "missing vSphere connection options" not in result["msg"], result["msg"]
-    assert result["invocation"]["module_args"]["vcenter"]["hostname"] == "127.0.0.1"
+    checked = ArgumentSpecValidator(gpu_fleet_report._argument_spec()).validate(args)
+    assert checked.error_messages == []
+    vcenter = checked.validated_parameters["vcenter"]
+    assert (vcenter["hostname"], vcenter["username"], vcenter["port"]) == ("127.0.0.1", "u", 9)
