@@ -81,7 +81,9 @@ def desired_labels(worker: Worker, extra: dict) -> dict:
     return labels
 
 
-def _node_manifest(name: str, labels: dict, taints: list | None) -> dict:
+def node_manifest(name: str, labels: dict, taints: list | None) -> dict:
+    """A Node with only our labels (and taints): what ``label`` applies, and the GitOps
+    export writes."""
     manifest = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": labels}}
     if taints:
@@ -123,8 +125,8 @@ class GpuNodes:
         """Apply our labels; returns (changed node names, diff per node)."""
         changed, diffs = [], {}
         for name, worker in sorted(mapped.items()):
-            result = self.client.apply(_node_manifest(name, desired_labels(worker, extra_labels),
-                                                      taints), check_mode=check_mode)
+            result = self.client.apply(node_manifest(name, desired_labels(worker, extra_labels),
+                                                     taints), check_mode=check_mode)
             if result.changed:
                 changed.append(name)
                 diffs[name] = result.diff
@@ -134,7 +136,7 @@ class GpuNodes:
                 name = node["metadata"]["name"]
                 if name in mapped:
                     continue
-                result = self.client.apply(_node_manifest(name, {}, None), check_mode=check_mode)
+                result = self.client.apply(node_manifest(name, {}, None), check_mode=check_mode)
                 if result.changed:
                     changed.append(name)
                     diffs[name] = result.diff

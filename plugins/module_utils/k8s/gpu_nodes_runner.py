@@ -38,7 +38,7 @@ class Request:
     wait_options: dict = field(default_factory=dict)  # interval, clock, sleep (tests)
 
 
-def _check_taints(taints: list) -> None:
+def check_taints(taints: list) -> None:
     for i, taint in enumerate(taints or []):
         if not isinstance(taint, dict) or not taint.get("key"):
             raise InvalidInputError(f"taints[{i}]: 'key' is required")
@@ -51,7 +51,7 @@ def run(client, req: Request) -> dict:
     if req.wait_for not in WAIT_CHOICES:
         raise InvalidInputError(f"wait_for must be one of {', '.join(WAIT_CHOICES)}, "
                                 f"got {req.wait_for!r}")
-    _check_taints(req.taints)
+    check_taints(req.taints)
     service = GpuNodes(client)
     mapped = service.plan(req.workers, req.node_map)
     changed, diffs = [], {}

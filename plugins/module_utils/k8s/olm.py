@@ -83,6 +83,26 @@ def _phase_line(csv: dict | None) -> str:
     return f"{st['phase']} ({why})" if why else st["phase"]
 
 
+def operator_manifests(spec: OperatorSpec, channel: str, group: str | None) -> list:
+    """Namespace, OperatorGroup (unless ``group``, an existing one, is reused) and
+    Subscription: what ``ensure`` applies (and the GitOps export writes)."""
+    out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}]
+    if group is None:
+        og_spec = {} if spec.targets() is None else {"targetNamespaces": spec.targets()}
+        out.append({"apiVersion": OLM_V1, "kind": "OperatorGroup",
+                    "metadata": {"name": spec.namespace, "namespace": spec.namespace},
+                    "spec": og_spec})
+    sub = {"channel": channel, "name": spec.package, "source": spec.catalog,
+           "sourceNamespace": spec.catalog_namespace,
+           "installPlanApproval": spec.approval}
+    if spec.starting_csv:
+        sub["startingCSV"] = spec.starting_csv
+    out.append({"apiVersion": OLM_V1A1, "kind": "Subscription",
+                "metadata": {"name": spec.package, "namespace": spec.namespace},
+                "spec": sub})
+    return out
+
+
 class OlmOperator:
     def __init__(self, client):
         self.client = client
@@ -145,21 +165,7 @@ class OlmOperator:
 
     # --- 3. the writes ------------------------------------------------------------------
     def manifests(self, spec: OperatorSpec, resolved: Resolved, group: str | None) -> list:
-        out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}]
-        if group is None:
-            og_spec = {} if spec.targets() is None else {"targetNamespaces": spec.targets()}
-            out.append({"apiVersion": OLM_V1, "kind": "OperatorGroup",
-                        "metadata": {"name": spec.namespace, "namespace": spec.namespace},
-                        "spec": og_spec})
-        sub = {"channel": resolved.channel, "name": spec.package, "source": spec.catalog,
-               "sourceNamespace": spec.catalog_namespace,
-               "installPlanApproval": spec.approval}
-        if spec.starting_csv:
-            sub["startingCSV"] = spec.starting_csv
-        out.append({"apiVersion": OLM_V1A1, "kind": "Subscription",
-                    "metadata": {"name": spec.package, "namespace": spec.namespace},
-                    "spec": sub})
-        return out
+        return operator_manifests(spec, resolved.channel, group)
 
     def ensure(self, spec: OperatorSpec, resolved: Resolved, group: str | None,
                check_mode: bool) -> tuple[list, dict]:

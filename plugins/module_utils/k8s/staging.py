@@ -107,6 +107,30 @@ def upload_dir(model_dir: str, upload_id: str | None = None) -> str:
     return f"{base}/{upload_id}" if upload_id else base
 
 
+def volume_manifests(namespace: str, pvc: dict) -> list:
+    """The model volume: a static NFS PV when ``pvc.nfs`` is given, and the RWX PVC
+    (what the stage applies, and the GitOps export writes)."""
+    out, spec = [], {"accessModes": ["ReadWriteMany"],
+                     "resources": {"requests": {"storage": pvc.get("size", "100Gi")}}}
+    nfs = pvc.get("nfs")
+    if nfs:
+        pv_name = f"{namespace}-{pvc['name']}"
+        out.append({"apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": pv_name},
+                    "spec": {"capacity": {"storage": pvc.get("size", "100Gi")},
+                             "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                             "persistentVolumeReclaimPolicy": pvc.get(
+                                 "reclaim_policy", "Retain"),
+                             "nfs": {"server": nfs["server"], "path": nfs["path"]}}})
+        spec.update(storageClassName="", volumeName=pv_name)
+    elif pvc.get("storage_class"):
+        spec["storageClassName"] = pvc["storage_class"]
+    out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": pvc["name"], "namespace": namespace},
+                "spec": spec})
+    return out
+
+
 class ModelStaging(StagerJob):
     def __init__(self, client, namespace: str, pvc: dict, model_dir: str,
                  run_id: str | None = None):
@@ -142,25 +166,7 @@ class ModelStaging(StagerJob):
         return None
 
     def volume_manifests(self) -> list:
-        out, spec = [], {"accessModes": ["ReadWriteMany"],
-                         "resources": {"requests": {"storage": self.pvc.get("size", "100Gi")}}}
-        nfs = self.pvc.get("nfs")
-        if nfs:
-            pv_name = f"{self.ns}-{self.pvc['name']}"
-            out.append({"apiVersion": "v1", "kind": "PersistentVolume",
-                        "metadata": {"name": pv_name},
-                        "spec": {"capacity": {"storage": self.pvc.get("size", "100Gi")},
-                                 "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                                 "persistentVolumeReclaimPolicy": self.pvc.get(
-                                     "reclaim_policy", "Retain"),
-                                 "nfs": {"server": nfs["server"], "path": nfs["path"]}}})
-            spec.update(storageClassName="", volumeName=pv_name)
-        elif self.pvc.get("storage_class"):
-            spec["storageClassName"] = self.pvc["storage_class"]
-        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": self.pvc["name"], "namespace": self.ns},
-                    "spec": spec})
-        return out
+        return volume_manifests(self.ns, self.pvc)
 
     def wait_bound(self, timeout: float, check_mode: bool = False, **kwargs) -> dict | None:
         """The PVC once Bound; in check mode (nothing written) the PVC as it is, or None."""
