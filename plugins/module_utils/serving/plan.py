@@ -8,7 +8,9 @@ API
     Takes the option dicts of ``llmops.gpu_stack.serving_plan`` (``None`` values mean
     "not given"), validates everything, chooses the layout (``planner.py``) and returns
     a JSON-friendly plan. Raises ``InvalidInputError`` for bad input and for layouts
-    that cannot fit. Inputs: ``model.py`` (model), ``inputs.py`` (the others);
+    that cannot fit. ``replicas`` (the fleet planner's share, ``fleet.py``) serves that
+    many replicas of the chosen layout instead of filling the hardware; the idle-GPU
+    warning is then the fleet's to give. Inputs: ``model.py`` (model), ``inputs.py`` (the others);
     memory formulas: ``memory.py``; layout rules: ``planner.py``.
 
 The plan (keys)::
@@ -41,6 +43,8 @@ GPU pod (a worker, or the head).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.inputs import (
     check_topology,
@@ -111,7 +115,7 @@ def ray_cluster_shape(layout, topology: str) -> dict:
     }
 
 
-def _warnings(model, hardware, targets, layout) -> list[str]:
+def _warnings(model, hardware, targets, layout, fleet_share=False) -> list[str]:
     warnings = []
     if layout.tp > hardware.gpus_per_node:
         warnings.append(
@@ -133,7 +137,7 @@ def _warnings(model, hardware, targets, layout) -> list[str]:
             "KV heads, so the KV cache per GPU does not shrink further"
         )
     idle = hardware.total_gpus - layout.replicas * layout.gpus_per_replica
-    if idle:
+    if idle and not fleet_share:
         warnings.append(
             f"{idle} of {hardware.total_gpus} GPUs stay idle: {layout.replicas} replica(s) of "
             f"{layout.gpus_per_replica} GPUs do not use them all (a larger forced "
@@ -210,7 +214,7 @@ def _summary(plan: dict) -> list[str]:
     return lines
 
 
-def build_plan(model, hardware, targets=None, layout=None, topology=None) -> dict:
+def build_plan(model, hardware, targets=None, layout=None, topology=None, replicas=None) -> dict:
     """Validate the option dicts and return the serving plan (see the module docstring)."""
     spec, warnings = model_from_options(model, PRESETS)
     hw = hardware_from_options(hardware)
@@ -218,6 +222,8 @@ def build_plan(model, hardware, targets=None, layout=None, topology=None) -> dic
     request = layout_from_options(layout)
     topology = check_topology(topology)
     chosen = choose_layout(spec, hw, goals, request)
+    if replicas is not None:
+        chosen = dataclasses.replace(chosen, replicas=replicas)
     stages = chosen.stages
     kv_total = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim
     plan = {
@@ -257,7 +263,7 @@ def build_plan(model, hardware, targets=None, layout=None, topology=None) -> dic
         },
         "vllm_args": vllm_args(spec, goals, chosen),
         "ray_cluster": ray_cluster_shape(chosen, topology),
-        "warnings": warnings + _warnings(spec, hw, goals, chosen),
+        "warnings": warnings + _warnings(spec, hw, goals, chosen, replicas is not None),
     }
     plan["summary"] = _summary(plan)
     return plan
