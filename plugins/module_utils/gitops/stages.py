@@ -1,0 +1,159 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""The stage renderers of the GitOps export: ``values -> [manifest]``, one per stage.
+
+Each renderer calls the rendering function the stage's module applies (never a second
+template set): ``gpu_nodes.node_manifest``, ``olm.operator_manifests``,
+``staging.volume_manifests``, ``serving.render.manifests`` and ``render.handover``.
+``values`` are the options the stage's role passes its module (the export playbook
+gathers them from the same role variables).
+
+A later stage plugs in with one line in ``RENDERERS`` (for example
+``"gateway": gateway_render.manifests``): a function of its values to its manifests.
+A Secret is never returned: a stage names the Secrets its objects read in
+``secret_refs`` (see ``secrets.py``).
+"""
+
+from __future__ import annotations
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
+    check_model_dir,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import gpu_nodes, olm, staging
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes_runner import (
+    check_taints,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
+    Request as ServingRequest,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+
+_OPERATOR_KEYS = ("package", "namespace", "catalog", "catalog_namespace", "channel",
+                  "starting_csv", "approval", "install_mode", "target_namespace")
+
+
+def combine(base: dict, over: dict) -> dict:
+    """Ansible's ``combine(recursive=True)``: dicts merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = combine(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nodes(values: dict) -> list[dict]:
+    """Stage 2: our labels (and taints) on each GPU node (the ocp_gpu_nodes module)."""
+    workers = values.get("workers") or [{"vm": vm, "gpus": values.get("gpus_per_vm")}
+                                        for vm in values.get("vms") or []]
+    parsed = gpu_nodes.parse_workers(workers)
+    check_taints(values.get("taints") or [])
+    node_map = values.get("node_map") or {}
+    return [gpu_nodes.node_manifest(node_map.get(w.vm, w.vm),
+                                    gpu_nodes.desired_labels(w, values.get("labels") or {}),
+                                    values.get("taints") or None)
+            for w in sorted(parsed, key=lambda w: node_map.get(w.vm, w.vm))]
+
+
+def _instance(entry: dict) -> list[dict]:
+    """The operator's custom resource: the CSV's example of ``instance.kind`` combined with
+    ``instance.overrides`` (as the gpu_operators role does)."""
+    want = entry.get("instance") or {}
+    if not want.get("kind"):
+        return []
+    found = [e for e in entry.get("examples") or [] if e.get("kind") == want["kind"]]
+    if not found:
+        raise InvalidInputError(
+            f"operator {entry['package']}: no {want['kind']} among the CSV's alm-examples "
+            "(give the pinned CSV's examples: the export does not install operators)")
+    obj = combine(found[0], want.get("overrides") or {})
+    if want.get("namespace") and not obj.get("metadata", {}).get("namespace"):
+        obj = combine(obj, {"metadata": {"namespace": want["namespace"]}})
+    return [obj]
+
+
+def operators(values: dict) -> list[dict]:
+    """Stage 3: Namespace, OperatorGroup, Subscription of each operator (the olm_operator
+    module) and its instance (NodeFeatureDiscovery, ClusterPolicy) from the CSV's
+    examples. The channel must be given: the export reads no catalog."""
+    out = []
+    for entry in values.get("operators") or []:
+        if not entry.get("channel"):
+            raise InvalidInputError(f"operator {entry.get('package')}: channel is required "
+                                    "for the export (no catalog is read)")
+        spec = olm.OperatorSpec(**{k: entry[k] for k in _OPERATOR_KEYS
+                                   if entry.get(k) is not None})
+        out += olm.operator_manifests(spec, spec.channel, None)
+        out += _instance(entry)
+    return out
+
+
+def storage(values: dict) -> list[dict]:
+    """Stage 4: the namespace and the ReadWriteMany model volume (the model_stage module).
+    The stager Job is not exported: each run has its own, removed when it ends, and a
+    local source is uploaded from the controller."""
+    pvc = values.get("pvc") or {}
+    if not pvc.get("name"):
+        raise InvalidInputError("storage: pvc.name is required")
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": values["namespace"]}}
+    return [ns, *staging.volume_manifests(values["namespace"], pvc)]
+
+
+def serving_request(values: dict) -> ServingRequest:
+    """The serving module's request from the role's values (no key: never exported)."""
+    known = set(ServingRequest.__dataclass_fields__) - {"llm_api_key", "check_mode", "diff"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInputError(f"serving: unknown options {', '.join(unknown)}")
+    req = ServingRequest(**{k: v for k, v in values.items() if v is not None})
+    missing = [k for k in ("plan", "image", "served_model_name", "model_dir")
+               if not getattr(req, k)]
+    if missing:
+        raise InvalidInputError(f"serving needs: {', '.join(missing)}")
+    check_model_dir(req.model_dir)
+    return req
+
+
+def serving(values: dict) -> list[dict]:
+    """Stage 5: the objects the serving module applies, then its hand-over ConfigMap
+    (endpoint ``https://<route_host>`` when the host is given: the router assigns it
+    otherwise, and the ConfigMap's endpoint stays empty until the module runs)."""
+    req = serving_request(values)
+    cfg = req.config()
+    plan = render.check_plan(req.plan)
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
+    endpoint = f"https://{req.route_host}" if req.route_host else None
+    return [ns, *render.manifests(plan, cfg), render.handover(cfg, endpoint, plan)]
+
+
+def serving_secrets(values: dict) -> list[dict]:
+    """The Secrets the serving objects read: the API-key Secret and its keys."""
+    req = serving_request(values)
+    if not req.secret_name:
+        return []
+    return [{"namespace": req.namespace, "name": req.secret_name,
+             "keys": [render.API_KEY_FILE, render.METRICS_KEY_FILE]}]
+
+
+# stage name -> renderer, in the order the site applies them. A new stage: one line.
+RENDERERS = {
+    "nodes": nodes,
+    "operators": operators,
+    "storage": storage,
+    "serving": serving,
+}
+
+# stage name -> the Secrets its objects read (never their values). Optional per stage.
+SECRET_REFS = {
+    "serving": serving_secrets,
+}
+
+
+def render_stage(stage: str, values: dict) -> list[dict]:
+    if stage not in RENDERERS:
+        raise InvalidInputError(f"unknown stage {stage!r}; known: {', '.join(RENDERERS)}")
+    return RENDERERS[stage](values or {})

@@ -1,0 +1,242 @@
+"""The GitOps export: layout, idempotent writes, check mode, secrets, the registry.
+
+What the tree holds is compared with what the modules' runners apply to the in-memory
+cluster (``FakeClient``'s record of applied manifests), not with the export's result."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.gitops import export, stages
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.gitops.patches import (
+    apply_patch,
+    json_patch,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    gpu_nodes_runner,
+    serving_runner,
+)
+
+from ..k8s.fake_client import FIELD_MANAGER, FakeClient
+from .conftest import HOST, NS, operators, site_stages
+
+APP = {"repo_url": "https://git.example.com/platform/gpu-site.git", "path": "clusters/gpu"}
+
+
+def _export(tmp_path, stages_, **kwargs) -> dict:
+    args = {"dest": str(tmp_path / "tree"), "inventory": "site-a", "stages": stages_,
+            "base": {"operators": operators()}, "application": APP, **kwargs}
+    return export.run(export.Request(**args))
+
+
+def _docs(root: Path, pattern: str) -> dict[tuple, dict]:
+    out = {}
+    for path in sorted(root.glob(pattern)):
+        for doc in yaml.safe_load_all(path.read_text()):
+            meta = doc["metadata"]
+            out[(doc["kind"], meta.get("namespace"), meta["name"])] = doc
+    return out
+
+
+def _applied(fake: FakeClient) -> dict[tuple, dict]:
+    """What a runner applied, per object (our field manager's manifest)."""
+    return {(k[0], k[1], k[2]): v["applied"][FIELD_MANAGER]
+            for k, v in fake.objects.items() if FIELD_MANAGER in v["applied"]}
+
+
+def test_layout_base_overlay_and_application(tmp_path, stages):
+    result = _export(tmp_path, stages)
+    root = tmp_path / "tree"
+    assert result["changed"] and result["overlay"] == "overlays/site-a"
+    base = yaml.safe_load((root / "base/kustomization.yaml").read_text())
+    assert "operators/subscription-nfd.yaml" in base["resources"]
+    assert "operators/clusterpolicy-gpu-cluster-policy.yaml" in base["resources"]
+    overlay = yaml.safe_load((root / "overlays/site-a/kustomization.yaml").read_text())
+    assert overlay["resources"][0] == "../../base"
+    assert "patches" not in overlay  # the site keeps the collection's pins
+    assert {"nodes/node-gpu-0.yaml", "nodes/node-worker-1.yaml", "serving/raycluster-llm-0.yaml",
+            "serving/route-llm.yaml", "serving/configmap-llm-endpoint.yaml",
+            "storage/persistentvolumeclaim-models.yaml"} <= set(overlay["resources"])
+    assert "serving/namespace-llm.yaml" not in overlay["resources"]  # storage has it once
+    app = yaml.safe_load((root / "argocd/site-a.yaml").read_text())
+    assert app["spec"]["source"] == {"repoURL": APP["repo_url"], "targetRevision": "HEAD",
+                                     "path": "clusters/gpu/overlays/site-a"}
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_the_tree_holds_what_the_runners_apply(tmp_path, stages):
+    _export(tmp_path, stages)
+    tree = _docs(tmp_path / "tree", "overlays/site-a/*/*.yaml")
+    # the serving stage, run against the in-memory cluster without waiting
+    nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": {
+        "gpu-stack.llmops.io/gpu-node": "true"}}, "status": {"allocatable": {
+            "nvidia.com/gpu": "2"}}} for n in ("gpu-0", "worker-1")]
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteMany"]}}
+    fake = FakeClient([*nodes, pvc])
+    serving_runner.run(fake, serving_runner.Request(**stages["serving"], wait=False))
+    gpu_nodes_runner.run(fake, gpu_nodes_runner.Request(
+        workers=[{"vm": "gpu-0", "gpus": 2}, {"vm": "gpu-1", "gpus": 2}],
+        node_map={"gpu-1": "worker-1"}))
+    applied = _applied(fake)
+    applied.pop(("Secret", NS, "llm-api-key"))  # the key: never in the tree
+    head = applied[("RayCluster", NS, "llm-0")]["spec"]["headGroupSpec"]["template"]
+    head["metadata"]["annotations"].pop("gpu-stack.llmops.io/api-key-sha256")
+    # the Route's host: the runner records the admitted host, the tree the given one
+    assert applied[("ConfigMap", NS, "llm-endpoint")]["data"]["endpoint"] == ""
+    applied[("ConfigMap", NS, "llm-endpoint")]["data"]["endpoint"] = f"https://{HOST}"
+    for key, manifest in applied.items():
+        assert tree[key] == manifest, key
+    base = _docs(tmp_path / "tree", "base/*/*.yaml")
+    assert base[("Subscription", "openshift-nfd", "nfd")]["spec"]["startingCSV"] == \
+        "nfd.4.18.0-202505061007"
+    assert base[("ClusterPolicy", None, "gpu-cluster-policy")]["spec"]["dcgmExporter"] == {
+        "enabled": True}
+
+
+def test_a_rerun_writes_nothing_and_check_mode_writes_nothing(tmp_path, stages):
+    first = _export(tmp_path, stages)
+    root = tmp_path / "tree"
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    again = _export(tmp_path, stages)
+    assert again["changed"] is False and again["written"] == [] and again["removed"] == []
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
+    assert len(stamps) == len(first["files"])
+
+    two_replicas = site_stages()
+    plan = two_replicas["serving"]["plan"]
+    plan["ray_cluster"]["clusters"] = 2  # two replicas: one more RayCluster
+    check = _export(tmp_path, two_replicas, check_mode=True)
+    assert check["changed"] and "overlays/site-a/serving/raycluster-llm-1.yaml" in check["written"]
+    assert not (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
+    assert "name: llm-1\n" in check["diff"]["after"]["overlays/site-a/serving/"
+                                                        "raycluster-llm-1.yaml"]
+    _export(tmp_path, two_replicas)
+    assert (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
+    # back to one replica: the stale file goes, another inventory's overlay stays
+    other = root / "overlays/site-b/kustomization.yaml"
+    other.parent.mkdir(parents=True)
+    other.write_text("resources: []\n")
+    back = _export(tmp_path, stages)
+    assert back["removed"] == ["overlays/site-a/serving/networkpolicy-llm-1-peers.yaml",
+                               "overlays/site-a/serving/raycluster-llm-1.yaml"]
+    assert not (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
+    assert other.read_text() == "resources: []\n"
+
+
+def test_an_inventory_that_changes_a_pin_gets_a_patch(tmp_path):
+    site = site_stages()
+    site["operators"] = operators(starting_csv="nfd.4.18.0-202506010000",
+                                  instance={"kind": "NodeFeatureDiscovery",
+                                            "namespace": "openshift-nfd",
+                                            "overrides": {"spec": {"operand": {"image": "b"}}}})
+    site["operators"]["operators"].pop()  # no KubeRay through OLM here
+    _export(tmp_path, site)
+    root = tmp_path / "tree/overlays/site-a"
+    kustomization = yaml.safe_load((root / "kustomization.yaml").read_text())
+    paths = [p["path"] for p in kustomization["patches"]]
+    assert "patches/operators-subscription-nfd.yaml" in paths
+    assert "patches/delete-operators-subscription-kuberay-operator.yaml" in paths
+    ops = yaml.safe_load((root / "patches/operators-subscription-nfd.yaml").read_text())
+    assert ops == [{"op": "replace", "path": "/spec/startingCSV",
+                    "value": "nfd.4.18.0-202506010000"}]
+
+
+def test_json_patch_round_trip():
+    before = {"metadata": {"labels": {"a/b": "1", "c~d": "2"}}, "spec": {"x": [1, 2], "y": 1}}
+    after = {"metadata": {"labels": {"a/b": "3"}}, "spec": {"x": [2], "z": {"k": 1}}}
+    ops = json_patch(before, after)
+    assert {"op": "replace", "path": "/metadata/labels/a~1b", "value": "3"} in ops
+    assert {"op": "remove", "path": "/metadata/labels/c~0d"} in ops
+    assert apply_patch(before, ops) == after
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None,
+                    reason="kubectl (Debian's kubernetes-client) is not on PATH")
+def test_kubectl_kustomize_builds_exactly_the_sites_objects(tmp_path):
+    site = site_stages()
+    site["operators"] = operators(starting_csv="nfd.4.18.0-202506010000")
+    site["operators"]["operators"].pop()  # a base object the site deletes
+    _export(tmp_path, site)
+    built = subprocess.run(["kubectl", "kustomize", str(tmp_path / "tree/overlays/site-a")],
+                           capture_output=True, text=True, check=True).stdout
+    got = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+           for d in yaml.safe_load_all(built)}
+    want = {}
+    for stage, values in site.items():
+        for obj in stages.render_stage(stage, values):
+            want[(obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])] = obj
+    assert got == want
+
+
+def test_no_secret_value_in_the_tree(tmp_path):
+    key = "sk-gpu-stack-unit-9f3c1e"  # a test value the tree must not hold
+    site = site_stages(env={"LOG_LEVEL": "info"})
+    with pytest.raises(InvalidInputError, match="unknown options llm_api_key"):
+        _export(tmp_path, {**site, "serving": {**site["serving"], "llm_api_key": key}})
+    result = _export(tmp_path, site, secrets={"mode": "external_secret", "store": "vault",
+                                              "remote_key_prefix": "gpu"})
+    assert result["secrets"] == [f"{NS}/llm-api-key"]
+    texts = [p.read_text() for p in (tmp_path / "tree").rglob("*") if p.is_file()]
+    assert not any(key in t for t in texts)
+    assert not any(yaml_doc.get("kind") == "Secret" for p in (tmp_path / "tree").rglob("*.yaml")
+                   for yaml_doc in yaml.safe_load_all(p.read_text())
+                   if isinstance(yaml_doc, dict))
+    stub = yaml.safe_load((tmp_path / "tree/overlays/site-a/secrets/"
+                           "externalsecret-llm-api-key.yaml").read_text())
+    assert stub["spec"]["target"]["name"] == "llm-api-key"
+    assert [d["secretKey"] for d in stub["spec"]["data"]] == ["api-key", "metrics-key"]
+    assert stub["spec"]["data"][0]["remoteRef"] == {"key": "gpu/llm/llm-api-key",
+                                                    "property": "api-key"}
+    readme = (tmp_path / "tree/overlays/site-a/README.md").read_text()
+    assert "`llm/llm-api-key`" in readme
+
+
+def test_a_new_stage_plugs_in_with_one_line(tmp_path, stages, monkeypatch):
+    def gateway(values):
+        return [{"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "gateway", "namespace": values["namespace"]},
+                 "data": {"models": "tiny-llama"}}]
+
+    monkeypatch.setitem(stages_registry(), "gateway", gateway)
+    _export(tmp_path, {**stages, "gateway": {"namespace": NS}})
+    overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
+    assert "gateway/configmap-gateway.yaml" in overlay["resources"]
+
+
+def stages_registry() -> dict:
+    return stages.RENDERERS
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"inventory": "../x"}, "must be one path segment"),
+    ({"application": {}}, "repo_url"),
+    ({"secrets": {"mode": "plain"}}, "secrets.mode must be one of"),
+    ({"secrets": {"mode": "external_secret"}}, "needs secrets.store"),
+])
+def test_bad_input_writes_nothing(tmp_path, stages, change, message):
+    with pytest.raises(InvalidInputError, match=message):
+        _export(tmp_path, stages, **change)
+    assert not (tmp_path / "tree").exists()
+
+
+def test_bad_stage_values_write_nothing(tmp_path):
+    site = site_stages()
+    broken = copy.deepcopy(site)
+    broken["operators"]["operators"][1]["examples"] = []
+    with pytest.raises(InvalidInputError, match="no ClusterPolicy among the CSV's alm-examples"):
+        _export(tmp_path, broken)
+    broken = copy.deepcopy(site)
+    broken["serving"]["image"] = "ray-vllm"
+    with pytest.raises(InvalidInputError, match="needs a tag or a digest"):
+        _export(tmp_path, broken)
+    assert not (tmp_path / "tree").exists()
