@@ -19,6 +19,9 @@ description:
     for the chosen O(topology) and warnings.
   - Refuses impossible input before anything is deployed, with a message saying what
     does not fit and by how much.
+  - With O(models), plans several models on the one fleet as a whole - each model's
+    layout, its replicas, the nodes they are counted on and its serving backend - and
+    refuses a fleet too small, naming the model and its shortfall.
   - The memory model (weights, overhead, KV cache per token) is documented in the
     collection's C(plugins/module_utils/serving/memory.py); its numbers are estimates,
     vLLM measures the real ones when it starts.
@@ -41,8 +44,8 @@ options:
         explicit architecture fields (O(model.num_layers) and the others).
       - O(model.name), O(model.dtype), O(model.quantization) and O(model.max_model_len)
         apply to any source and override it.
+      - Exactly one of O(model) and O(models).
     type: dict
-    required: true
     suboptions:
       preset:
         description:
@@ -124,6 +127,148 @@ options:
           - Longest sequence (prompt plus output) to serve. Defaults to the model's
             C(max_position_embeddings).
         type: int
+  models:
+    description:
+      - Several models served on the one fleet, planned as a whole. Exactly one of
+        O(model) and O(models).
+      - Each model gets its smallest layout (as O(model) alone would), at least one
+        replica (or O(models[].replicas), or its O(models[].gpus) share); replicas
+        spanning nodes are placed on whole nodes first, then single-node replicas are
+        packed; the GPUs still free go, one replica at a time in list order, to the
+        models that give neither O(models[].replicas) nor O(models[].gpus).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - The served model name (the C(model) field of a request). Unique in the list.
+        type: str
+        required: true
+      model_dir:
+        description:
+          - Directory of the model's weights on the model volume (default O(models[].name)),
+            returned for the serving stage. Unique in the list.
+        type: str
+      model:
+        description:
+          - The planner inputs, as O(model) (the same sub-options and rules).
+        type: dict
+        required: true
+        suboptions:
+          preset:
+            description: A well-known model whose C(config.json) facts ship with the collection.
+            type: str
+            choices: [llama-3-70b, llama-3-8b, llama-3.1-405b, mistral-7b, mixtral-8x7b, vicuna-13b]
+          config_path:
+            description: A Hugging Face C(config.json), or the model directory holding it.
+            type: path
+          name:
+            description: Name in messages and the plan (the served name is O(models[].name)).
+            type: str
+          parameters:
+            description: Total number of parameters.
+            type: float
+          num_layers:
+            description: Transformer layers.
+            type: int
+          num_attention_heads:
+            description: Attention (query) heads.
+            type: int
+          num_kv_heads:
+            description: Key/value heads.
+            type: int
+          hidden_size:
+            description: Hidden size.
+            type: int
+          head_dim:
+            description: Size of one attention head.
+            type: int
+          vocab_size:
+            description: Vocabulary size.
+            type: int
+          intermediate_size:
+            description: MLP (or per-expert) intermediate size.
+            type: int
+          num_experts:
+            description: Experts of a mixture-of-experts model.
+            type: int
+          num_experts_per_token:
+            description: Experts each token is routed to.
+            type: int
+          tie_word_embeddings:
+            description: Whether the LM head shares the embedding weights.
+            type: bool
+          dtype:
+            description: Dtype vLLM serves with.
+            type: str
+            choices: [bfloat16, float16, float32]
+          quantization:
+            description: Weight quantization.
+            type: str
+            choices: [none, int8, fp8, awq, gptq]
+          max_model_len:
+            description: Longest sequence (prompt plus output) to serve.
+            type: int
+      backend:
+        description:
+          - How the model is served. V(ray) is a RayCluster per replica; V(deployment) plain
+            vLLM pods, one per replica, without Ray (refused for a replica spanning nodes).
+          - V(auto) picks V(deployment) when a replica fits one node (PP 1 and TP at most the
+            GPUs per node), else V(ray).
+        type: str
+        choices: [auto, ray, deployment]
+        default: auto
+      replicas:
+        description:
+          - Exactly this many replicas. Not with O(models[].gpus).
+        type: int
+      gpus:
+        description:
+          - A GPU share - as many replicas as fit in this many GPUs. Not with
+            O(models[].replicas).
+        type: int
+      targets:
+        description:
+          - This model's serving targets; the keys given win over O(targets).
+        type: dict
+        suboptions:
+          gpu_memory_utilization:
+            description: Fraction of each GPU's memory vLLM may use.
+            type: float
+          kv_cache_tokens:
+            description:
+              - KV-cache tokens each replica must hold (replaces a fleet-wide
+                O(targets.concurrent_sequences)).
+            type: int
+          concurrent_sequences:
+            description:
+              - KV-cache headroom as full-length sequences (replaces a fleet-wide
+                O(targets.kv_cache_tokens)).
+            type: int
+          kv_cache_dtype:
+            description: KV-cache dtype.
+            type: str
+            choices: [auto, fp8]
+          max_num_batched_tokens:
+            description: Tokens per scheduler step.
+            type: int
+          overhead_gib:
+            description: Fixed per-GPU overhead in GiB.
+            type: float
+      layout:
+        description:
+          - This model's forced layout; the keys given win over O(layout).
+        type: dict
+        suboptions:
+          tensor_parallel_size:
+            description: Forced tensor parallel size.
+            type: int
+          pipeline_parallel_size:
+            description: Forced pipeline parallel size.
+            type: int
+          allow_cross_node_tp:
+            description: Allow a tensor parallel size larger than the GPUs per node.
+            type: bool
   hardware:
     description:
       - The GPU fleet.
@@ -256,6 +401,24 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ plan.plan.summary }}"
 
+- name: Plan Llama 3 70B over nodes and two smaller models on single nodes, one fleet
+  llmops.gpu_stack.serving_plan:
+    models:
+      - name: llama-3-70b
+        model: {preset: llama-3-70b}
+      - name: llama-3-8b
+        model: {preset: llama-3-8b}
+        replicas: 2
+      - name: mistral-7b
+        model: {preset: mistral-7b}
+        gpus: 2
+        backend: deployment
+    hardware:
+      nodes: 8
+      gpus_per_node: 2
+      gpu_memory_gib: 40
+  register: fleet_plan
+
 - name: Plan a local model from its config.json, with vLLM in a GPU head pod
   llmops.gpu_stack.serving_plan:
     model:
@@ -289,8 +452,49 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plans:
+  description:
+    - One entry per model, in the order of O(models) (one entry for O(model)) - the
+      contract the serving stage and the gateway read.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The served model name (O(models[].name); for O(model), O(model.name)
+        or the plan's model name).
+      returned: success
+      type: str
+    model_dir:
+      description: Directory of the weights on the model volume (default the name).
+      returned: success
+      type: str
+    backend:
+      description: V(ray) or V(deployment), V(auto) resolved.
+      returned: success
+      type: str
+    backend_reason:
+      description: Why this backend, in one sentence.
+      returned: success
+      type: str
+    plan:
+      description: This model's plan, the keys of RV(plan), with C(replicas), C(gpus_used)
+        and C(ray_cluster.clusters) for this model's share.
+      returned: success
+      type: dict
+    nodes:
+      description: Where the planner counted the replicas - C(node) (position in the
+        fleet, 0-based) and C(gpus) (GPUs of that node this model uses).
+      returned: success
+      type: list
+      elements: dict
+fleet:
+  description: The fleet as a whole - nodes, gpus_per_node, total_gpus, gpus_used,
+    gpus_idle, per_node (GPUs used on each node), warnings and summary lines.
+  returned: success
+  type: dict
 plan:
-  description: The serving plan.
+  description: The serving plan (of the first model of O(models)).
   returned: success
   type: dict
   contains:
@@ -380,14 +584,18 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import GpuStackError
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.fleet import (
+    BACKENDS,
+    plan_fleet,
+    plan_single,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.model import ARCH_FIELDS
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.presets import PRESETS
 
 _MODEL_INT_FIELDS = [field for field in ARCH_FIELDS if field != "tie_word_embeddings"]
 
 
-def argument_spec() -> dict:
+def _model_spec(required: bool) -> dict:
     model = {field: {"type": "int"} for field in _MODEL_INT_FIELDS}
     # "token" in a name looks like a secret to validate-modules; these are counts.
     model["num_experts_per_token"]["no_log"] = False
@@ -402,14 +610,66 @@ def argument_spec() -> dict:
         max_model_len={"type": "int"},
     )
     sources = ["preset", "config_path"]
+    spec = {
+        "type": "dict",
+        "options": model,
+        "mutually_exclusive": [sources, ["preset", "parameters"]]
+        + [[*sources, field] for field in ARCH_FIELDS],
+        "required_one_of": [[*sources, "num_layers"]],
+    }
+    if required:
+        spec["required"] = True
+    return spec
+
+
+def _targets_spec(defaults: bool) -> dict:
+    options = {
+        "gpu_memory_utilization": {"type": "float", "default": 0.9},
+        "kv_cache_tokens": {"type": "int", "no_log": False},
+        "concurrent_sequences": {"type": "int"},
+        "kv_cache_dtype": {"type": "str", "choices": ["auto", "fp8"], "default": "auto"},
+        "max_num_batched_tokens": {"type": "int", "no_log": False},
+        "overhead_gib": {"type": "float"},
+    }
+    if not defaults:  # a model's own targets: only the keys given win over the fleet's
+        for option in options.values():
+            option.pop("default", None)
     return {
-        "model": {
-            "type": "dict",
-            "required": True,
-            "options": model,
-            "mutually_exclusive": [sources, ["preset", "parameters"]]
-            + [[*sources, field] for field in ARCH_FIELDS],
-            "required_one_of": [[*sources, "num_layers"]],
+        "type": "dict",
+        "options": options,
+        "mutually_exclusive": [["kv_cache_tokens", "concurrent_sequences"]],
+    }
+
+
+def _layout_spec(defaults: bool) -> dict:
+    allow = {"type": "bool", "default": False} if defaults else {"type": "bool"}
+    return {
+        "type": "dict",
+        "options": {
+            "tensor_parallel_size": {"type": "int"},
+            "pipeline_parallel_size": {"type": "int"},
+            "allow_cross_node_tp": allow,
+        },
+    }
+
+
+def argument_spec() -> dict:
+    return {
+        "model": _model_spec(required=False),
+        "models": {
+            "type": "list",
+            "elements": "dict",
+            "options": {
+                "name": {"type": "str", "required": True},
+                "model_dir": {"type": "str"},
+                "model": _model_spec(required=True),
+                "backend": {"type": "str", "choices": list(BACKENDS), "default": "auto"},
+                "replicas": {"type": "int"},
+                "gpus": {"type": "int"},
+                "targets": _targets_spec(defaults=False),
+                "layout": _layout_spec(defaults=False),
+            },
+            "mutually_exclusive": [["replicas", "gpus"]],
         },
         "hardware": {
             "type": "dict",
@@ -423,26 +683,8 @@ def argument_spec() -> dict:
                 "gpu_model": {"type": "str"},
             },
         },
-        "targets": {
-            "type": "dict",
-            "options": {
-                "gpu_memory_utilization": {"type": "float", "default": 0.9},
-                "kv_cache_tokens": {"type": "int", "no_log": False},
-                "concurrent_sequences": {"type": "int"},
-                "kv_cache_dtype": {"type": "str", "choices": ["auto", "fp8"], "default": "auto"},
-                "max_num_batched_tokens": {"type": "int", "no_log": False},
-                "overhead_gib": {"type": "float"},
-            },
-            "mutually_exclusive": [["kv_cache_tokens", "concurrent_sequences"]],
-        },
-        "layout": {
-            "type": "dict",
-            "options": {
-                "tensor_parallel_size": {"type": "int"},
-                "pipeline_parallel_size": {"type": "int"},
-                "allow_cross_node_tp": {"type": "bool", "default": False},
-            },
-        },
+        "targets": _targets_spec(defaults=True),
+        "layout": _layout_spec(defaults=True),
         "topology": {
             "type": "str",
             "choices": ["head_without_gpus", "head_with_gpus"],
@@ -452,19 +694,22 @@ def argument_spec() -> dict:
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[["model", "models"]],
+        required_one_of=[["model", "models"]],
+        supports_check_mode=True,
+    )
     params = module.params
+    fleet_wide = (params["hardware"], params["targets"], params["layout"], params["topology"])
     try:
-        plan = build_plan(
-            params["model"],
-            params["hardware"],
-            targets=params["targets"],
-            layout=params["layout"],
-            topology=params["topology"],
-        )
+        if params["models"] is not None:
+            result = plan_fleet(params["models"], *fleet_wide)
+        else:
+            result = plan_single(params["model"], *fleet_wide)
     except GpuStackError as exc:
         module.fail_json(**exc.fail_kwargs())
-    module.exit_json(changed=False, plan=plan)
+    module.exit_json(changed=False, plan=result["plans"][0]["plan"], **result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ API
     ``{node, gpus}``, node positions in the fleet). Raises ``InvalidInputError`` naming
     the model and its shortfall when the fleet is too small.
 
+``plan_single(model, hardware, targets=None, layout=None, topology=None) -> dict``
+    The same result for the one-model form (the module's ``model`` option): a one-entry
+    list named ``model.name``, else the plan's model name.
+
 Rules
 -----
 - A model's replica shape (TP x PP, nodes per replica) is the one-model planner's
@@ -260,3 +264,12 @@ def plan_fleet(models, hardware, targets=None, layout=None, topology=None) -> di
             "backend": backend, "backend_reason": reason, "plan": plan, "nodes": _node_use(shape),
         })
     return {"plans": plans, "fleet": _fleet(fleet_hw, plans, nodes)}
+
+
+def plan_single(model, hardware, targets=None, layout=None, topology=None) -> dict:
+    """The one-model form: ``model`` as a one-entry list, named ``model.name`` or, left
+    out, after the plan's model (preset or config); refusals read as they always have."""
+    name = (model or {}).get("name")
+    if not name:
+        name = build_plan(model, hardware, targets, layout, topology)["model"]["name"]
+    return plan_fleet([{"name": name, "model": model}], hardware, targets, layout, topology)

@@ -170,3 +170,86 @@ def test_documentation_and_argument_spec_agree():
     assert documented == declared
     yaml.safe_load(serving_plan.EXAMPLES)
     yaml.safe_load(serving_plan.RETURN)
+
+
+def test_one_model_returns_a_one_entry_plans_list_with_the_same_plan(capsys):
+    code, result = run_module(capsys, {"model": {"preset": "llama-3-70b"}, "hardware": SITE_8X2})
+    assert code == 0
+    [entry] = result["plans"]
+    assert entry["plan"] == result["plan"]
+    assert (entry["name"], entry["model_dir"], entry["backend"]) == (
+        "llama-3-70b", "llama-3-70b", "ray")
+    assert sum(use["gpus"] for use in entry["nodes"]) == result["plan"]["gpus_used"]
+    assert result["fleet"]["gpus_used"] == result["plan"]["gpus_used"]
+
+
+def test_models_option_plans_the_fleet_as_a_whole(capsys):
+    args = {
+        "models": [
+            {"name": "big", "model": {"preset": "llama-3-70b"}},
+            {"name": "small", "model": {"preset": "llama-3-8b", "max_model_len": 4096},
+             "replicas": 2, "targets": {"kv_cache_tokens": 8192}},
+        ],
+        "hardware": SITE_8X2,
+        "targets": {"concurrent_sequences": 2},
+    }
+    code, result = run_module(capsys, args)
+    assert code == 0, result.get("msg")
+    big, small = result["plans"]
+    assert result["plan"] == big["plan"]
+    assert (big["backend"], small["backend"]) == ("ray", "deployment")
+    assert small["plan"]["replicas"] == 2
+    assert small["plan"]["kv_cache"]["required_tokens"] == 8192
+    # the module's defaults of the fleet-wide targets (0.9) reach the model; a model's own
+    # targets carry no defaults that would override the fleet's
+    assert small["plan"]["memory"]["gpu_memory_utilization"] == 0.9
+    assert big["plan"]["kv_cache"]["required_tokens"] == 2 * 8192
+    assert result["fleet"]["gpus_used"] == big["plan"]["gpus_used"] + 2
+
+
+def test_a_models_own_utilization_wins_over_the_fleets(capsys):
+    args = {"models": [{"name": "a", "model": {"preset": "llama-3-8b"}, "replicas": 1,
+                        "targets": {"gpu_memory_utilization": 0.7}},
+                       {"name": "b", "model": {"preset": "llama-3-8b"}, "replicas": 1}],
+            "hardware": SITE_8X2, "targets": {"gpu_memory_utilization": 0.8}}
+    code, result = run_module(capsys, args)
+    assert code == 0, result.get("msg")
+    assert [p["plan"]["memory"]["gpu_memory_utilization"] for p in result["plans"]] == [0.7, 0.8]
+
+
+def test_a_fleet_refusal_becomes_fail_json_naming_the_model(capsys):
+    code, result = run_module(capsys, {
+        "models": [{"name": "big", "model": {"preset": "llama-3-70b"}},
+                   {"name": "many", "model": {"preset": "llama-3-8b"}, "replicas": 15}],
+        "hardware": SITE_8X2})
+    assert code == 1
+    assert result["msg"].startswith("model 'many' does not fit the fleet")
+    assert result["model"] == "many" and result["gpus_short"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"model": {"preset": "llama-3-8b"}, "hardware": SITE_8X2,
+          "models": [{"name": "a", "model": {"preset": "llama-3-8b"}}]},
+         "parameters are mutually exclusive: model|models"),
+        ({"hardware": SITE_8X2}, "one of the following is required: model, models"),
+        ({"models": [{"model": {"preset": "llama-3-8b"}}], "hardware": SITE_8X2},
+         "missing required arguments: name found in models"),
+        ({"models": [{"name": "a"}], "hardware": SITE_8X2},
+         "missing required arguments: model found in models"),
+        ({"models": [{"name": "a", "model": {"preset": "llama-3-8b"}, "replicas": 1, "gpus": 2}],
+          "hardware": SITE_8X2},
+         "parameters are mutually exclusive: replicas|gpus found in models"),
+        ({"models": [{"name": "a", "model": {"preset": "llama-3-8b"}, "backend": "knative"}],
+          "hardware": SITE_8X2}, "value of backend must be one of: auto, ray, deployment"),
+        ({"models": [{"name": "a", "model": {"preset": "llama-3-8b", "num_layers": 2}}],
+          "hardware": SITE_8X2}, "mutually exclusive"),
+        ({"models": [{"name": "a", "model": {"preset": "llama-3-70b"}, "backend": "deployment"}],
+          "hardware": SITE_8X2}, "backend deployment runs one pod per replica on one node"),
+    ],
+)
+def test_bad_models_input_is_refused(capsys, args, message):
+    code, result = run_module(capsys, args)
+    assert code == 1
+    assert message in result["msg"], result["msg"]
