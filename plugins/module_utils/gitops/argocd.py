@@ -28,7 +28,12 @@ def application(inventory: str, options: dict) -> dict:
         destination["name"] = options["destination_name"]
     else:
         destination["server"] = options.get("destination_server") or IN_CLUSTER
-    sync = {"syncOptions": ["ServerSideApply=true", "ApplyOutOfSyncOnly=true"]}
+    # the operators' custom resources wait for their CRDs: a sync retries until OLM has
+    # installed them (and, with Manual approval, someone approved the InstallPlan)
+    sync = {"syncOptions": ["ServerSideApply=true", "ApplyOutOfSyncOnly=true",
+                            "SkipDryRunOnMissingResource=true"],
+            "retry": {"limit": 10, "backoff": {"duration": "30s", "factor": 2,
+                                               "maxDuration": "10m"}}}
     if options.get("automated"):
         sync["automated"] = {"prune": bool(options.get("prune")), "selfHeal": True}
     return {"apiVersion": ARGO_API, "kind": "Application",

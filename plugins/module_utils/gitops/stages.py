@@ -48,7 +48,9 @@ def combine(base: dict, over: dict) -> dict:
 
 def nodes(values: dict) -> list[dict]:
     """Stage 2: our labels (and taints) on each GPU node (the ocp_gpu_nodes module)."""
-    workers = values.get("workers") or [{"vm": vm, "gpus": values.get("gpus_per_vm")}
+    per_vm = values.get("gpus_per_vm")
+    per_vm = int(per_vm) if isinstance(per_vm, str) and per_vm.isdigit() else per_vm
+    workers = values.get("workers") or [{"vm": vm, "gpus": per_vm}
                                         for vm in values.get("vms") or []]
     parsed = gpu_nodes.parse_workers(workers)
     check_taints(values.get("taints") or [])
@@ -69,7 +71,8 @@ def _instance(entry: dict) -> list[dict]:
     if not found:
         raise InvalidInputError(
             f"operator {entry['package']}: no {want['kind']} among the CSV's alm-examples "
-            "(give the pinned CSV's examples: the export does not install operators)")
+            "(the examples of the pinned CSV: read from a cluster where it is installed, or "
+            "given; the export installs nothing)")
     obj = combine(found[0], want.get("overrides") or {})
     if want.get("namespace") and not obj.get("metadata", {}).get("namespace"):
         obj = combine(obj, {"metadata": {"namespace": want["namespace"]}})
