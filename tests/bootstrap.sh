@@ -115,6 +115,7 @@ PY
 }
 
 apt_install shellcheck golang-go golang-github-vmware-govmomi-dev  # go + govmomi: the lab vSphere simulator
+apt_install prometheus  # prometheus + promtool: the monitoring tests (alert rules, a real scrape)
 
 # serving: real Ray and vLLM on CPU for the lab (never imported in an ansible process).
 make_venv .venv "$PYTHON" dev lab serving .  # ".": gpu-stack-stage and gpu-stack-launch for the lab's process pods
