@@ -16,6 +16,11 @@ Subcommands (``gpu-stack-launch SUBCOMMAND --help`` lists every option and varia
        a key every path but ``/health`` needs it: ``auth.py``) and supervise it and Ray:
        the first to exit stops the other; SIGTERM/SIGINT are forwarded (vLLM first, Ray
        last).
+``serve``
+    a replica inside one pod, without Ray: the same checks as ``head`` (options, API
+    key file, model directory and its marker), the same network variables and keys,
+    then vLLM's OpenAI server on its multiprocessing executor (TP x PP GPUs of this
+    pod), supervised; SIGTERM/SIGINT are forwarded.
 ``worker``
     set the same network variables, then run ``ray start --block`` joining the head.
 ``check-args``
@@ -93,13 +98,19 @@ def _stopped(sup: Supervisor) -> int:
     return EXIT_SIGNAL_BASE + int(sup.stop_signal or 0)
 
 
-def run_head(args, environ: Mapping[str, str]) -> int:
-    config = options.serve_config(args, environ)
+def _checked(args, environ: Mapping[str, str], executor: str):
+    """The serving configuration, vLLM's keys and the model's marker, all checked
+    before anything starts."""
+    config = options.serve_config(args, environ, executor)
     keys = _keys(args, environ)
     marker = check_model_dir(config.model_dir)
     if API_KEY_ENV not in keys:
         log("warning: no API key (--api-key-file or VLLM_API_KEY): the API is open")
-    config = dataclasses.replace(config, require_api_key=API_KEY_ENV in keys)
+    return dataclasses.replace(config, require_api_key=API_KEY_ENV in keys), keys, marker
+
+
+def run_head(args, environ: Mapping[str, str]) -> int:
+    config, keys, marker = _checked(args, environ, "ray")
     env = child_env(environ)  # Ray's and the GPU wait's: no key
     node_ip = env["VLLM_HOST_IP"]
     # A head this launcher starts listens on the pod address (KubeRay's own
@@ -153,6 +164,28 @@ def run_head(args, environ: Mapping[str, str]) -> int:
         sup.stop_all(["vllm", "gpu-wait", "ray"], args.stop_grace)
 
 
+def run_serve(args, environ: Mapping[str, str]) -> int:
+    config, keys, marker = _checked(args, environ, "mp")
+    vllm_cmd = vllm_command(config)
+    vllm_env = child_env(environ, keys)
+    if args.dry_run:
+        _print_plan({"vllm": vllm_cmd, "gpus_needed": config.gpus_needed,
+                     "model_marker": marker}, vllm_env, environ)
+        return 0
+    _raise_nofile_limit()
+    sup = Supervisor(log, adopt_orphans=True)
+    sup.install_signal_handlers()
+    try:
+        log(f"starting vLLM (multiprocessing executor, {config.gpus_needed} GPU(s) in this "
+            f"pod): {shlex.join(vllm_cmd)}")
+        sup.spawn("vllm", vllm_cmd, vllm_env)
+        if sup.wait_first(["vllm"]) is None:
+            return _stopped(sup)
+        return shell_exit_code(sup.exit_codes["vllm"])
+    finally:
+        sup.stop_all(["vllm"], args.stop_grace)
+
+
 def _keys(args, environ: Mapping[str, str]) -> dict[str, str]:
     """vLLM's keys: from the files given, else inherited from the environment."""
     keys = {API_KEY_ENV: options.read_api_key(args.api_key_file),
@@ -182,7 +215,7 @@ def run_worker(args, environ: Mapping[str, str]) -> int:
 
 
 def run_check_args(args, environ: Mapping[str, str]) -> int:
-    config = options.serve_config(args, environ)
+    config = options.serve_config(args, environ, args.executor)
     namespace = check_vllm_args(vllm_args(config))
     print(f"vLLM accepts the production command line: "
           f"tensor_parallel_size={namespace.tensor_parallel_size} "
@@ -201,8 +234,8 @@ def run_healthcheck(args, _environ) -> int:
         return 1
 
 
-_COMMANDS = {"head": run_head, "worker": run_worker, "check-args": run_check_args,
-             "healthcheck": run_healthcheck}
+_COMMANDS = {"head": run_head, "serve": run_serve, "worker": run_worker,
+             "check-args": run_check_args, "healthcheck": run_healthcheck}
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

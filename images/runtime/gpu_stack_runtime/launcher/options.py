@@ -105,6 +105,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     head.add_argument("vllm_extra", nargs="*", metavar="-- VLLM_ARG",
                       help="extra vLLM arguments after '--' [GPU_STACK_VLLM_EXTRA_ARGS]")
 
+    serve = sub.add_parser("serve", help="run vLLM alone, no Ray: the multiprocessing "
+                           "executor, every GPU of the replica inside this pod")
+    _add_serve_options(serve, environ)
+    serve.add_argument("--stop-grace", type=float,
+                       default=_env_default(environ, "STOP_GRACE", float, 30.0),
+                       help="seconds vLLM gets after SIGTERM [GPU_STACK_STOP_GRACE]")
+    serve.add_argument("--dry-run", action="store_true",
+                       help="print the planned command as JSON and exit")
+    serve.add_argument("vllm_extra", nargs="*", metavar="-- VLLM_ARG",
+                       help="extra vLLM arguments after '--' [GPU_STACK_VLLM_EXTRA_ARGS]")
+
     worker = sub.add_parser("worker", help="join the Ray cluster (ray start --block)")
     _add_ray_options(worker, environ)
     worker.add_argument("--dry-run", action="store_true",
@@ -113,6 +124,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     check = sub.add_parser("check-args",
                            help="parse the production vLLM command with vLLM's own parser")
     _add_serve_options(check, environ)
+    check.add_argument("--executor", choices=("ray", "mp"), default="ray",
+                       help="the executor of the command line: ray (head) or mp (serve)")
     check.add_argument("vllm_extra", nargs="*", metavar="-- VLLM_ARG")
 
     health = sub.add_parser("healthcheck", help="exit 0 when vLLM's /health answers 200")
@@ -121,8 +134,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
-def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeConfig:
-    """The validated ServeConfig from parsed head/check-args options."""
+def serve_config(args: argparse.Namespace, environ: Mapping[str, str],
+                 executor: str = "ray") -> ServeConfig:
+    """The validated ServeConfig from parsed head/serve/check-args options."""
     missing = [f"--{n} / {ENV_PREFIX}{e}" for n, e in
                (("model-dir", "MODEL_DIR"), ("served-model-name", "SERVED_MODEL_NAME"))
                if not getattr(args, n.replace("-", "_"))]
@@ -138,6 +152,7 @@ def serve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> ServeC
         gpu_memory_utilization=args.gpu_memory_utilization,
         host=args.host,
         port=args.port,
+        executor=executor,
         extra_args=tuple(extra),
     ).validate()
 

