@@ -163,12 +163,16 @@ def _seed_crds(service: ApiService, library: CrdLibrary) -> None:
     wanted = ["securitycontextconstraints.security.openshift.io"]
     if library.available:
         wanted += [n for n in library.names() if n.endswith(".operators.coreos.com")]
+        # OpenShift's cluster monitoring ships the Prometheus Operator's CRDs
+        wanted += [n for n in library.names() if n.endswith(".monitoring.coreos.com")]
     else:
         log.warning("no upstream CRDs at %s: OLM and OpenShift kinds get permissive schemas",
                     library.directory)
         wanted += [f"{p}.operators.coreos.com" for p in (
             "subscriptions", "installplans", "clusterserviceversions", "catalogsources",
             "operatorgroups", "operatorconditions", "operators", "olmconfigs")]
+        wanted += [f"{p}.monitoring.coreos.com" for p in (
+            "servicemonitors", "podmonitors", "prometheusrules")]
     for name in wanted:
         crd = library.get(name)
         if crd is None:
@@ -177,7 +181,8 @@ def _seed_crds(service: ApiService, library: CrdLibrary) -> None:
             scope = "Cluster" if name.split(".", 1)[0] in (
                 "securitycontextconstraints", "operators", "olmconfigs") else "Namespaced"
             version = "v1" if name.startswith(("securitycontext", "operatorgroups", "olmconfigs",
-                                               "operators.")) else "v1alpha1"
+                                               "operators.")) or name.endswith(
+                ".monitoring.coreos.com") else "v1alpha1"
             crd = permissive_crd(name, kind, scope, version)
         crd.pop("status", None)
         crd["metadata"] = {"name": crd["metadata"]["name"],
@@ -190,7 +195,8 @@ def _kind_of(name: str) -> str:
     special = {"installplans": "InstallPlan", "clusterserviceversions": "ClusterServiceVersion",
                "catalogsources": "CatalogSource", "operatorgroups": "OperatorGroup",
                "operatorconditions": "OperatorCondition", "subscriptions": "Subscription",
-               "operators": "Operator"}
+               "operators": "Operator", "servicemonitors": "ServiceMonitor",
+               "podmonitors": "PodMonitor", "prometheusrules": "PrometheusRule"}
     return special.get(plural, plural[:-1].capitalize())
 
 
