@@ -37,10 +37,22 @@ description:
     and returns the endpoint URL. A head that exits with one of the launcher's
     unrecoverable codes (bad options, model not ready, GPUs missing) ends the wait at once
     with its last log lines.
+  - With O(backend=deployment), a model whose replica fits one node is served without
+    Ray - one Deployment C(<name>) with the plan's replicas, each pod one replica running
+    C(gpu-stack-launch serve) (the same checks of options, API key file and model marker,
+    then vLLM's multiprocessing executor with TP x PP GPUs inside the pod), readiness on
+    C(/health), no Ray head. The same Service, TLS Route, API-key Secret and hand-over
+    ConfigMap; one NetworkPolicy C(<name>-api) admits the API port alone. A new pod
+    template (a new API key's digest, a new image) is rolled by the Deployment
+    controller one pod at a time (no spare GPU needed), waited for and reported in
+    RV(rolled). A plan whose replica spans nodes is refused for this backend.
+  - Either backend deletes the other one's objects of the same O(name), so switching a
+    model's backend and rerunning leaves only the new backend's objects.
   - Records what a later stage needs in a ConfigMap C(<name>-endpoint) beside the serving
     objects (keys C(endpoint), C(api_key_secret), C(served_model_name), C(namespace),
-    C(service), C(route), C(clusters), C(tensor_parallel_size), C(pipeline_parallel_size),
-    C(replicas)), written last through the same server-side apply and shown in the diff,
+    C(service), C(route), C(backend), C(clusters) (the RayClusters, empty for
+    C(deployment)), C(deployment) (its name, empty for C(ray)), C(tensor_parallel_size),
+    C(pipeline_parallel_size), C(replicas)), written last through the same server-side apply and shown in the diff,
     so the validate stage finds the endpoint in a later run.
   - Changing the pod template of an existing RayCluster is applied to the RayCluster
     object, but KubeRay does not replace running pods for it. So the module rolls the
@@ -80,6 +92,15 @@ options:
       - The plan (the C(plan) result of M(llmops.gpu_stack.serving_plan)). Required with
         O(state=present).
     type: dict
+  backend:
+    description:
+      - How the model is served. V(ray) - one RayCluster per replica (a replica may span
+        nodes). V(deployment) - one Deployment of plain vLLM pods, one pod per replica, no
+        Ray (the replica must fit one node; the C(backend) of a M(llmops.gpu_stack.serving_plan)
+        C(plans) entry).
+    type: str
+    choices: [ray, deployment]
+    default: ray
   image:
     description: The Ray + vLLM image (C(images/ray-vllm/)), with a tag or a digest.
     type: str
@@ -135,6 +156,7 @@ options:
   worker_resources:
     description:
       - CPU and memory requests of each worker (C(cpu), C(memory)); GPUs come from the plan.
+      - With O(backend=deployment), the requests of each vLLM pod.
     type: dict
     default: {cpu: "8", memory: 64Gi}
   shm_size:
@@ -242,10 +264,15 @@ endpoint:
   type: str
   sample: https://llm-llm.apps.ocp.example.com
 clusters:
-  description: Names of the RayClusters, one per replica.
+  description: Names of the RayClusters, one per replica (empty with O(backend=deployment)).
   returned: state=present
   type: list
   elements: str
+backend:
+  description: The backend that serves the model (V(ray) or V(deployment)).
+  returned: state=present
+  type: str
+  sample: deployment
 api_key_secret:
   description: The Secret holding the API key (key C(api-key)); never the key itself.
   returned: always
@@ -265,7 +292,9 @@ status:
   type: list
   elements: str
 head_args:
-  description: Arguments of the heads' C(gpu-stack-launch) (the production command line).
+  description:
+    - Arguments of the heads' C(gpu-stack-launch) (the production command line); with
+      O(backend=deployment), of the vLLM pods' C(gpu-stack-launch serve).
   returned: state=present
   type: list
   elements: str
@@ -278,6 +307,8 @@ rolled:
   description:
     - The RayClusters whose pods were (in check mode, would be) replaced because their
       heads ran with another API key or a live pod ran another image; empty when none.
+    - With O(backend=deployment), the Deployment whose pod template changed (its
+      controller replaces the pods).
   returned: state=present
   type: list
   elements: str
@@ -312,6 +343,7 @@ def _argument_spec() -> dict:
         namespace={"type": "str", "required": True},
         name={"type": "str", "default": "llm"},
         plan={"type": "dict"},
+        backend={"type": "str", "choices": ["ray", "deployment"], "default": "ray"},
         image={"type": "str"},
         served_model_name={"type": "str"},
         model_pvc={"type": "str", "default": "models"},

@@ -27,8 +27,13 @@ namespace, image, pvc, model_dir, node_selector, ...):
   and a pod that cannot start (image pull, crash loop, unschedulable: ``pods.py``)
   stops it with the pod's reason and message.
 - ``endpoint() -> str``: ``https://<route host>``.
-- ``remove(check_mode) -> bool``: everything ``apply`` wrote, the Secret and the
-  hand-over ConfigMap.
+- ``remove(check_mode) -> bool``: everything ``apply`` wrote (of either backend), the
+  Secret and the hand-over ConfigMap.
+
+``apply`` of the Ray backend deletes the ``deployment`` backend's objects of the same
+model (a model switched backends); ``serving_deployment.PlainVllmDeployment`` is the
+``deployment`` backend (one Deployment of plain vLLM pods) over the same preflight, key,
+write path, Route and removal.
 
 The order (decide, act, wait, record) and check mode live in ``serving_runner.run``.
 """
@@ -49,6 +54,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait impor
     WaitStatus,
     wait_for,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import serving_objects
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import allocatable
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_roll import key_sha256
@@ -106,14 +112,20 @@ class RayVllmDeployment:
                                       "it in a real run)")
         return report
 
-    def _preflight(self, plan: dict) -> dict:
+    def pods_by_size(self, plan: dict) -> dict[int, int]:
+        """GPUs per pod -> pods of that size, all replicas (the Ray backend's pods)."""
         shape = plan["ray_cluster"]
-        per_pod: dict[int, int] = {}  # GPUs per pod -> pods of that size, all replicas
+        per_pod: dict[int, int] = {}
         for group in shape["worker_groups"]:
             per_pod[group["gpus_per_worker"]] = (per_pod.get(group["gpus_per_worker"], 0)
                                                  + group["replicas"] * shape["clusters"])
         if shape["head_gpus"]:
             per_pod[shape["head_gpus"]] = per_pod.get(shape["head_gpus"], 0) + shape["clusters"]
+        return per_pod
+
+    def _preflight(self, plan: dict) -> dict:
+        shape = plan["ray_cluster"]
+        per_pod = self.pods_by_size(plan)
         needed_gpus = sum(g * n for g, n in per_pod.items())
         report = {"gpus_needed": needed_gpus, "nodes": []}
         for gpus_per_pod, want in sorted(per_pod.items()):
@@ -178,23 +190,37 @@ class RayVllmDeployment:
                               "after": _without_status(result.after)}
         return changed, diffs
 
+    backend = "ray"
+
+    def manifests(self, plan: dict) -> list[dict]:
+        """This backend's serving objects."""
+        return render.manifests(plan, self.cfg)
+
     def apply(self, plan: dict, check_mode: bool) -> tuple[bool, dict]:
         ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
-        changed, diffs = self.apply_objects([ns_obj, *render.manifests(plan, self.cfg)],
-                                            check_mode)
+        changed, diffs = self.apply_objects([ns_obj, *self.manifests(plan)], check_mode)
         for extra in self._stale_clusters(plan):
             changed |= self.client.delete("ray.io/v1", "RayCluster", extra, self.ns,
                                           check_mode=check_mode)
             self._delete_if_present("networking.k8s.io/v1", "NetworkPolicy",
                                     render.network_policy.peers_policy_name(extra), check_mode)
             diffs[f"RayCluster/{extra}"] = {"before": {"name": extra}, "after": {}}
+        # a model moved from the deployment backend: its Deployment and policy go
+        changed |= self.delete_all(self.deployment_targets(), check_mode, diffs)
         return changed, diffs
 
     def _clusters(self) -> list[dict]:
-        if self.client.get("v1", "Namespace", self.ns) is None:
-            return []
-        return self.client.list("ray.io/v1", "RayCluster", self.ns,
-                                label_selector=f"app.kubernetes.io/instance={self.name}")
+        return serving_objects.ray_clusters(self.client, self.ns, self.name)
+
+    def ray_targets(self) -> list[tuple]:
+        return serving_objects.ray_targets(self.client, self.ns, self.name)
+
+    def deployment_targets(self) -> list[tuple]:
+        return serving_objects.deployment_targets(self.name)
+
+    def delete_all(self, targets: list[tuple], check_mode: bool, diffs: dict | None = None
+                   ) -> bool:
+        return serving_objects.delete_all(self.client, self.ns, targets, check_mode, diffs)
 
     def _stale_clusters(self, plan: dict) -> list[str]:
         wanted = {f"{self.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])}
@@ -210,6 +236,15 @@ class RayVllmDeployment:
                     return f"{_LAUNCHER_EXITS[code]} (exit code {code})"
         return None
 
+    def raise_launcher_failure(self, pod: dict, what: str) -> None:
+        """Stop the wait when ``pod``'s launcher exited with a code no restart fixes."""
+        failure = self._head_failure(pod)
+        if failure:
+            log = self.client.logs(pod["metadata"]["name"], self.ns)
+            tail = "\n".join(log.strip().splitlines()[-8:])
+            raise OperationFailedError(f"{what} failed: {failure}: {tail}", reason=failure,
+                                       pod=pod["metadata"]["name"], log_tail=log[-3000:])
+
     def _cluster_status(self, cluster: str, pods: list[dict], want_workers: int) -> tuple:
         mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(
             "ray.io/cluster") == cluster]
@@ -220,13 +255,7 @@ class RayVllmDeployment:
         joined = sum(1 for p in workers if _ready(p))
         head = heads[0] if heads else None
         if head is not None:
-            failure = self._head_failure(head)
-            if failure:
-                log = self.client.logs(head["metadata"]["name"], self.ns)
-                tail = "\n".join(log.strip().splitlines()[-8:])
-                raise OperationFailedError(
-                    f"the head of {self.ns}/{cluster} failed: {failure}: {tail}",
-                    reason=failure, pod=head["metadata"]["name"], log_tail=log[-3000:])
+            self.raise_launcher_failure(head, f"the head of {self.ns}/{cluster}")
         healthy = head is not None and _ready(head)
         line = (f"{cluster}: {scheduled} of {1 + want_workers} pods scheduled, {joined} of "
                 f"{want_workers} workers running, vLLM {'healthy' if healthy else 'not ready'}")
@@ -286,22 +315,12 @@ class RayVllmDeployment:
             return False
 
     def remove(self, check_mode: bool) -> bool:
-        changed = False
+        """Every object of this model, whichever backend wrote it."""
         if self.client.get("v1", "Namespace", self.ns) is None:
             return False
-        clusters = [c["metadata"]["name"] for c in self._clusters()]
-        targets = [("ray.io/v1", "RayCluster", c) for c in clusters]
-        targets += [("networking.k8s.io/v1", "NetworkPolicy",
-                     render.network_policy.peers_policy_name(c)) for c in clusters]
-        targets += [("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
-                    ("networking.k8s.io/v1", "NetworkPolicy", f"{self.name}-ray"),
-                    ("v1", "ConfigMap", render.handover_name(self.name))]
+        targets = [*self.ray_targets(), *self.deployment_targets(),
+                   ("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
+                   ("v1", "ConfigMap", render.handover_name(self.name))]
         if self.cfg.get("api_key_secret"):
             targets.append(("v1", "Secret", self.cfg["api_key_secret"]))
-        for api_version, kind, name in targets:
-            try:
-                changed |= self.client.delete(api_version, kind, name, self.ns,
-                                              check_mode=check_mode)
-            except NotFoundError:
-                continue
-        return changed
+        return self.delete_all(targets, check_mode)

@@ -4,8 +4,16 @@
 
 ``run(client, request, progress=None, out=None) -> result``
 
-- ``state="absent"``: removes what ``present`` wrote (RayClusters, Route, Service,
-  NetworkPolicy, API-key Secret, hand-over ConfigMap).
+``request.backend`` picks how the model is served: ``ray`` (one RayCluster per replica,
+``serving.RayVllmDeployment``) or ``deployment`` (one Deployment of plain vLLM pods,
+``serving_deployment.PlainVllmDeployment``: its controller rolls the pods for a new key
+or image, reported in ``rolled``). Either backend deletes the other's objects of the same
+model, so switching a model's backend and rerunning leaves only the new one; the
+hand-over ConfigMap records the ``backend``.
+
+- ``state="absent"``: removes what ``present`` wrote, of either backend (RayClusters
+  or the Deployment, Route, Service, NetworkPolicies, API-key Secret, hand-over
+  ConfigMap).
 - ``state="present"``: every input is checked and every object rendered before the
   first write (missing options, a plan that is not a ``serving_plan`` result, names,
   image, timeouts); then the preflight against the cluster (GPUs allocatable on the
@@ -43,7 +51,13 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import servin
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
     RayVllmDeployment,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_deployment import (
+    PlainVllmDeployment,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    render,
+    render_deployment,
+)
 
 STATES = ("present", "absent")
 _NEEDED_FOR_PRESENT = ("plan", "image", "served_model_name", "model_dir")
@@ -79,6 +93,7 @@ class Request:
     worker_ray_params: dict = field(default_factory=dict)
     kuberay_operator_namespace: str | None = None  # None: render's default; "": no rule
     kuberay_operator_pod_labels: dict | None = None
+    backend: str = "ray"  # or "deployment": plain vLLM pods, no Ray (serving_deployment)
     wait: bool = True
     wait_timeout: float = 1800
     check_mode: bool = False
@@ -113,7 +128,8 @@ def _check(req: Request) -> dict | None:
         raise InvalidInputError(f"state=present needs: {', '.join(missing)}")
     check_model_dir(req.model_dir)
     plan = render.check_plan(req.plan)
-    render.manifests(plan, req.config())  # every input problem raises here
+    # every input problem (the backend's name included) raises here
+    render_deployment.render_manifests(req.backend, plan, req.config())
     return plan
 
 
@@ -132,7 +148,8 @@ def run(client, req: Request, progress=None, out: dict | None = None) -> dict:
     out = {} if out is None else out
     out.update(changed=False, progress=[], warnings=[], api_key_secret=req.secret_name)
     plan = _check(req)
-    svc = RayVllmDeployment(client, req.config())
+    backend = PlainVllmDeployment if req.backend == "deployment" else RayVllmDeployment
+    svc = backend(client, req.config())
     if plan is None:
         out["changed"] = svc.remove(req.check_mode)
         return out
@@ -140,19 +157,21 @@ def run(client, req: Request, progress=None, out: dict | None = None) -> dict:
 
 
 def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progress) -> dict:
-    objs = render.manifests(plan, svc.cfg)
-    head = next(o for o in objs if o["kind"] == "RayCluster")["spec"]["headGroupSpec"]
-    out["head_args"] = head["template"]["spec"]["containers"][0]["args"]
+    objs = svc.manifests(plan)
+    out["head_args"] = _launch_args(objs)
     report = svc.preflight(plan, req.check_mode)
     out["warnings"] += report.pop("warnings")
-    out.update(report)
-    out["clusters"] = [f"{req.name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
+    out.update(report, backend=svc.backend)
+    ray = svc.backend == "ray"
+    replicas = plan["ray_cluster"]["clusters"]
+    out["clusters"] = [f"{req.name}-{i}" for i in range(replicas)] if ray else []
     secret_changed = svc.ensure_api_key(req.llm_api_key, req.check_mode)
     out["changed"] |= secret_changed
     # only pods running before this run's apply can hold an old key or image
     stale = serving_roll.stale_clusters(svc.client, req.namespace, req.name,
                                         [o for o in objs if o["kind"] == "RayCluster"],
-                                        svc.cfg.get("api_key_sha256"), secret_changed)
+                                        svc.cfg.get("api_key_sha256"),
+                                        secret_changed) if ray else {}
     changed, diffs = svc.apply(plan, req.check_mode)
     out["changed"] |= changed
 
@@ -161,7 +180,10 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
         if progress is not None:
             progress(line)
 
-    out["changed"] |= _roll(svc, req, plan, stale, diffs, out, _timed(_record))
+    if ray:
+        out["changed"] |= _roll(svc, req, plan, stale, diffs, out, _timed(_record))
+    else:  # the Deployment controller rolls its pods; the wait below waits for it
+        out["rolled"] = svc.rolled(diffs)
     if req.wait:
         final = svc.wait(plan, req.wait_timeout, progress=_timed(_record),
                          check_mode=req.check_mode)
@@ -170,14 +192,25 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
     endpoint = svc.endpoint()
     if endpoint:
         out["endpoint"] = endpoint
-    changed, record_diffs = svc.apply_objects([render.handover(svc.cfg, endpoint, plan)],
-                                              req.check_mode)
+    changed, record_diffs = svc.apply_objects(
+        [render.handover(svc.cfg, endpoint, plan, svc.backend)], req.check_mode)
     out["changed"] |= changed
     out["handover"] = render.handover_name(req.name)
     diffs.update(record_diffs)
     if req.diff and diffs:
         out["diff"] = merge_diffs(diffs)
     return out
+
+
+def _launch_args(objs: list[dict]) -> list:
+    """The serving pods' ``gpu-stack-launch`` arguments (the Ray head's, or the
+    Deployment's vLLM container's)."""
+    for obj in objs:
+        if obj["kind"] == "RayCluster":
+            return obj["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["args"]
+        if obj["kind"] == "Deployment":
+            return obj["spec"]["template"]["spec"]["containers"][0]["args"]
+    return []
 
 
 def _roll(svc: RayVllmDeployment, req: Request, plan: dict, stale: dict, diffs: dict,

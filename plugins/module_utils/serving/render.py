@@ -85,7 +85,7 @@ def check_plan(plan: dict) -> dict:
     return plan
 
 
-def _check_settings(cfg: dict) -> None:
+def check_settings(cfg: dict) -> None:
     if not _TIMEOUT.match(str(cfg.get("route_timeout", ""))):
         raise InvalidInputError(f"route_timeout {cfg.get('route_timeout')!r} must be a number "
                                 "with an optional unit (us, ms, s, m, h, d), e.g. 600s")
@@ -99,7 +99,7 @@ def _check_settings(cfg: dict) -> None:
             "kubectl port-forward to reach it")
 
 
-def _launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
+def launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
     """Split the plan's vLLM arguments (then ``extra``) into the launcher's own options
     and the rest; the executor backend is the launcher's call."""
     own, rest, args = [], [], [*plan["vllm_args"], *extra]
@@ -113,7 +113,7 @@ def _launcher_args(plan: dict, extra: list) -> tuple[list[str], list[str]]:
     return own, rest
 
 
-def _env(head_gpus: int | None, extra: dict) -> list[dict]:
+def container_env(head_gpus: int | None, extra: dict) -> list[dict]:
     """POD_IP from the downward API: the launcher derives VLLM_HOST_IP and the NCCL/Gloo
     interface from it (the interface holding that address, never a guessed name)."""
     env = [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
@@ -123,7 +123,7 @@ def _env(head_gpus: int | None, extra: dict) -> list[dict]:
     return env
 
 
-def _volumes(pvc: str, shm: str, api_key_secret: str | None) -> list[dict]:
+def pod_volumes(pvc: str, shm: str, api_key_secret: str | None) -> list[dict]:
     volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": pvc, "readOnly": True}},
                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}]
     if api_key_secret:
@@ -131,7 +131,7 @@ def _volumes(pvc: str, shm: str, api_key_secret: str | None) -> list[dict]:
     return volumes
 
 
-def _mounts(api_key: bool) -> list[dict]:
+def volume_mounts(api_key: bool) -> list[dict]:
     mounts = [{"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True},
               {"name": "dshm", "mountPath": "/dev/shm"}]
     if api_key:
@@ -144,7 +144,9 @@ def _params(params: dict | None) -> dict:
     return {str(k): str(v) for k, v in (params or {}).items()}
 
 
-def _template(labels: dict, container: dict, volumes: list, cfg: dict, gpu_pod: bool) -> dict:
+def pod_spec(container: dict, volumes: list, cfg: dict, gpu_pod: bool) -> dict:
+    """A serving pod's spec: non-root, the ServiceAccount, GPU pods pinned to the GPU
+    nodes (``node_selector``, ``tolerations``)."""
     spec = {"serviceAccountName": cfg["service_account"], "containers": [container],
             "volumes": volumes,
             "securityContext": {"runAsNonRoot": True,
@@ -153,9 +155,29 @@ def _template(labels: dict, container: dict, volumes: list, cfg: dict, gpu_pod: 
         spec["nodeSelector"] = dict(cfg["node_selector"])
     if gpu_pod and cfg.get("tolerations"):
         spec["tolerations"] = list(cfg["tolerations"])
+    return spec
+
+
+def health_probes(cfg: dict) -> dict:
+    """vLLM's readiness and startup probes on ``/health`` (open without a key)."""
+    return {"readinessProbe": {"httpGet": {"path": "/health", "port": API_PORT},
+                               "periodSeconds": 10, "failureThreshold": 3},
+            "startupProbe": {"httpGet": {"path": "/health", "port": API_PORT},
+                             "periodSeconds": 10, "failureThreshold": cfg["startup_checks"]}}
+
+
+def key_args(cfg: dict) -> list[str]:
+    """The launcher's options naming the key files of the API-key Secret's volume."""
+    if not cfg.get("api_key_secret"):
+        return []
+    return ["--api-key-file", f"{API_KEY_MOUNT}/{API_KEY_FILE}",
+            "--metrics-key-file", f"{API_KEY_MOUNT}/{METRICS_KEY_FILE}"]
+
+
+def _template(labels: dict, container: dict, volumes: list, cfg: dict, gpu_pod: bool) -> dict:
     return {"metadata": {"labels": labels,
                          "annotations": {"ray.io/overwrite-container-cmd": "true"}},
-            "spec": spec}
+            "spec": pod_spec(container, volumes, cfg, gpu_pod)}
 
 
 def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
@@ -164,13 +186,11 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
     name = f"{cfg['name']}-{index}"
     labels = {"app.kubernetes.io/name": "ray-vllm", "app.kubernetes.io/instance": cfg["name"],
               "app.kubernetes.io/part-of": "llmops-gpu-stack"}
-    own, rest = _launcher_args(plan, list(cfg.get("extra_vllm_args") or []))
+    own, rest = launcher_args(plan, list(cfg.get("extra_vllm_args") or []))
     head_args = ["head", "--model-dir", f"{MODEL_MOUNT}/{cfg['model_dir']}",
                  "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
                  "--port", str(API_PORT), *own]
-    if cfg.get("api_key_secret"):
-        head_args += ["--api-key-file", f"{API_KEY_MOUNT}/{API_KEY_FILE}",
-                      "--metrics-key-file", f"{API_KEY_MOUNT}/{METRICS_KEY_FILE}"]
+    head_args += key_args(cfg)
     if rest:
         head_args += ["--", *rest]
     head_gpus = shape["head_gpus"]
@@ -180,34 +200,31 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
     if head_gpus:
         head_resources["limits"]["nvidia.com/gpu"] = head_gpus
     head = {"name": "ray-head", "image": cfg["image"], "command": ["gpu-stack-launch"],
-            "args": head_args, "env": _env(head_gpus, head_env), "resources": head_resources,
+            "args": head_args, "env": container_env(head_gpus, head_env),
+            "resources": head_resources,
             # protocol given: ports are a list map keyed by (containerPort, protocol), and
             # server-side apply merges before the server defaults it (a rerun would
             # otherwise add every port a second time)
             "ports": [{"name": "gcs", "containerPort": 6379, "protocol": "TCP"},
                       {"name": "dashboard", "containerPort": 8265, "protocol": "TCP"},
                       {"name": "api", "containerPort": API_PORT, "protocol": "TCP"}],
-            "volumeMounts": _mounts(bool(cfg.get("api_key_secret"))),
-            "securityContext": SECURITY,
-            "readinessProbe": {"httpGet": {"path": "/health", "port": API_PORT},
-                               "periodSeconds": 10, "failureThreshold": 3},
-            "startupProbe": {"httpGet": {"path": "/health", "port": API_PORT},
-                             "periodSeconds": 10, "failureThreshold": cfg["startup_checks"]}}
-    volumes = _volumes(cfg["pvc"], cfg["shm_size"], cfg.get("api_key_secret"))
+            "volumeMounts": volume_mounts(bool(cfg.get("api_key_secret"))),
+            "securityContext": SECURITY, **health_probes(cfg)}
+    volumes = pod_volumes(cfg["pvc"], cfg["shm_size"], cfg.get("api_key_secret"))
     groups = []
     for group in shape["worker_groups"]:
         worker = {"name": "ray-worker", "image": cfg["image"], "command": ["gpu-stack-launch"],
-                  "args": ["worker"], "env": _env(None, cfg.get("env") or {}),
+                  "args": ["worker"], "env": container_env(None, cfg.get("env") or {}),
                   "securityContext": SECURITY,
                   "resources": {"requests": dict(cfg["worker_resources"]),
                                 "limits": {"memory": cfg["worker_resources"]["memory"],
                                            "nvidia.com/gpu": group["gpus_per_worker"]}},
-                  "volumeMounts": _mounts(False)}
+                  "volumeMounts": volume_mounts(False)}
         groups.append({"groupName": group["name"], "replicas": group["replicas"],
                        "minReplicas": group["replicas"], "maxReplicas": group["replicas"],
                        "rayStartParams": _params(cfg.get("worker_ray_params")),
-                       "template": _template(labels, worker, _volumes(cfg["pvc"],
-                                                                      cfg["shm_size"], None),
+                       "template": _template(labels, worker, pod_volumes(cfg["pvc"],
+                                                                         cfg["shm_size"], None),
                                              cfg, gpu_pod=True)})
     head_params = {**_params(cfg.get("head_ray_params")), "dashboard-host": DASHBOARD_HOST,
                    "num-gpus": str(head_gpus)}
@@ -222,29 +239,36 @@ def ray_cluster(plan: dict, cfg: dict, index: int) -> dict:
                      "headGroupSpec": head_group, "workerGroupSpecs": groups}}
 
 
+def front(cfg: dict, selector: dict) -> list[dict]:
+    """The model's Service (the API port of the pods ``selector`` picks) and its TLS edge
+    Route, named ``cfg["name"]`` (the same for every backend)."""
+    ns, name = cfg["namespace"], cfg["name"]
+    route = {"to": {"kind": "Service", "name": name}, "port": {"targetPort": "api"},
+             "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}
+    if cfg.get("route_host"):
+        route["host"] = cfg["route_host"]
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": name, "namespace": ns},
+             "spec": {"selector": selector,
+                      "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT,
+                                 "protocol": "TCP"}]}},
+            {"apiVersion": "route.openshift.io/v1", "kind": "Route",
+             "metadata": {"name": name, "namespace": ns, "annotations": {
+                 "haproxy.router.openshift.io/timeout": cfg["route_timeout"]}},
+             "spec": route}]
+
+
 def manifests(plan: dict, cfg: dict) -> list[dict]:
     """Everything the serving stage applies, in order."""
     validate(cfg["name"], cfg["image"], cfg["served_model_name"])
-    _check_settings(cfg)
+    check_settings(cfg)
     check_plan(plan)
     ns, name = cfg["namespace"], cfg["name"]
     selector = {"app.kubernetes.io/instance": name, "ray.io/node-type": "head"}
     out = [{"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": {"name": cfg["service_account"], "namespace": ns}}]
     out += [ray_cluster(plan, cfg, i) for i in range(plan["ray_cluster"]["clusters"])]
-    out.append({"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"selector": selector,
-                         "ports": [{"name": "api", "port": API_PORT, "targetPort": API_PORT,
-                                    "protocol": "TCP"}]}})
-    route = {"to": {"kind": "Service", "name": name}, "port": {"targetPort": "api"},
-             "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}
-    if cfg.get("route_host"):
-        route["host"] = cfg["route_host"]
-    out.append({"apiVersion": "route.openshift.io/v1", "kind": "Route",
-                "metadata": {"name": name, "namespace": ns, "annotations": {
-                    "haproxy.router.openshift.io/timeout": cfg["route_timeout"]}},
-                "spec": route})
+    out += front(cfg, selector)
     clusters = [f"{name}-{i}" for i in range(plan["ray_cluster"]["clusters"])]
     out += network_policy.policies(cfg, clusters, API_PORT)
     return out
@@ -258,16 +282,19 @@ def handover_name(name: str) -> str:
     return f"{name}{HANDOVER_SUFFIX}"
 
 
-def handover(cfg: dict, endpoint: str | None, plan: dict) -> dict:
-    """The ConfigMap recording the serving stage's outputs for later stages."""
-    name, clusters = cfg["name"], plan["ray_cluster"]["clusters"]
+def handover(cfg: dict, endpoint: str | None, plan: dict, backend: str = "ray") -> dict:
+    """The ConfigMap recording the serving stage's outputs for later stages: ``backend``
+    says which objects serve (``clusters``: the RayClusters of ``ray``; ``deployment``:
+    the Deployment of ``deployment``; the other one empty)."""
+    name, replicas = cfg["name"], plan["ray_cluster"]["clusters"]
+    clusters = ",".join(f"{name}-{i}" for i in range(replicas)) if backend == "ray" else ""
     data = {"endpoint": endpoint or "", "api_key_secret": cfg.get("api_key_secret") or "",
             "served_model_name": cfg["served_model_name"], "namespace": cfg["namespace"],
-            "service": name, "route": name,
-            "clusters": ",".join(f"{name}-{i}" for i in range(clusters)),
+            "service": name, "route": name, "backend": backend, "clusters": clusters,
+            "deployment": name if backend == "deployment" else "",
             "tensor_parallel_size": str(plan["tensor_parallel_size"]),
             "pipeline_parallel_size": str(plan["pipeline_parallel_size"]),
-            "replicas": str(clusters)}
+            "replicas": str(replicas)}
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": handover_name(name), "namespace": cfg["namespace"],
                          "labels": {"app.kubernetes.io/instance": name,
