@@ -2,7 +2,7 @@
 # The test command (README, .ci/run): every quality gate, in the ecosystem's order.
 #   1. ansible-test sanity (Python 3.11 toolchain, and 3.12 when bootstrap made one)
 #   2. ansible-lint, production profile, offline
-#   3. molecule scenarios (delegated driver, localhost)
+#   3. molecule scenarios: one per role against the lab (extensions/molecule/)
 #   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11
 #      (printing its 25 slowest tests),
 #      last, so the log ends with pytest's summary line.
@@ -38,10 +38,12 @@ fi
 step "ansible-lint (production profile, offline)"
 ansible-lint
 
-step "molecule"
-for scenario in extensions/molecule/*/; do
-    molecule test --scenario-name "$(basename "$scenario")"
-done
+step "molecule: a scenario per role, in the pipeline's order, on one lab"
+# shared_state (extensions/molecule/config.yml): the default scenario's create starts the
+# lab once and its destroy stops it after the last scenario.
+molecule test --shared-state \
+    -s serving_plan -s esxi_gpu_passthrough -s ocp_gpu_nodes -s gpu_operators \
+    -s model_storage -s ray_vllm -s validate
 
 if [ -x .venv-py312/bin/python ]; then
     step "pytest unit tests (Python 3.12)"
