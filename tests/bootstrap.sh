@@ -123,6 +123,8 @@ install_pip_shim .venv
 # The model stager runs in its own image, and boto3 cannot share a venv with kubernetes
 # 37 (python-dateutil <3 vs >=3): its tests get their own venv.
 make_venv .venv-stager "$PYTHON" stager-test ".[stager]"
+# The gateway (LiteLLM's proxy) runs in the lab's process pods from its own venv.
+make_venv .venv-gateway "$PYTHON" gateway
 
 log "linking the collection as llmops.gpu_stack"
 mkdir -p collections/ansible_collections/llmops

@@ -25,6 +25,14 @@ RUNTIME_IMAGE_TAG = RUNTIME
 RAY_VLLM_IMAGE = "ray-vllm"
 RAY_VLLM_IMAGE_TAG = "0.1.0"
 
+# LiteLLM's proxy in the gateway image (images/gateway/) and the lab's .venv-gateway
+# (pyproject group `gateway`); prisma only so that LiteLLM answers a request without a
+# key with 401 rather than 500 (its auth error path imports it even without a database).
+LITELLM = "1.108.5"
+PRISMA = "0.15.0"
+GATEWAY_IMAGE = "llm-gateway"
+GATEWAY_IMAGE_TAG = "0.1.0"
+
 # The operators installed through OLM (known good together on OpenShift 4.18),
 # keyed like the gpu_operators role's options (gpu_operators_<key>).
 OPERATORS = {

@@ -13,8 +13,8 @@
   their Secrets), probes on LiteLLM's unauthenticated ``/health/liveliness`` and
   ``/health/readiness``, and the config digest as a pod annotation
   (``CONFIG_SHA256_ANNOTATION``): a changed config, URL or key rolls the pods;
-- Service ``<name>`` (the proxy port only) and a TLS edge Route with a timeout fit for
-  streaming;
+- Service ``<name>`` (the proxy port only) and a TLS edge Route for the path ``/v1``
+  only, with a timeout fit for streaming;
 - NetworkPolicy ``<name>``: the gateway's pods admit the proxy port only.
 
 ``handover(cfg, endpoint, models)``: the ConfigMap ``<name>-endpoint`` recording the
@@ -35,10 +35,15 @@ CONFIG_DIR = "/etc/gpu-stack-gateway"
 CONFIG_FILE = "config.yaml"
 CONFIG_SHA256_ANNOTATION = "gpu-stack.llmops.io/config-sha256"
 HANDOVER_COMPONENT = "gateway-handover"
-# LiteLLM loads its model price map from the internet at start unless told not to:
-# a gateway in a disconnected cluster must start all the same.
+ROUTE_PATH = "/v1"
+# LiteLLM loads its model price map from the internet at start unless told not to (a
+# gateway in a disconnected cluster must start all the same); without a database its
+# admin UI and API docs serve nothing of use and are switched off.
 _STATIC_ENV = [{"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
-               {"name": "LITELLM_MODE", "value": "PRODUCTION"}]
+               {"name": "LITELLM_MODE", "value": "PRODUCTION"},
+               {"name": "DISABLE_ADMIN_UI", "value": "True"},
+               {"name": "NO_DOCS", "value": "True"}, {"name": "NO_REDOC", "value": "True"},
+               {"name": "NO_OPENAPI", "value": "True"}]
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _IMAGE = re.compile(r"^[^\s@]+(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 _TIMEOUT = re.compile(r"^[0-9]+(us|ms|s|m|h|d)?$")
@@ -131,7 +136,10 @@ def manifests(cfg: dict, text: str, env: list[dict], digest: str) -> list[dict]:
                "spec": {"selector": selector(cfg),
                         "ports": [{"name": "http", "port": PORT, "targetPort": PORT,
                                    "protocol": "TCP"}]}}
+    # the Route carries the OpenAI API alone: LiteLLM's other paths (its route listing,
+    # UI assets, admin routes) stay inside the cluster
     route_spec = {"to": {"kind": "Service", "name": name}, "port": {"targetPort": "http"},
+                  "path": ROUTE_PATH,
                   "tls": {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}}
     if cfg.get("route_host"):
         route_spec["host"] = cfg["route_host"]

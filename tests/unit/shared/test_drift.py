@@ -28,8 +28,10 @@ _FILES = (
     "images/ray-vllm/Containerfile.ubi9",
     "images/ray-vllm/Containerfile.ubuntu",
     "images/gpu-stack-runtime/Containerfile",
+    "images/gateway/Containerfile",
     "images/README.md",
-    *(f"roles/{role}/{part}" for role in ("ray_vllm", "model_storage", "gpu_operators")
+    *(f"roles/{role}/{part}" for role in ("ray_vllm", "model_storage", "gpu_operators",
+                                          "llm_gateway")
       for part in ("defaults/main.yml", "meta/argument_specs.yml")),
     *(f"{COMMON}/{name}" for name in (*SHARED, "versions.py")),
     *(f"{RUNTIME_COMMON}/{name}" for name in SHARED),
@@ -83,6 +85,12 @@ V = load_versions(REPO)
 _OPS = V.OPERATORS
 # (file, text naming the version today, the same text with another version, reported)
 _PLANTED = [
+    ("images/gateway/Containerfile", f"ARG LITELLM_VERSION={V.LITELLM}",
+     "ARG LITELLM_VERSION=0.0.1", "images/gateway/Containerfile ARG LITELLM_VERSION"),
+    ("pyproject.toml", f'"litellm[proxy]=={V.LITELLM}"', '"litellm[proxy]==0.0.1"',
+     "pyproject.toml gateway litellm"),
+    ("roles/llm_gateway/defaults/main.yml", f"{V.GATEWAY_IMAGE}:{V.GATEWAY_IMAGE_TAG}",
+     f"{V.GATEWAY_IMAGE}:0.0.1", "roles/llm_gateway/defaults/main.yml llm_gateway_image"),
     ("roles/ray_vllm/defaults/main.yml", f"ray_vllm_ray_version: {V.RAY}",
      "ray_vllm_ray_version: 0.0.1", "roles/ray_vllm/defaults/main.yml ray_vllm_ray_version"),
     ("roles/ray_vllm/meta/argument_specs.yml", f"default: {V.RAY}", "default: 0.0.1",

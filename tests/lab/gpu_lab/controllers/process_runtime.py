@@ -62,7 +62,11 @@ from .process_util import (
 )
 from .runtime import ContainerState, pod_dir
 
-PROCESS_IMAGES = ("gpu-stack-runtime", "ray-vllm")
+PROCESS_IMAGES = ("gpu-stack-runtime", "ray-vllm", "llm-gateway")
+# Images whose commands come from a venv of their own (relative to the repository, made
+# by tests/bootstrap.sh), first on PATH before the lab's: LiteLLM cannot share the lab's.
+IMAGE_VENVS = {"llm-gateway": ".venv-gateway"}
+_REPO = Path(__file__).resolve().parents[4]
 
 
 def process_images() -> tuple[str, ...]:
@@ -148,7 +152,9 @@ class ProcessRuntime:
     @staticmethod
     def _base_env(pod: dict[str, Any]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-        env["PATH"] = lab_path()
+        images = " ".join(c.get("image") or "" for c in pod["spec"].get("containers") or [])
+        own = [str(_REPO / venv / "bin") for image, venv in IMAGE_VENVS.items() if image in images]
+        env["PATH"] = os.pathsep.join([*own, lab_path()])
         env["HOSTNAME"] = pod["metadata"]["name"]
         return env
 
