@@ -1,9 +1,13 @@
-"""Generate the lab's tiny Llama model, locally and deterministically.
+"""Generate the lab's tiny models, locally and deterministically.
 
-No model hub is reachable from the lab, so the lab makes its own model: a
-``LlamaForCausalLM`` with hidden size 128, intermediate size 256, 2 layers, 4 attention
-heads and 4 KV heads (head_dim 32, the smallest vLLM's CPU attention accepts), random
-weights from a fixed seed stored as bf16 safetensors, and a byte-level BPE tokenizer
+No model hub is reachable from the lab, so the lab makes its own models. The default
+family, ``llama``: a ``LlamaForCausalLM`` with hidden size 128, intermediate size 256,
+2 layers, 4 attention heads and 4 KV heads (head_dim 32, the smallest vLLM's CPU
+attention accepts). The second family, ``qwen2`` (``--family qwen2``; the lab's second
+model, of a different architecture): a ``Qwen2ForCausalLM`` of the same width with 2 KV
+heads (grouped-query attention), biases on the q/k/v projections, tied embeddings (no
+``lm_head`` tensor) and rope theta 1e6. Both: random weights from a fixed seed (its own
+per family) stored as bf16 safetensors, and a byte-level BPE tokenizer
 trained here on text generated from a fixed word list (about 1.4k tokens: training
 stops once every word is one token), wrapped in
 ``PreTrainedTokenizerFast`` with a ChatML-style chat template.
@@ -13,7 +17,8 @@ The same library versions give the same bytes on every run. A manifest
 rerun whose spec matches and whose files still hash to the manifest changes nothing.
 A directory that holds anything else is refused rather than overwritten.
 
-Usage: ``python -m gpu_lab.tiny_model OUT_DIR [--force]`` (``tests/lab`` on PYTHONPATH).
+Usage: ``python -m gpu_lab.tiny_model OUT_DIR [--family llama|qwen2] [--force]``
+(``tests/lab`` on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -48,6 +53,20 @@ ARCHITECTURE = {
     "rope_theta": 10000.0,
     "tie_word_embeddings": False,
 }
+
+# The second family: what differs from the Llama above is what vLLM must load differently.
+QWEN2_ARCHITECTURE = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
+FAMILIES = ("llama", "qwen2")
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -95,18 +114,23 @@ def _corpus(lines: int = 4000) -> list[str]:
     return out
 
 
-def spec() -> dict:
+def spec(family: str = "llama") -> dict:
     """What the generated model is made from; the manifest stores it for idempotence.
 
     Library versions come from package metadata, so checking an existing model does
-    not pay for importing torch and transformers.
+    not pay for importing torch and transformers. The ``llama`` spec is the one this
+    generator always wrote (no family key), so existing models stay current.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}, expected one of {list(FAMILIES)}")
+    extra = {} if family == "llama" else {"family": family}
     return {
+        **extra,
         "generator_version": GENERATOR_VERSION,
-        "seed": SEED,
+        "seed": _seed(family),
         "vocab_target": VOCAB_TARGET,
         "init_std": INIT_STD,
-        "architecture": ARCHITECTURE,
+        "architecture": ARCHITECTURE if family == "llama" else QWEN2_ARCHITECTURE,
         "special_tokens": SPECIAL_TOKENS,
         "chat_template": CHAT_TEMPLATE,
         "libraries": {
@@ -143,9 +167,42 @@ def _train_tokenizer():
     return fast
 
 
-def _config(tokenizer) -> dict:
-    """config.json as transformers' LlamaConfig writes it (without importing it: the
-    import alone costs seconds; the tests load the result with transformers)."""
+def _seed(family: str) -> int:
+    return SEED if family == "llama" else SEED + FAMILIES.index(family)
+
+
+def _qwen2_config(tokenizer) -> dict:
+    """config.json as transformers' Qwen2Config writes it."""
+    arch = dict(QWEN2_ARCHITECTURE)
+    rope_theta = arch.pop("rope_theta")
+    layers = arch["num_hidden_layers"]
+    return {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        **arch,
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "hidden_act": "silu",
+        "attention_dropout": 0.0,
+        "initializer_range": INIT_STD,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": layers,
+        "layer_types": ["full_attention"] * layers,
+        "rope_parameters": {"rope_theta": rope_theta, "rope_type": "default"},
+        "use_cache": True,
+        "dtype": "bfloat16",
+    }
+
+
+def _config(tokenizer, family: str = "llama") -> dict:
+    """config.json as transformers' LlamaConfig (or Qwen2Config) writes it (without
+    importing it: the import alone costs seconds; the tests load the result with
+    transformers)."""
+    if family == "qwen2":
+        return _qwen2_config(tokenizer)
     arch = dict(ARCHITECTURE)
     rope_theta = arch.pop("rope_theta")
     return {
@@ -169,12 +226,15 @@ def _config(tokenizer) -> dict:
 
 
 def _weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """LlamaForCausalLM's parameter names and shapes (HF layout: [out, in])."""
+    """LlamaForCausalLM's (or Qwen2ForCausalLM's) parameter names and shapes (HF layout:
+    [out, in]); Qwen2 adds q/k/v biases, and a tied LM head has no tensor of its own."""
     hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
-    q_out = config["num_attention_heads"] * config["head_dim"]
-    kv_out = config["num_key_value_heads"] * config["head_dim"]
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
-              "lm_head.weight": (vocab, hidden)}
+    head_dim = config.get("head_dim") or hidden // config["num_attention_heads"]
+    q_out = config["num_attention_heads"] * head_dim
+    kv_out = config["num_key_value_heads"] * head_dim
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    if not config["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (vocab, hidden)
     for i in range(config["num_hidden_layers"]):
         layer = f"model.layers.{i}"
         shapes.update({
@@ -188,32 +248,41 @@ def _weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
             f"{layer}.input_layernorm.weight": (hidden,),
             f"{layer}.post_attention_layernorm.weight": (hidden,),
         })
+        if config["model_type"] == "qwen2":
+            shapes.update({
+                f"{layer}.self_attn.q_proj.bias": (q_out,),
+                f"{layer}.self_attn.k_proj.bias": (kv_out,),
+                f"{layer}.self_attn.v_proj.bias": (kv_out,),
+            })
     return shapes
 
 
-def _weights(config: dict) -> dict:
-    """Seeded random weights (norms at 1), in a fixed order, as bf16 tensors."""
+def _weights(config: dict, seed: int = SEED) -> dict:
+    """Seeded random weights (norms at 1, biases at 0), in a fixed order, as bf16 tensors."""
     import torch
 
-    gen = torch.Generator().manual_seed(SEED)
+    gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, shape in sorted(_weight_shapes(config).items()):
         if name.endswith("norm.weight"):
             value = torch.ones(shape, dtype=torch.float32)
+        elif name.endswith(".bias"):
+            value = torch.zeros(shape, dtype=torch.float32)
         else:
             value = torch.randn(shape, generator=gen, dtype=torch.float32) * INIT_STD
         tensors[name] = value.to(torch.bfloat16).contiguous()
     return tensors
 
 
-def _build(target: Path) -> None:
+def _build(target: Path, family: str = "llama") -> None:
     from safetensors.torch import save_file
 
     tokenizer = _train_tokenizer()
     tokenizer.save_pretrained(target)
-    config = _config(tokenizer)
+    config = _config(tokenizer, family)
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file(_weights(config), str(target / "model.safetensors"), metadata={"format": "pt"})
+    save_file(_weights(config, _seed(family)), str(target / "model.safetensors"),
+              metadata={"format": "pt"})
     target.chmod(0o755)
     for path in target.iterdir():
         path.chmod(0o644)
@@ -249,8 +318,8 @@ def is_current(out_dir: Path, expected_spec: dict | None = None) -> bool:
     return manifest.get("files") == _file_hashes(out_dir)
 
 
-def generate(out_dir: str | os.PathLike, force: bool = False) -> dict:
-    """Write the tiny model to out_dir unless it is already there and matching.
+def generate(out_dir: str | os.PathLike, force: bool = False, family: str = "llama") -> dict:
+    """Write the tiny model (of ``family``) to out_dir unless it is already there and matching.
 
     Returns {"changed": bool, "path": str, "files": {name: sha256}}. The model is built
     in a sibling temporary directory and moved into place, so an interrupted run never
@@ -258,7 +327,7 @@ def generate(out_dir: str | os.PathLike, force: bool = False) -> dict:
     something other than a model made by this generator (unless force is set).
     """
     out = Path(out_dir).absolute()
-    wanted = spec()
+    wanted = spec(family)
     if is_current(out, wanted) and not force:
         return {"changed": False, "path": str(out), "files": _file_hashes(out)}
     if out.exists() and not out.is_dir():
@@ -271,7 +340,7 @@ def generate(out_dir: str | os.PathLike, force: bool = False) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _build(staging)
+        _build(staging, family)
         files = _file_hashes(staging)
         manifest = {"spec": wanted, "files": files}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -296,12 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpu_lab.tiny_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="directory to write the model to")
+    parser.add_argument("--family", choices=FAMILIES, default="llama",
+                        help="the architecture: llama (default) or qwen2 (the second model)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild even if the model is current; overwrite foreign content")
     args = parser.parse_args(argv)
     start = time.monotonic()
     try:
-        result = generate(args.out_dir, force=args.force)
+        result = generate(args.out_dir, force=args.force, family=args.family)
     except ValueError as exc:
         print(f"tiny_model: {exc}", file=sys.stderr)
         return 2
