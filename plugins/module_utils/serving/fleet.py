@@ -232,7 +232,7 @@ def _fleet(hardware, plans: list, nodes: _Nodes) -> dict:
         summary.append(
             f"{entry['name']}: {entry['backend']}, TP {plan['tensor_parallel_size']} x PP "
             f"{plan['pipeline_parallel_size']} x {plan['replicas']} replica(s), "
-            f"{plan['gpus_used']} GPUs on node(s) "
+            f"{plan['gpus_used']} GPU(s) on node(s) "
             + ", ".join(str(use["node"]) for use in entry["nodes"])
         )
     warnings = [f"{total - used} of {total} GPUs stay idle"] if used < total else []
