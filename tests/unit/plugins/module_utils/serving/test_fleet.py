@@ -189,3 +189,19 @@ def test_bad_entries_are_refused(models, message):
     with pytest.raises(InvalidInputError) as info:
         plan_fleet(models, SITE_8X2)
     assert message in info.value.msg
+
+
+def test_free_gpus_spread_over_nodes_are_named_as_such():
+    # two attention heads cap TP at 2: the 30B model spans both nodes with 2 GPUs on each,
+    # leaving 2 + 2 free GPUs where the TP 4 model needs one node with 4
+    narrow = {"parameters": 30e9, "num_layers": 32, "num_attention_heads": 2,
+              "num_kv_heads": 2, "hidden_size": 4096, "vocab_size": 32000,
+              "intermediate_size": 14336, "max_model_len": 4096, "dtype": "bfloat16"}
+    models = [{"name": "narrow", "model": narrow},
+              _entry("wide", "llama-3-8b", layout={"tensor_parallel_size": 4})]
+    models[1]["model"]["max_model_len"] = 4096
+    with pytest.raises(InvalidInputError) as info:
+        plan_fleet(models, {"nodes": 2, "gpus_per_node": 4, "gpu_memory_gib": 24})
+    assert info.value.details == {"model": "wide", "gpus_short": 0, "gpus_needed": 4,
+                                  "gpus_free": 4}
+    assert "spread too thin (free per node: [2, 2])" in info.value.msg
