@@ -4,11 +4,12 @@
 #
 #   bash images/build.sh [--engine podman|buildah] [--push REGISTRY] [--dry-run] [IMAGE...]
 #
-# IMAGE: gpu-stack-runtime, ray-vllm-ubi9, ray-vllm-ubuntu (default: all three).
+# IMAGE: gpu-stack-runtime, ray-vllm-ubi9, ray-vllm-ubuntu, llm-gateway (default: all four).
 # The references come from the roles' defaults, read when the script runs:
 #   gpu-stack-runtime  roles/model_storage/defaults/main.yml  model_storage_image
 #   ray-vllm-ubi9      roles/ray_vllm/defaults/main.yml       ray_vllm_image (and <tag>-ubi9)
 #   ray-vllm-ubuntu    roles/ray_vllm/defaults/main.yml       ray_vllm_image with <tag>-ubuntu
+#   llm-gateway        roles/llm_gateway/defaults/main.yml    llm_gateway_image
 # Without --push the images are tagged with those references unchanged. With
 # --push REGISTRY (for example registry.example.com/llmops) each reference's registry
 # and path are replaced by REGISTRY, the image is pushed there, and the script prints
@@ -42,7 +43,7 @@ case "$ENGINE" in
     buildah) BUILD=(buildah bud) ;;
     *) echo "--engine must be podman or buildah (got $ENGINE)" >&2; exit 2 ;;
 esac
-((${#IMAGES[@]})) || IMAGES=(gpu-stack-runtime ray-vllm-ubi9 ray-vllm-ubuntu)
+((${#IMAGES[@]})) || IMAGES=(gpu-stack-runtime ray-vllm-ubi9 ray-vllm-ubuntu llm-gateway)
 
 # The value of a top-level `key: value` line of a role's defaults.
 default_of() {
@@ -63,6 +64,7 @@ run() {
 
 RUNTIME_REF=$(relocate "$(default_of model_storage model_storage_image)")
 RAY_VLLM_REF=$(relocate "$(default_of ray_vllm ray_vllm_image)")
+GATEWAY_REF=$(relocate "$(default_of llm_gateway llm_gateway_image)")
 FORMAT=(--format docker)  # the Docker format keeps HEALTHCHECK
 
 for image in "${IMAGES[@]}"; do
@@ -77,7 +79,10 @@ for image in "${IMAGES[@]}"; do
         ray-vllm-ubuntu)
             file=images/ray-vllm/Containerfile.ubuntu
             tags=("$RAY_VLLM_REF-ubuntu"); args=() ;;
-        *) echo "unknown image $image (gpu-stack-runtime, ray-vllm-ubi9, ray-vllm-ubuntu)" >&2
+        llm-gateway)
+            file=images/gateway/Containerfile
+            tags=("$GATEWAY_REF"); args=() ;;
+        *) echo "unknown image $image (gpu-stack-runtime, ray-vllm-ubi9, ray-vllm-ubuntu, llm-gateway)" >&2
            exit 2 ;;
     esac
     tag_args=()
@@ -92,4 +97,5 @@ if [[ -n "$REGISTRY" ]]; then
     echo "# point the collection at the pushed images (inventory group_vars):"
     echo "model_storage_image: $RUNTIME_REF"
     echo "ray_vllm_image: $RAY_VLLM_REF"
+    echo "llm_gateway_image: $GATEWAY_REF"
 fi

@@ -52,6 +52,7 @@ def test_the_builds_are_tagged_with_the_references_of_the_defaults():
         "images/gpu-stack-runtime/Containerfile": [runtime],
         "images/ray-vllm/Containerfile.ubi9": [ray_vllm, f"{ray_vllm}-ubi9"],
         "images/ray-vllm/Containerfile.ubuntu": [f"{ray_vllm}-ubuntu"],
+        "images/gateway/Containerfile": [_role_default("llm_gateway", "llm_gateway_image")],
     }
     for path in builds:
         assert (REPO / path).is_file()
@@ -73,8 +74,9 @@ def test_push_moves_every_tag_to_the_registry_and_pushes_it():
     tags = [tag for found in builds.values() for tag in found]
     names = {ref.rsplit("/", 1)[1] for ref in (_role_default("model_storage",
                                                              "model_storage_image"),
-                                               _role_default("ray_vllm", "ray_vllm_image"))}
-    assert all(t.startswith("registry.example.com/team/") for t in tags) and len(tags) == 4
+                                               _role_default("ray_vllm", "ray_vllm_image"),
+                                               _role_default("llm_gateway", "llm_gateway_image"))}
+    assert all(t.startswith("registry.example.com/team/") for t in tags) and len(tags) == 5
     assert names <= {t.rsplit("/", 1)[1] for t in tags}
     pushed = [w[2] for w in lines if w[:2] == ["buildah", "push"]]
     assert pushed == tags
