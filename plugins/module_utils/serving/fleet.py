@@ -269,7 +269,6 @@ def plan_fleet(models, hardware, targets=None, layout=None, topology=None) -> di
 def plan_single(model, hardware, targets=None, layout=None, topology=None) -> dict:
     """The one-model form: ``model`` as a one-entry list, named ``model.name`` or, left
     out, after the plan's model (preset or config); refusals read as they always have."""
-    name = (model or {}).get("name")
-    if not name:
-        name = build_plan(model, hardware, targets, layout, topology)["model"]["name"]
+    alone = build_plan(model, hardware, targets, layout, topology)  # refusals as before
+    name = (model or {}).get("name") or alone["model"]["name"]
     return plan_fleet([{"name": name, "model": model}], hardware, targets, layout, topology)

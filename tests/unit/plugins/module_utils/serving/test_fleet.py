@@ -6,7 +6,10 @@ import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.fleet import plan_fleet
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.fleet import (
+    plan_fleet,
+    plan_single,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
 SITE_8X2 = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40}
@@ -205,3 +208,15 @@ def test_free_gpus_spread_over_nodes_are_named_as_such():
     assert info.value.details == {"model": "wide", "gpus_short": 0, "gpus_needed": 4,
                                   "gpus_free": 4}
     assert "spread too thin (free per node: [2, 2])" in info.value.msg
+
+
+def test_the_one_model_form_is_named_after_its_model_and_refuses_as_before():
+    [entry] = plan_single({"preset": "mistral-7b"}, SITE_8X2)["plans"]
+    assert (entry["name"], entry["model_dir"]) == ("mistral-7b", "mistral-7b")
+    assert plan_single({"preset": "mistral-7b", "name": "m"}, SITE_8X2)["plans"][0]["name"] == "m"
+    too_big = {"preset": "llama-3.1-405b", "name": "huge", "max_model_len": 8192}
+    with pytest.raises(InvalidInputError) as before:
+        build_plan(dict(too_big), SITE_8X2)
+    with pytest.raises(InvalidInputError) as now:
+        plan_single(dict(too_big), SITE_8X2)
+    assert now.value.msg == before.value.msg and now.value.details == before.value.details
