@@ -28,6 +28,9 @@ FREE_FORM_MAPS = {
     "ray_vllm_kuberay_operator_pod_labels": "any label key to its value (a podSelector)",
     "llm_gateway_node_selector": "any node label key to its value (a nodeSelector)",
     "llm_gateway_env": "any environment variable name to its value",
+    "monitoring_labels": "any label key to its value (a Prometheus' selectors)",
+    "monitoring_dashboard_labels": "any label key to its value (a Grafana sidecar's label)",
+    "monitoring_gateway_service_labels": "any label key to its value (a Service selector)",
 }
 SECRET_NAMES = {"password", "api_key", "token", "client_key", "kubeconfig", "basic_auth",
                 "proxy_basic_auth", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
