@@ -4,7 +4,8 @@
 
 Each renderer calls the rendering function the stage's module applies (never a second
 template set): ``gpu_nodes.node_manifest``, ``olm.operator_manifests``,
-``staging.volume_manifests``, ``serving.render.manifests`` and ``render.handover``.
+``staging.volume_manifests``, ``render_deployment.render_manifests`` (either serving
+backend) and ``render.handover``.
 ``values`` are the options the stage's role passes its module (the export playbook
 gathers them from the same role variables).
 
@@ -29,7 +30,10 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes_run
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
     Request as ServingRequest,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    render,
+    render_deployment,
+)
 
 _OPERATOR_KEYS = ("package", "namespace", "catalog", "catalog_namespace", "channel",
                   "starting_csv", "approval", "install_mode", "target_namespace")
@@ -121,25 +125,41 @@ def serving_request(values: dict) -> ServingRequest:
     return req
 
 
+def _releases(values: dict) -> list[dict]:
+    """One model's options, or ``{"releases": [...]}`` (the ray_vllm role serves a list)."""
+    releases = values.get("releases", [values])
+    names = [r.get("name") or "llm" for r in releases]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"serving: two releases share a name ({', '.join(names)})")
+    return releases
+
+
 def serving(values: dict) -> list[dict]:
-    """Stage 5: the objects the serving module applies, then its hand-over ConfigMap
-    (endpoint ``https://<route_host>`` when the host is given: the router assigns it
-    otherwise, and the ConfigMap's endpoint stays empty until the module runs)."""
-    req = serving_request(values)
-    cfg = req.config()
-    plan = render.check_plan(req.plan)
-    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
-    endpoint = f"https://{req.route_host}" if req.route_host else None
-    return [ns, *render.manifests(plan, cfg), render.handover(cfg, endpoint, plan)]
+    """Stage 5: per release, the objects the serving module applies for its backend
+    (RayClusters or a Deployment, Service, Route, NetworkPolicies), then its hand-over
+    ConfigMap (endpoint ``https://<route_host>`` when the host is given: the router
+    assigns it otherwise, and the ConfigMap's endpoint stays empty until the module runs)."""
+    out = []
+    for release in _releases(values):
+        req = serving_request(release)
+        cfg = req.config()
+        plan = render.check_plan(req.plan)
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
+        endpoint = f"https://{req.route_host}" if req.route_host else None
+        out += [ns, *render_deployment.render_manifests(req.backend, plan, cfg),
+                render.handover(cfg, endpoint, plan, req.backend)]
+    return out
 
 
 def serving_secrets(values: dict) -> list[dict]:
-    """The Secrets the serving objects read: the API-key Secret and its keys."""
-    req = serving_request(values)
-    if not req.secret_name:
-        return []
-    return [{"namespace": req.namespace, "name": req.secret_name,
-             "keys": [render.API_KEY_FILE, render.METRICS_KEY_FILE]}]
+    """The Secrets the serving objects read: each release's API-key Secret and its keys."""
+    out = []
+    for release in _releases(values):
+        req = serving_request(release)
+        if req.secret_name:
+            out.append({"namespace": req.namespace, "name": req.secret_name,
+                        "keys": [render.API_KEY_FILE, render.METRICS_KEY_FILE]})
+    return out
 
 
 # stage name -> renderer, in the order the site applies them. A new stage: one line.

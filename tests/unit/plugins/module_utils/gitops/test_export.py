@@ -24,6 +24,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
     gpu_nodes_runner,
     serving_runner,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
 from ..k8s.fake_client import FIELD_MANAGER, FakeClient
 from .conftest import HOST, NS, operators, site_stages
@@ -240,3 +241,41 @@ def test_bad_stage_values_write_nothing(tmp_path):
     with pytest.raises(InvalidInputError, match="needs a tag or a digest"):
         _export(tmp_path, broken)
     assert not (tmp_path / "tree").exists()
+
+
+def test_every_release_and_backend_is_what_the_serving_runner_applies(tmp_path):
+    """The ray_vllm role serves a list of models, each with its backend."""
+    small = build_plan({"preset": "llama-3-8b"},
+                       {"nodes": 2, "gpus_per_node": 2, "gpu_memory_gib": 80},
+                       layout={"tensor_parallel_size": 2, "pipeline_parallel_size": 1})
+    site = site_stages()
+    llama = {**site["serving"], "route_host": None}
+    small_model = {**llama, "name": "small", "served_model_name": "small",
+                   "model_dir": "small", "plan": small, "backend": "deployment"}
+    site["serving"] = {"releases": [llama, small_model]}
+    result = _export(tmp_path, site)
+    assert result["secrets"] == [f"{NS}/llm-api-key", f"{NS}/small-api-key"]
+    tree = _docs(tmp_path / "tree", "overlays/site-a/*/*.yaml")
+    nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n-{i}", "labels": {
+        "gpu-stack.llmops.io/gpu-node": "true"}}, "status": {"allocatable": {
+            "nvidia.com/gpu": "2"}}} for i in range(4)]
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteMany"]}}
+    fake = FakeClient([*nodes, pvc])
+    for release in (llama, small_model):
+        serving_runner.run(fake, serving_runner.Request(**release, wait=False))
+    applied = _applied(fake)
+    assert ("Deployment", NS, "small") in applied and ("RayCluster", NS, "llm-0") in applied
+    for key, manifest in applied.items():
+        if key[0] == "Secret":
+            continue  # never in the tree
+        manifest = copy.deepcopy(manifest)
+        template = (manifest.get("spec") or {}).get("template") or (
+            manifest.get("spec", {}).get("headGroupSpec") or {}).get("template")
+        if template:  # the key's digest: the module's roll trigger, no key in the tree
+            notes = template["metadata"].pop("annotations", {})
+            notes.pop("gpu-stack.llmops.io/api-key-sha256", None)
+            if notes:
+                template["metadata"]["annotations"] = notes
+        assert tree[key] == manifest, key
