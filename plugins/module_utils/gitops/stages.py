@@ -30,6 +30,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes_run
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import (
     Request as ServingRequest,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.monitoring import (
+    render as monitoring_render,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
     render,
     render_deployment,
@@ -168,6 +171,7 @@ RENDERERS = {
     "operators": operators,
     "storage": storage,
     "serving": serving,
+    "monitoring": monitoring_render.manifests,
 }
 
 # stage name -> the Secrets its objects read (never their values). Optional per stage.

@@ -279,3 +279,16 @@ def test_every_release_and_backend_is_what_the_serving_runner_applies(tmp_path):
             if notes:
                 template["metadata"]["annotations"] = notes
         assert tree[key] == manifest, key
+
+
+def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, stages):
+    """Registered with one line in stages.RENDERERS: the monitoring role's objects."""
+    monitoring = {"namespace": NS, "servers": [{"name": "llm", "namespace": NS,
+                                                "api_key_secret": "llm-api-key"}]}
+    _export(tmp_path, {**stages, "monitoring": monitoring})
+    overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
+    kinds = {Path(r).name.split("-")[0] for r in overlay["resources"]
+             if r.startswith("monitoring/")}
+    assert {"servicemonitor", "prometheusrule", "configmap"} <= kinds
+    texts = [p.read_text() for p in (tmp_path / "tree").rglob("*.yaml")]
+    assert not any("kind: Secret\n" in t for t in texts)  # the metrics key by reference
