@@ -9,7 +9,7 @@ import pytest
 
 MODULES = pathlib.Path(__file__).resolve().parents[4] / "plugins" / "modules"
 KUBERNETES_MODULES = ("olm_operator", "ocp_gpu_nodes", "model_stage", "ray_vllm_cluster",
-                      "gpu_fleet_report")
+                      "gpu_fleet_report", "llm_gateway")
 LIMIT = 30
 
 
