@@ -33,8 +33,11 @@ requirements:
 attributes:
   check_mode:
     support: full
+    details: Renders and compares every file; writes and removes nothing.
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 options:
