@@ -144,10 +144,10 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Export the lab site
+- name: Export the site of inventories/site-a
   llmops.gpu_stack.gitops_export:
     dest: /srv/git/gpu-site
-    inventory: lab
+    inventory: site-a
     stages:
       storage:
         namespace: llm
