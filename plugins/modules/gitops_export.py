@@ -146,7 +146,7 @@ notes:
 EXAMPLES = r"""
 - name: Export the site of inventories/site-a
   llmops.gpu_stack.gitops_export:
-    dest: /srv/git/gpu-site
+    dest: gpu-site  # a checkout of the Git repository
     inventory: site-a
     stages:
       storage:
