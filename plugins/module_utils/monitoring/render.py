@@ -7,10 +7,11 @@ The monitoring role applies them; the GitOps export renders the same list. ``val
 - ``namespace`` (required): where the PrometheusRule and the dashboard go.
 - ``servers``: the vLLM servers, each ``name``, ``namespace``, ``api_key_secret`` (the
   serving stage's Secret; its ``metrics-key`` opens ``/metrics``; empty: no key),
-  ``selector`` (the serving Service's pod selector; default: the Ray heads of ``name``),
-  ``target_port`` (default ``api``), ``ray`` (default true: a Ray release, whose Ray
-  metrics are scraped too when ``ray_metrics``). ``server_from_handover`` builds one from
-  the serving stage's hand-over ConfigMap.
+  ``backend`` (the serving stage's, ``ray`` (default) or ``deployment``), ``selector``
+  (the serving Service's pod selector; default: what the backend's rendering selects, the
+  Ray heads or the Deployment's pods), ``target_port`` (default ``api``), ``ray``
+  (default: the backend is ``ray``; its Ray metrics are scraped too when ``ray_metrics``).
+  ``server_from_handover`` builds one from the serving stage's hand-over ConfigMap.
 - ``gateway``: optional, ``name``, ``namespace``, ``port``, ``scheme``, ``service_labels``,
   ``secret``, ``secret_key`` (see ``monitors.gateway_monitor``).
 - ``ray_metrics`` (default true), ``prometheus_namespaces`` (the namespaces Prometheus
@@ -37,6 +38,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.monitoring import
     monitors,
     rules,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render_deployment
 
 DEFAULT_NAME = "llmops-gpu-stack"
 DEFAULT_PROMETHEUS_NAMESPACES = ("openshift-user-workload-monitoring",)
@@ -46,7 +48,9 @@ _KNOWN = {"namespace", "servers", "gateway", "ray_metrics", "prometheus_namespac
           "thresholds", "name", "interval", "monitor_labels", "dashboard",
           "dashboard_namespace", "dashboard_labels", "dashboard_title",
           "user_workload_monitoring", "user_workload_config"}
-_SERVER_KEYS = {"name", "namespace", "api_key_secret", "selector", "target_port", "ray"}
+_SERVER_KEYS = {"name", "namespace", "api_key_secret", "backend", "selector", "target_port",
+                "ray"}
+_BACKENDS = ("ray", "deployment")
 
 
 def _name(what: str, value) -> str:
@@ -63,13 +67,19 @@ def _server(entry: dict) -> dict:
     if unknown:
         raise InvalidInputError(f"servers: unknown keys {', '.join(unknown)}")
     name = _name("servers[].name", entry.get("name"))
-    selector = entry.get("selector") or monitors.default_selector(name)
+    backend = entry.get("backend") or "ray"
+    if backend not in _BACKENDS:
+        raise InvalidInputError(f"servers[{name}].backend: {backend!r} is not one of "
+                                f"{', '.join(_BACKENDS)}")
+    selector = entry.get("selector") or (render_deployment.selector(name)
+                                         if backend == "deployment"
+                                         else monitors.default_selector(name))
     if not isinstance(selector, dict):
         raise InvalidInputError(f"servers[{name}].selector: not a mapping of labels")
     return {"name": name, "namespace": _name(f"servers[{name}].namespace", entry.get("namespace")),
             "api_key_secret": entry.get("api_key_secret") or None, "selector": selector,
             "target_port": entry.get("target_port") or "api",
-            "ray": entry.get("ray", True) is not False}
+            "ray": entry["ray"] is not False if "ray" in entry else backend == "ray"}
 
 
 def server_from_handover(data: dict, selector: dict | None = None) -> dict:
@@ -77,7 +87,8 @@ def server_from_handover(data: dict, selector: dict | None = None) -> dict:
     pod selector of the Service it names, when read from the cluster)."""
     return {"name": data.get("service") or "", "namespace": data.get("namespace") or "",
             "api_key_secret": data.get("api_key_secret") or None,
-            "selector": selector or None, "ray": bool(data.get("clusters"))}
+            "backend": data.get("backend") or "ray", "selector": selector or None,
+            "ray": bool(data.get("clusters"))}
 
 
 def _check(values: dict) -> dict:
