@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.gitops import (
     argocd,
     files,
@@ -34,8 +37,14 @@ class Request:
 
 
 def _render(values_by_stage: dict) -> dict[str, list[dict]]:
-    return {stage: stages.render_stage(stage, values)
-            for stage, values in values_by_stage.items() if values is not None}
+    out = {stage: stages.render_stage(stage, values)
+           for stage, values in values_by_stage.items() if values is not None}
+    for stage, objs in out.items():
+        held = [o["metadata"]["name"] for o in objs if o.get("kind") == "Secret"]
+        if held:  # a value would reach Git: name it in SECRET_REFS instead
+            raise InvalidInputError(f"stage {stage} renders Secret {', '.join(held)}; the "
+                                    "export writes no Secret (see gitops/secrets.py)")
+    return out
 
 
 def _secret_refs(values_by_stage: dict) -> list[dict]:

@@ -11,8 +11,8 @@ gathers them from the same role variables).
 
 A later stage plugs in with one line in ``RENDERERS`` (for example
 ``"gateway": gateway_render.manifests``): a function of its values to its manifests.
-A Secret is never returned: a stage names the Secrets its objects read in
-``secret_refs`` (see ``secrets.py``).
+A Secret is never returned (the export refuses one): a stage names the Secrets its
+objects read in ``SECRET_REFS`` (see ``secrets.py``).
 """
 
 from __future__ import annotations

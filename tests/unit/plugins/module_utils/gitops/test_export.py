@@ -292,3 +292,15 @@ def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, stages):
     assert {"servicemonitor", "prometheusrule", "configmap"} <= kinds
     texts = [p.read_text() for p in (tmp_path / "tree").rglob("*.yaml")]
     assert not any("kind: Secret\n" in t for t in texts)  # the metrics key by reference
+
+
+def test_a_stage_that_renders_a_secret_is_refused(tmp_path, stages, monkeypatch):
+    def leaky(values):
+        return [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "master-key",
+                                                                  "namespace": NS},
+                 "stringData": {"key": values["key"]}}]
+
+    monkeypatch.setitem(stages_registry(), "gateway", leaky)
+    with pytest.raises(InvalidInputError, match="stage gateway renders Secret master-key"):
+        _export(tmp_path, {**stages, "gateway": {"key": "sk-not-in-git"}})
+    assert not (tmp_path / "tree").exists()
