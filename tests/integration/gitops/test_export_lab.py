@@ -22,7 +22,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import Op
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from ..lab.waiting import wait_for
 from ..openshift.k8s_helpers import OLM, REPO, api, custom, run_play
@@ -116,7 +116,7 @@ def _ours(lab) -> set[tuple]:
     for api_version, kind in KINDS:
         try:
             items = dyn.resources.get(api_version=api_version, kind=kind).get().to_dict()["items"]
-        except Exception:  # a kind the lab does not serve (yet) holds nothing of ours
+        except ResourceNotFoundError:  # a kind the lab does not serve holds nothing of ours
             continue
         for obj in items:
             meta = obj["metadata"]
@@ -136,7 +136,7 @@ def _apply(lab, docs: list[dict], path: Path) -> None:
 def _served(dyn, doc: dict) -> bool:
     try:
         dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-    except Exception:
+    except ResourceNotFoundError:
         return False
     return True
 
@@ -155,8 +155,8 @@ def _approve_pinned(lab, subs: list[dict]) -> None:
                                             {"spec": {"approved": True}})
 
 
-def test_the_exported_tree_on_a_fresh_lab_equals_what_the_roles_apply(k8s_lab_factory,
-                                                                        tmp_path):
+def test_the_exported_tree_on_a_fresh_lab_equals_what_the_roles_apply(
+        k8s_lab_factory, tmp_path):
     roles_lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
     # the same machines (GPU workers), a new API server that nothing was applied to
     fresh = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))

@@ -119,8 +119,8 @@ def test_a_rerun_writes_nothing_and_check_mode_writes_nothing(tmp_path, stages):
     check = _export(tmp_path, two_replicas, check_mode=True)
     assert check["changed"] and "overlays/site-a/serving/raycluster-llm-1.yaml" in check["written"]
     assert not (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
-    assert "name: llm-1\n" in check["diff"]["after"]["overlays/site-a/serving/"
-                                                        "raycluster-llm-1.yaml"]
+    new_file = "overlays/site-a/serving/raycluster-llm-1.yaml"
+    assert "name: llm-1\n" in check["diff"]["after"][new_file]
     _export(tmp_path, two_replicas)
     assert (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
     # back to one replica: the stale file goes, another inventory's overlay stays
@@ -296,8 +296,8 @@ def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, stages):
 
 def test_a_stage_that_renders_a_secret_is_refused(tmp_path, stages, monkeypatch):
     def leaky(values):
-        return [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "master-key",
-                                                                  "namespace": NS},
+        meta = {"name": "master-key", "namespace": NS}
+        return [{"apiVersion": "v1", "kind": "Secret", "metadata": meta,
                  "stringData": {"key": values["key"]}}]
 
     monkeypatch.setitem(stages_registry(), "gateway", leaky)
