@@ -3,8 +3,8 @@
 """The monitoring role's filters: the collection's monitoring rendering, unchanged.
 
 ``values | monitoring_manifests`` is ``monitoring.render.manifests(values)`` (the GitOps
-export calls the same function); ``handover_results | monitoring_servers(service_results)``
-is ``render.server_from_handover`` over the hand-overs read. Bad input becomes one filter
+export calls the same function); ``handovers | monitoring_servers(services)`` is
+``render.server_from_handover`` over the hand-over ConfigMaps read. Bad input becomes one filter
 error, before anything is applied. Documentation: the ``.yml`` files beside this one.
 """
 
@@ -24,18 +24,16 @@ def monitoring_manifests(values):
         raise AnsibleFilterError(f"monitoring: {err}") from err
 
 
-def monitoring_servers(handover_results, service_results=None):
-    """The servers whose hand-over was read (``k8s_info`` results, one per server), each
-    with the pod selector of its Service (the second loop's results, aligned)."""
-    services = list(service_results or [])
+def monitoring_servers(handovers, services=None):
+    """One server per hand-over ConfigMap, with the pod selector of the Service it names
+    (found among ``services`` by namespace and name)."""
+    selectors = {(s["metadata"].get("namespace"), s["metadata"]["name"]):
+                 (s.get("spec") or {}).get("selector") for s in services or []}
     out = []
-    for index, result in enumerate(handover_results or []):
-        found = result.get("resources") or []
-        if not found:
-            continue
-        service = services[index] if index < len(services) else {}
-        selector = ((service.get("resources") or [{}])[0].get("spec") or {}).get("selector")
-        out.append(render.server_from_handover(found[0].get("data") or {}, selector))
+    for handover in handovers or []:
+        data = handover.get("data") or {}
+        selector = selectors.get((data.get("namespace"), data.get("service")))
+        out.append(render.server_from_handover(data, selector))
     return out
 
 

@@ -1,11 +1,12 @@
 """The monitoring role (playbooks/monitoring.yml, run alone) against the shared lab.
 
 The serving stage's outputs are planted as that stage leaves them: its hand-over
-ConfigMap ``<name>-endpoint``, its Service (here with a selector of its own, which the
-metrics Service must copy) and its API-key Secret. Check mode writes nothing; a run
-creates the monitors, the rule and the dashboard (read back through the API server, not
-the role's result); a second run changes nothing; a server without a hand-over fails
-before anything is written.
+ConfigMap ``<name>-endpoint`` (rendered by the serving stage's own ``handover``), its
+Service (here with a selector of its own, which the metrics Service must copy) and its
+API-key Secret. With no server named the role finds the hand-over by its label. Check
+mode writes nothing; a run creates the monitors, the rule and the dashboard (read back
+through the API server, not the role's result); a second run changes nothing; a named
+server without a hand-over fails before anything is written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runner import Request
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    render as serving_render,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
 from integration.playbook import REPO, run_playbook
 
@@ -27,17 +33,21 @@ def _plant_serving(core, ns: str) -> None:
         "api-key": "k", "metrics-key": "m"}})
     core.create_namespaced_service(ns, {"metadata": {"name": NAME}, "spec": {
         "selector": SELECTOR, "ports": [{"name": "api", "port": 8000, "targetPort": 8000}]}})
-    core.create_namespaced_config_map(ns, {"metadata": {"name": f"{NAME}-endpoint"}, "data": {
-        "endpoint": "", "api_key_secret": f"{NAME}-api-key", "served_model_name": NAME,
-        "namespace": ns, "service": NAME, "route": NAME, "clusters": f"{NAME}-0",
-        "tensor_parallel_size": "1", "pipeline_parallel_size": "1", "replicas": "1"}})
+    plan = build_plan({"preset": "llama-3-8b"},
+                      {"nodes": 2, "gpus_per_node": 2, "gpu_memory_gib": 80},
+                      layout={"tensor_parallel_size": 2, "pipeline_parallel_size": 1},
+                      topology="head_without_gpus")
+    cfg = Request(namespace=ns, name=NAME, plan=plan, image="example.com/ray-vllm:1",
+                  served_model_name=NAME, model_dir=NAME).config()
+    handover = serving_render.handover(cfg, None, plan, "ray")
+    handover["metadata"].pop("namespace")
+    core.create_namespaced_config_map(ns, handover)
 
 
 def _run(lab, tmp_path, ns: str, *extra: str, servers: list | None = None):
     return run_playbook(
         tmp_path, playbook=REPO / "playbooks" / "monitoring.yml", extra=extra,
-        vars_file={"monitoring_servers": servers or [{"name": NAME, "namespace": ns}],
-                   "monitoring_namespace": ns},
+        vars_file={"monitoring_servers": servers or [], "monitoring_namespace": ns},
         env={"K8S_AUTH_KUBECONFIG": str(lab.kubeconfig), "K8S_AUTH_CONTEXT": "lab-admin"})
 
 
