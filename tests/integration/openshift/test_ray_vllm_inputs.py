@@ -9,7 +9,9 @@ import json
 import subprocess
 import sys
 
+import httpx
 import pytest
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
@@ -52,6 +54,9 @@ def _plan(lab, tmp_path, model, nodes=2, tp=2, pp=2):
     assert rc == 0, out[-2000:]
     return res["plan"]
 
+
+ROLE_TASKS = [{"ansible.builtin.include_role": {"name": "llmops.gpu_stack.ray_vllm"}},
+              {"ansible.builtin.debug": {"var": "ray_vllm_served"}}]
 
 # An image the lab's kubelet simulates (the collection's own images run as processes:
 # these tests are about what is written, test_ray_vllm_lab.py runs the real thing).
@@ -187,3 +192,93 @@ def test_check_mode_warns_about_what_earlier_stages_would_provide(lab_with_model
     rc, res, out = run_module(lab, tmp_path, "ray_vllm_cluster",
                               _args(plan, served_model_name="a b"), extra=("--check",))
     assert rc != 0 and "may only hold" in res["msg"]
+
+
+
+def _role_vars(models: list, **change) -> dict:
+    """The role's variables as the lab inventory sets them for vLLM on CPU
+    (inventories/lab/group_vars/all/serving.yml)."""
+    return {"ray_vllm_namespace": NS, "ray_vllm_models": models, "ray_vllm_check_args": False,
+            "ray_vllm_wait_timeout": 400, "ray_vllm_startup_checks": 300,
+            "ray_vllm_head_resources": {"cpu": "1", "memory": "1Gi"},
+            "ray_vllm_worker_resources": {"cpu": "1", "memory": "2Gi"}, "ray_vllm_shm_size": "1Gi",
+            "ray_vllm_extra_vllm_args": ["--enforce-eager", "--kv-cache-memory-bytes", "64M"],
+            **change}
+
+
+def _completion(lab, host: str, key: str | None) -> httpx.Response:
+    router = json.loads((lab.settings.home / "router.json").read_text())
+    headers = {"Host": host, **({"Authorization": f"Bearer {key}"} if key else {})}
+    with httpx.Client(verify=router["ca"], timeout=60, headers=headers) as http:
+        return http.post(router["url"] + "/v1/completions", json={
+            "model": "tiny-llama", "prompt": "Hello", "max_tokens": 4})
+
+
+def test_the_role_serves_models_on_both_backends_and_prunes_a_removed_one(lab_with_model,
+                                                                          tmp_path):
+    """ray_vllm_models: a real vLLM (CPU) on the deployment backend (a process pod, no
+    Ray) answers through its Route with its key and 401 without, /health open; beside it
+    a simulated model on the Ray backend. Dropped from the list, the deployment model
+    loses every object, and the model left is not touched."""
+    lab, model = lab_with_model
+    config = str(model / "config.json")
+    ray_plan = build_plan({"config_path": config}, {"nodes": 2, "gpus_per_node": 2,
+                                                    "gpu_memory_gib": 80},
+                          layout={"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
+    small = build_plan({"config_path": config, "dtype": "float16"},
+                       {"nodes": 1, "gpus_per_node": 1, "gpu_memory_gib": 80})
+    assert small["replicas"] == 1 and small["nodes_per_replica"] == 1
+    models = [{"name": "big/Model-A", "model_dir": "tiny-llama", "backend": "ray",
+               "plan": ray_plan, "image": SIM_IMAGE},
+              {"name": "tiny-llama", "model_dir": "tiny-llama", "backend": "deployment",
+               "plan": small, "image": "registry.example.com/llmops/ray-vllm:0.1.0"}]
+    core, apps = client.CoreV1Api(api(lab)), client.AppsV1Api(api(lab))
+    try:
+        rc, results, out = run_play(lab, tmp_path, ROLE_TASKS, vars_file=_role_vars(models))
+        assert rc == 0, out[-4000:]
+        served = results[-1]["ray_vllm_served"]
+        assert [(s["name"], s["release"], s["backend"]) for s in served] == [
+            ("big/Model-A", "big-model-a", "ray"), ("tiny-llama", "tiny-llama", "deployment")]
+        assert [c["metadata"]["name"] for c in custom(lab, "ray.io/v1", "rayclusters", NS)] == [
+            "big-model-a-0"]
+        dep = apps.read_namespaced_deployment("tiny-llama", NS)
+        assert dep.spec.replicas == 1 and dep.status.ready_replicas == 1
+        (pod,) = core.list_namespaced_pod(NS, label_selector=(
+            "app.kubernetes.io/instance=tiny-llama,app.kubernetes.io/component=vllm-server")).items
+        assert pod.spec.containers[0].readiness_probe.http_get.path == "/health"
+        log = core.read_namespaced_pod_log(pod.metadata.name, NS)
+        assert "multiprocessing executor" in log and "ray start" not in log
+        handovers = {c.metadata.name: c.data for c in core.list_namespaced_config_map(
+            NS, label_selector="app.kubernetes.io/component=serving-handover").items}
+        assert handovers["big-model-a-endpoint"]["backend"] == "ray"
+        assert handovers["tiny-llama-endpoint"]["backend"] == "deployment"
+        key = base64.b64decode(core.read_namespaced_secret("tiny-llama-api-key", NS)
+                               .data["api-key"]).decode()
+        host = next(r["spec"]["host"] for r in custom(lab, "route.openshift.io/v1", "routes", NS)
+                    if r["metadata"]["name"] == "tiny-llama")
+        answer = _completion(lab, host, key)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] > 0
+        assert _completion(lab, host, None).status_code == 401
+        assert _completion(lab, host, "wrong-key").status_code == 401
+        router = json.loads((lab.settings.home / "router.json").read_text())
+        assert httpx.get(router["url"] + "/health", headers={"Host": host},
+                         verify=router["ca"]).status_code == 200
+
+        rc, results, out = run_play(lab, tmp_path, ROLE_TASKS,
+                                    vars_file=_role_vars(models[:1]))
+        assert rc == 0, out[-4000:]
+        applied = next(r for r in results if r.get("results") and "handover" in r["results"][0])
+        assert [item["changed"] for item in applied["results"]] == [False]  # A untouched
+        assert "tiny-llama" not in {s.metadata.name for s in core.list_namespaced_service(
+            NS).items}
+        assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == []
+        left = {c.metadata.name for c in core.list_namespaced_config_map(NS).items}
+        assert "tiny-llama-endpoint" not in left and "big-model-a-endpoint" in left
+        assert "tiny-llama-api-key" not in {s.metadata.name for s in
+                                            core.list_namespaced_secret(NS).items}
+    finally:
+        run_play(lab, tmp_path, [{"llmops.gpu_stack.ray_vllm_cluster": {
+            "namespace": NS, "state": "absent", "name": name}}
+            for name in ("big-model-a", "tiny-llama")])
+    assert custom(lab, "ray.io/v1", "rayclusters", NS) == []
