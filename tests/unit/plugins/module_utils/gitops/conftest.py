@@ -51,5 +51,5 @@ def site_stages(**serving_change) -> dict:
 
 
 @pytest.fixture
-def stages() -> dict:
+def site_values() -> dict:
     return site_stages()

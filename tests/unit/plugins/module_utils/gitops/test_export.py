@@ -53,8 +53,8 @@ def _applied(fake: FakeClient) -> dict[tuple, dict]:
             for k, v in fake.objects.items() if FIELD_MANAGER in v["applied"]}
 
 
-def test_layout_base_overlay_and_application(tmp_path, stages):
-    result = _export(tmp_path, stages)
+def test_layout_base_overlay_and_application(tmp_path, site_values):
+    result = _export(tmp_path, site_values)
     root = tmp_path / "tree"
     assert result["changed"] and result["overlay"] == "overlays/site-a"
     base = yaml.safe_load((root / "base/kustomization.yaml").read_text())
@@ -73,8 +73,8 @@ def test_layout_base_overlay_and_application(tmp_path, stages):
     assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
 
 
-def test_the_tree_holds_what_the_runners_apply(tmp_path, stages):
-    _export(tmp_path, stages)
+def test_the_tree_holds_what_the_runners_apply(tmp_path, site_values):
+    _export(tmp_path, site_values)
     tree = _docs(tmp_path / "tree", "overlays/site-a/*/*.yaml")
     # the serving stage, run against the in-memory cluster without waiting
     nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": {
@@ -84,7 +84,7 @@ def test_the_tree_holds_what_the_runners_apply(tmp_path, stages):
            "metadata": {"name": "models", "namespace": NS},
            "spec": {"accessModes": ["ReadWriteMany"]}}
     fake = FakeClient([*nodes, pvc])
-    serving_runner.run(fake, serving_runner.Request(**stages["serving"], wait=False))
+    serving_runner.run(fake, serving_runner.Request(**site_values["serving"], wait=False))
     gpu_nodes_runner.run(fake, gpu_nodes_runner.Request(
         workers=[{"vm": "gpu-0", "gpus": 2}, {"vm": "gpu-1", "gpus": 2}],
         node_map={"gpu-1": "worker-1"}))
@@ -104,11 +104,11 @@ def test_the_tree_holds_what_the_runners_apply(tmp_path, stages):
         "enabled": True}
 
 
-def test_a_rerun_writes_nothing_and_check_mode_writes_nothing(tmp_path, stages):
-    first = _export(tmp_path, stages)
+def test_a_rerun_writes_nothing_and_check_mode_writes_nothing(tmp_path, site_values):
+    first = _export(tmp_path, site_values)
     root = tmp_path / "tree"
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    again = _export(tmp_path, stages)
+    again = _export(tmp_path, site_values)
     assert again["changed"] is False and again["written"] == [] and again["removed"] == []
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamps
     assert len(stamps) == len(first["files"])
@@ -127,7 +127,7 @@ def test_a_rerun_writes_nothing_and_check_mode_writes_nothing(tmp_path, stages):
     other = root / "overlays/site-b/kustomization.yaml"
     other.parent.mkdir(parents=True)
     other.write_text("resources: []\n")
-    back = _export(tmp_path, stages)
+    back = _export(tmp_path, site_values)
     assert back["removed"] == ["overlays/site-a/serving/networkpolicy-llm-1-peers.yaml",
                                "overlays/site-a/serving/raycluster-llm-1.yaml"]
     assert not (root / "overlays/site-a/serving/raycluster-llm-1.yaml").exists()
@@ -202,14 +202,14 @@ def test_no_secret_value_in_the_tree(tmp_path):
     assert "`llm/llm-api-key`" in readme
 
 
-def test_a_new_stage_plugs_in_with_one_line(tmp_path, stages, monkeypatch):
+def test_a_new_stage_plugs_in_with_one_line(tmp_path, site_values, monkeypatch):
     def gateway(values):
         return [{"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "gateway", "namespace": values["namespace"]},
                  "data": {"models": "tiny-llama"}}]
 
     monkeypatch.setitem(stages_registry(), "gateway", gateway)
-    _export(tmp_path, {**stages, "gateway": {"namespace": NS}})
+    _export(tmp_path, {**site_values, "gateway": {"namespace": NS}})
     overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
     assert "gateway/configmap-gateway.yaml" in overlay["resources"]
 
@@ -224,9 +224,9 @@ def stages_registry() -> dict:
     ({"secrets": {"mode": "plain"}}, "secrets.mode must be one of"),
     ({"secrets": {"mode": "external_secret"}}, "needs secrets.store"),
 ])
-def test_bad_input_writes_nothing(tmp_path, stages, change, message):
+def test_bad_input_writes_nothing(tmp_path, site_values, change, message):
     with pytest.raises(InvalidInputError, match=message):
-        _export(tmp_path, stages, **change)
+        _export(tmp_path, site_values, **change)
     assert not (tmp_path / "tree").exists()
 
 
@@ -281,11 +281,11 @@ def test_every_release_and_backend_is_what_the_serving_runner_applies(tmp_path):
         assert tree[key] == manifest, key
 
 
-def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, stages):
+def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, site_values):
     """Registered with one line in stages.RENDERERS: the monitoring role's objects."""
     monitoring = {"namespace": NS, "servers": [{"name": "llm", "namespace": NS,
                                                 "api_key_secret": "llm-api-key"}]}
-    _export(tmp_path, {**stages, "monitoring": monitoring})
+    _export(tmp_path, {**site_values, "monitoring": monitoring})
     overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
     kinds = {Path(r).name.split("-")[0] for r in overlay["resources"]
              if r.startswith("monitoring/")}
@@ -294,7 +294,7 @@ def test_the_monitoring_stage_is_exported_by_its_own_renderer(tmp_path, stages):
     assert not any("kind: Secret\n" in t for t in texts)  # the metrics key by reference
 
 
-def test_a_stage_that_renders_a_secret_is_refused(tmp_path, stages, monkeypatch):
+def test_a_stage_that_renders_a_secret_is_refused(tmp_path, site_values, monkeypatch):
     def leaky(values):
         meta = {"name": "master-key", "namespace": NS}
         return [{"apiVersion": "v1", "kind": "Secret", "metadata": meta,
@@ -302,5 +302,5 @@ def test_a_stage_that_renders_a_secret_is_refused(tmp_path, stages, monkeypatch)
 
     monkeypatch.setitem(stages_registry(), "gateway", leaky)
     with pytest.raises(InvalidInputError, match="stage gateway renders Secret master-key"):
-        _export(tmp_path, {**stages, "gateway": {"key": "sk-not-in-git"}})
+        _export(tmp_path, {**site_values, "gateway": {"key": "sk-not-in-git"}})
     assert not (tmp_path / "tree").exists()
