@@ -12,7 +12,7 @@ import yaml
 from .playbook import REPO, run_playbook
 
 STAGES = {"plan": "plan.yml", "esxi": "esxi.yml", "openshift": "openshift.yml",
-          "storage": "storage.yml", "serving": "serving.yml",
+          "storage": "storage.yml", "serving": "serving.yml", "gateway": "gateway.yml",
           "monitoring": "monitoring.yml", "validate": "validate.yml"}
 LAB_PLAY = yaml.safe_load((REPO / "playbooks" / "lab.yml").read_text())[0]["name"]
 _PLAY = re.compile(r"^\s*play #\d+ \([^)]*\): (?P<name>.*?)\tTAGS: \[(?P<tags>[^\]]*)\]")
