@@ -165,13 +165,41 @@ def serving_secrets(values: dict) -> list[dict]:
     return out
 
 
+def _servers(serving_values: dict) -> list[dict]:
+    """One monitoring server per model: its hand-over and its Service's pod selector, as
+    the monitoring role reads them from the cluster."""
+    objs = serving(serving_values)
+    services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o
+                for o in objs if o["kind"] == "Service"}
+    out = []
+    for obj in objs:
+        labels = obj["metadata"].get("labels") or {}
+        if obj["kind"] == "ConfigMap" and labels.get(
+                "app.kubernetes.io/component") == "serving-handover":
+            data = obj["data"]
+            service = services.get((data["namespace"], data["service"])) or {}
+            out.append(monitoring_render.server_from_handover(
+                data, (service.get("spec") or {}).get("selector")))
+    return out
+
+
+def monitoring(values: dict) -> list[dict]:
+    """The monitoring stage (``monitoring.render.manifests``); without ``servers``, one
+    server per model of ``serving`` (the serving stage's values)."""
+    values = dict(values)
+    serving_values = values.pop("serving", None)
+    if serving_values is not None and not values.get("servers"):
+        values["servers"] = _servers(serving_values)
+    return monitoring_render.manifests(values)
+
+
 # stage name -> renderer, in the order the site applies them. A new stage: one line.
 RENDERERS = {
     "nodes": nodes,
     "operators": operators,
     "storage": storage,
     "serving": serving,
-    "monitoring": monitoring_render.manifests,
+    "monitoring": monitoring,
 }
 
 # stage name -> the Secrets its objects read (never their values). Optional per stage.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.llmops.gpu_stack.plugins.filter import monitoring as role_filters
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
@@ -304,3 +305,30 @@ def test_a_stage_that_renders_a_secret_is_refused(tmp_path, site_values, monkeyp
     with pytest.raises(InvalidInputError, match="stage gateway renders Secret master-key"):
         _export(tmp_path, {**site_values, "gateway": {"key": "sk-not-in-git"}})
     assert not (tmp_path / "tree").exists()
+
+
+def test_monitoring_derived_from_the_serving_models_is_what_the_role_renders(tmp_path,
+                                                                             site_values):
+    """The role reads the hand-overs and Services from the cluster (its filters); the
+    export derives the same servers from the serving models it renders."""
+    serving = site_values["serving"]
+    values = {"namespace": NS, "thresholds": {}, "interval": "30s"}
+    _export(tmp_path, {**site_values, "monitoring": {**values, "serving": serving}})
+    tree = _docs(tmp_path / "tree", "overlays/site-a/monitoring/*.yaml")
+
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteMany"]}}
+    nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n-{i}", "labels": {
+        "gpu-stack.llmops.io/gpu-node": "true"}}, "status": {"allocatable": {
+            "nvidia.com/gpu": "2"}}} for i in range(2)]
+    fake = FakeClient([*nodes, pvc])
+    serving_runner.run(fake, serving_runner.Request(**serving, wait=False))
+    handovers = fake.list("v1", "ConfigMap", NS,
+                          label_selector="app.kubernetes.io/component=serving-handover")
+    services = fake.list("v1", "Service", NS)
+    servers = role_filters.monitoring_servers(handovers, services)
+    by_role = role_filters.monitoring_manifests({**values, "servers": servers})
+    assert servers and by_role
+    assert {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+            for o in by_role} == tree
