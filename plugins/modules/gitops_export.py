@@ -54,7 +54,8 @@ options:
       - Stage name to the options its role passes the stage's module, for example
         C(serving) to the options of M(llmops.gpu_stack.ray_vllm_cluster) without the key.
       - Known stages are C(nodes), C(operators), C(storage), C(serving) (one model's options, or
-        C(releases), a list of them) and C(monitoring) (the monitoring stage's values); an operator entry
+        C(releases), a list of them), C(gateway) and C(monitoring) (their roles' values, each with
+        C(serving), the serving stage's values, to find the models); an operator entry
         of C(operators.operators) is the options of M(llmops.gpu_stack.olm_operator) plus
         C(instance) (C(kind), C(namespace), C(overrides)) and C(examples), the CSV's
         C(alm-examples).

@@ -23,7 +23,12 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir import (
     check_model_dir,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import config as gw_config
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import render as gw_render
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import gpu_nodes, olm, staging
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gateway_runner import (
+    Request as GatewayRequest,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes_runner import (
     check_taints,
 )
@@ -165,21 +170,68 @@ def serving_secrets(values: dict) -> list[dict]:
     return out
 
 
+def _handovers(serving_values: dict) -> list[dict]:
+    """The serving models' hand-over ConfigMaps, as the serving module writes them."""
+    return [o for o in serving(serving_values) if o["kind"] == "ConfigMap"
+            and (o["metadata"].get("labels") or {}).get(
+                "app.kubernetes.io/component") == "serving-handover"]
+
+
+def gateway_request(values: dict) -> GatewayRequest:
+    known = set(GatewayRequest.__dataclass_fields__) - {
+        "master_key", "state", "wait", "wait_timeout", "check_mode", "diff"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInputError(f"gateway: unknown options {', '.join(unknown)}")
+    req = GatewayRequest(**{k: v for k, v in values.items() if v is not None})
+    if not req.image:
+        raise InvalidInputError("gateway needs: image")
+    gw_render.validate(req.config())
+    return req
+
+
+def gateway(values: dict) -> list[dict]:
+    """The LiteLLM gateway (the llm_gateway module's objects and hand-over) in front of
+    the models of ``serving`` (the serving stage's values), found as the module finds
+    them: the hand-overs in the gateway's namespace. The pods' config digest covers the
+    config and the environment; the module's also covers the keys (it reads the
+    Secrets), so that annotation differs."""
+    values = dict(values)
+    req = gateway_request({k: v for k, v in values.items() if k != "serving"})
+    found = {h["data"]["service"]: h for h in _handovers(values.get("serving") or {"releases": []})
+             if h["metadata"]["namespace"] == req.namespace}
+    missing = [m for m in req.models or [] if m not in found]
+    if missing or not found:
+        raise InvalidInputError(f"gateway: no served model {', '.join(missing)} in namespace "
+                                f"{req.namespace} (found: {', '.join(sorted(found)) or 'none'})")
+    backends = [gw_config.backend(found[m]) for m in (req.models or sorted(found))]
+    text = gw_config.config_text(gw_config.litellm_config(backends, req.settings()))
+    env = gw_config.pod_env(backends, req.secret_name)
+    cfg = req.config()
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": req.namespace}}
+    endpoint = f"https://{req.route_host}" if req.route_host else None
+    models = sorted({b["served_model_name"] for b in backends})
+    return [ns, *gw_render.manifests(cfg, text, env, gw_config.config_digest(text, env)),
+            gw_render.handover(cfg, endpoint, models)]
+
+
+def gateway_secrets(values: dict) -> list[dict]:
+    req = gateway_request({k: v for k, v in values.items() if k != "serving"})
+    return [{"namespace": req.namespace, "name": req.secret_name,
+             "keys": [gw_config.MASTER_KEY_FIELD]}]
+
+
 def _servers(serving_values: dict) -> list[dict]:
     """One monitoring server per model: its hand-over and its Service's pod selector, as
     the monitoring role reads them from the cluster."""
-    objs = serving(serving_values)
     services = {(o["metadata"]["namespace"], o["metadata"]["name"]): o
-                for o in objs if o["kind"] == "Service"}
+                for o in serving(serving_values) if o["kind"] == "Service"}
     out = []
-    for obj in objs:
-        labels = obj["metadata"].get("labels") or {}
-        if obj["kind"] == "ConfigMap" and labels.get(
-                "app.kubernetes.io/component") == "serving-handover":
-            data = obj["data"]
-            service = services.get((data["namespace"], data["service"])) or {}
-            out.append(monitoring_render.server_from_handover(
-                data, (service.get("spec") or {}).get("selector")))
+    for handover in _handovers(serving_values):
+        data = handover["data"]
+        service = services.get((data["namespace"], data["service"])) or {}
+        out.append(monitoring_render.server_from_handover(
+            data, (service.get("spec") or {}).get("selector")))
     return out
 
 
@@ -199,12 +251,14 @@ RENDERERS = {
     "operators": operators,
     "storage": storage,
     "serving": serving,
+    "gateway": gateway,
     "monitoring": monitoring,
 }
 
 # stage name -> the Secrets its objects read (never their values). Optional per stage.
 SECRET_REFS = {
     "serving": serving_secrets,
+    "gateway": gateway_secrets,
 }
 
 

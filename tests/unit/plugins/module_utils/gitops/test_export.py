@@ -22,6 +22,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.gitops.patches im
     json_patch,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    gateway_runner,
     gpu_nodes_runner,
     serving_runner,
 )
@@ -209,10 +210,10 @@ def test_a_new_stage_plugs_in_with_one_line(tmp_path, site_values, monkeypatch):
                  "metadata": {"name": "gateway", "namespace": values["namespace"]},
                  "data": {"models": "tiny-llama"}}]
 
-    monkeypatch.setitem(stages_registry(), "gateway", gateway)
-    _export(tmp_path, {**site_values, "gateway": {"namespace": NS}})
+    monkeypatch.setitem(stages_registry(), "proxy", gateway)
+    _export(tmp_path, {**site_values, "proxy": {"namespace": NS}})
     overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
-    assert "gateway/configmap-gateway.yaml" in overlay["resources"]
+    assert "proxy/configmap-gateway.yaml" in overlay["resources"]
 
 
 def stages_registry() -> dict:
@@ -301,9 +302,9 @@ def test_a_stage_that_renders_a_secret_is_refused(tmp_path, site_values, monkeyp
         return [{"apiVersion": "v1", "kind": "Secret", "metadata": meta,
                  "stringData": {"key": values["key"]}}]
 
-    monkeypatch.setitem(stages_registry(), "gateway", leaky)
-    with pytest.raises(InvalidInputError, match="stage gateway renders Secret master-key"):
-        _export(tmp_path, {**site_values, "gateway": {"key": "sk-not-in-git"}})
+    monkeypatch.setitem(stages_registry(), "leaky", leaky)
+    with pytest.raises(InvalidInputError, match="stage leaky renders Secret master-key"):
+        _export(tmp_path, {**site_values, "leaky": {"key": "sk-not-in-git"}})
     assert not (tmp_path / "tree").exists()
 
 
@@ -332,3 +333,34 @@ def test_monitoring_derived_from_the_serving_models_is_what_the_role_renders(tmp
     assert servers and by_role
     assert {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
             for o in by_role} == tree
+
+
+def test_the_gateway_is_what_the_gateway_runner_applies(tmp_path, site_values):
+    """The gateway in front of the serving models, as the llm_gateway module finds them
+    (their hand-overs) and applies it; only its pods' config digest differs (the
+    module's also covers the keys it reads from the Secrets)."""
+    serving = site_values["serving"]
+    gateway = {"namespace": NS, "name": "llm-gateway",
+               "image": "registry.example.com/llmops/gateway:0.1.0"}
+    result = _export(tmp_path, {**site_values, "gateway": {**gateway, "serving": serving}})
+    assert f"{NS}/llm-gateway-master-key" in result["secrets"]
+    tree = _docs(tmp_path / "tree", "overlays/site-a/gateway/*.yaml")
+
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": "models", "namespace": NS},
+           "spec": {"accessModes": ["ReadWriteMany"]}}
+    nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n-{i}", "labels": {
+        "gpu-stack.llmops.io/gpu-node": "true"}}, "status": {"allocatable": {
+            "nvidia.com/gpu": "2"}}} for i in range(2)]
+    fake = FakeClient([*nodes, pvc])
+    serving_runner.run(fake, serving_runner.Request(**serving, wait=False))
+    gateway_runner.run(fake, gateway_runner.Request(**gateway, wait=False))
+    applied = {k: v for k, v in _applied(fake).items()
+               if k[2].startswith("llm-gateway") and k[0] != "Secret"}
+    assert ("Deployment", NS, "llm-gateway") in applied
+    digest = "gpu-stack.llmops.io/config-sha256"
+    template = applied[("Deployment", NS, "llm-gateway")]["spec"]["template"]
+    assert set(template["metadata"]["annotations"]) == {digest}
+    exported = tree[("Deployment", NS, "llm-gateway")]["spec"]["template"]["metadata"]
+    template["metadata"]["annotations"][digest] = exported["annotations"][digest]
+    assert {k: v for k, v in tree.items() if k[0] != "Namespace"} == applied

@@ -40,7 +40,7 @@ def test_check_mode_then_write_then_nothing(capsys, tmp_path):
 
 def test_a_bad_stage_fails_before_any_write(capsys, tmp_path):
     code, result = _run(capsys, {"dest": str(tmp_path / "tree"), "inventory": "lab",
-                                 "stages": {**STAGES, "gateway": {}}})
+                                 "stages": {**STAGES, "no-such-stage": {}}})
     assert code == 1 and result["failed"]
-    assert "unknown stage 'gateway'" in result["msg"]
+    assert "unknown stage 'no-such-stage'" in result["msg"]
     assert not (tmp_path / "tree").exists()
