@@ -19,7 +19,11 @@
 
 from __future__ import annotations
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - the controller (ansible-core) always has PyYAML
+    yaml = None
+
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
@@ -124,6 +128,8 @@ def user_workload_config(current: str | None) -> dict:
     so ``current`` (the cluster's document, empty when there is none) is kept and only
     ``enableUserWorkload`` is set in it.
     """
+    if yaml is None:  # pragma: no cover
+        raise InvalidInputError("user-workload monitoring needs PyYAML to merge config.yaml")
     doc = yaml.safe_load(current or "") or {}
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{USER_WORKLOAD_NAMESPACE}/{USER_WORKLOAD_CONFIGMAP}: "
