@@ -25,7 +25,7 @@ RUNTIME_IMAGE_TAG = RUNTIME
 RAY_VLLM_IMAGE = "ray-vllm"
 RAY_VLLM_IMAGE_TAG = "0.1.0"
 
-# LiteLLM's proxy in the gateway image (images/gateway/) and the lab's .venv-gateway
+# LiteLLM's proxy in the gateway image (images/gateway/) and the tests' .venv-gateway
 # (pyproject group `gateway`); prisma only so that LiteLLM answers a request without a
 # key with 401 rather than 500 (its auth error path imports it even without a database).
 LITELLM = "1.108.5"

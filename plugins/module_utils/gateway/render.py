@@ -112,12 +112,12 @@ def _container(cfg: dict, env: list[dict]) -> dict:
 def manifests(cfg: dict, text: str, env: list[dict], digest: str) -> list[dict]:
     """The gateway's objects (see the module docstring)."""
     validate(cfg)
-    ns, name, lab = cfg["namespace"], cfg["name"], labels(cfg)
-    meta = {"namespace": ns, "labels": lab}
+    ns, name, own = cfg["namespace"], cfg["name"], labels(cfg)
+    meta = {"namespace": ns, "labels": own}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
                   "metadata": {"name": config_map_name(name), **meta},
                   "data": {CONFIG_FILE: text}}
-    pod = {"metadata": {"labels": lab, "annotations": {CONFIG_SHA256_ANNOTATION: digest}},
+    pod = {"metadata": {"labels": own, "annotations": {CONFIG_SHA256_ANNOTATION: digest}},
            "spec": {"automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True},
                     "containers": [_container(cfg, env)],
@@ -144,7 +144,7 @@ def manifests(cfg: dict, text: str, env: list[dict], digest: str) -> list[dict]:
     if cfg.get("route_host"):
         route_spec["host"] = cfg["route_host"]
     route = {"apiVersion": "route.openshift.io/v1", "kind": "Route",
-             "metadata": {"name": name, "namespace": ns, "labels": lab, "annotations": {
+             "metadata": {"name": name, "namespace": ns, "labels": own, "annotations": {
                  "haproxy.router.openshift.io/timeout": str(cfg["route_timeout"])}},
              "spec": route_spec}
     policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
