@@ -2,7 +2,9 @@
 # The test command (README, .ci/run): every quality gate, in the ecosystem's order.
 #   1. ansible-test sanity (Python 3.11 toolchain, and 3.12 when bootstrap made one)
 #   2. ansible-lint, production profile, offline
-#   3. molecule scenarios: one per role against the lab (extensions/molecule/)
+#   3. molecule scenarios: one per role against the lab (extensions/molecule/); they
+#      start first and run beside 1, 2 and the unit tests (they mostly wait on the lab),
+#      their log is printed once they end
 #   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11
 #      (printing its 25 slowest tests),
 #      last, so the log ends with pytest's summary line.
@@ -28,6 +30,26 @@ fi
 step "ruff"
 ruff check .
 
+# Molecule: a scenario per role, in the pipeline's order, on one lab. shared_state
+# (extensions/molecule/config.yml): the default scenario's create starts the lab once and
+# its destroy stops it after the last scenario.
+molecule_log=$(mktemp)
+molecule test --shared-state \
+    -s serving_plan -s esxi_gpu_passthrough -s ocp_gpu_nodes -s gpu_operators \
+    -s model_storage -s ray_vllm -s llm_gateway -s monitoring -s validate -s gitops_export >"$molecule_log" 2>&1 &
+molecule_pid=$!
+echo "molecule scenarios started in the background (log printed when they end)"
+# A gate failing before the wait below ends the run: stop molecule and its lab too.
+stop_molecule() {
+    if kill -0 "$molecule_pid" 2>/dev/null; then
+        kill "$molecule_pid" 2>/dev/null || true
+        wait "$molecule_pid" 2>/dev/null || true
+        GPU_LAB_HOME="$ROOT/.lab/molecule" gpu-lab reset >/dev/null 2>&1 || true
+        tail -n 40 "$molecule_log"
+    fi
+}
+trap stop_molecule EXIT
+
 step "ansible-test sanity (Python 3.11, ansible-core $(.venv/bin/python -c 'import ansible; print(ansible.__version__)'))"
 bash tests/sanity/run.sh .venv 3.11
 if [ -x .venv-py312/bin/python ]; then
@@ -38,13 +60,6 @@ fi
 step "ansible-lint (production profile, offline)"
 ansible-lint
 
-step "molecule: a scenario per role, in the pipeline's order, on one lab"
-# shared_state (extensions/molecule/config.yml): the default scenario's create starts the
-# lab once and its destroy stops it after the last scenario.
-molecule test --shared-state \
-    -s serving_plan -s esxi_gpu_passthrough -s ocp_gpu_nodes -s gpu_operators \
-    -s model_storage -s ray_vllm -s validate
-
 if [ -x .venv-py312/bin/python ]; then
     step "pytest unit tests (Python 3.12)"
     .venv-py312/bin/python -m pytest -q -p no:cacheprovider tests/unit
@@ -52,6 +67,17 @@ fi
 
 step "pytest: model stager (its own venv, .venv-stager)"
 .venv-stager/bin/python -m pytest -q -p no:cacheprovider tests/unit/runtime tests/integration/stager
+
+step "molecule: a scenario per role against the lab"
+molecule_rc=0
+wait "$molecule_pid" || molecule_rc=$?
+cat "$molecule_log"
+rm -f "$molecule_log"
+trap - EXIT
+if [ "$molecule_rc" -ne 0 ]; then
+    echo "molecule failed (exit code $molecule_rc)"
+    exit "$molecule_rc"
+fi
 
 step "pytest (Python 3.11)"
 exec .venv/bin/python -m pytest --durations=25 "$@"

@@ -51,12 +51,19 @@ def test_each_scenario_checks_reads_back_and_verifies(role):
     for step in ("prepare", "side_effect", "verify"):
         assert _playbook(role, step).is_file(), f"{role}: no {step} playbook"
     assert _playbook(role, "side_effect").name == "compare_state.yml"
+    if role != "serving_plan":  # the planner's scenario runs on localhost alone, no lab
+        host = _scenario(role)["provisioner"]["inventory"]["host_vars"]["localhost"]
+        assert host["molecule_verified_role"] == role
+        assert set(host["molecule_prepare"]) <= set(ROLES)
+        assert _playbook(role, "prepare").name == "prepare.yml"
+        assert "resources/verified.yml" in _playbook(role, "verify").read_text()
 
 
 def test_ci_runs_every_scenario_in_the_pipeline_order():
     scenarios = _ci_scenarios()
     assert sorted(scenarios) == ROLES
-    stages = ["esxi_gpu_passthrough", "ocp_gpu_nodes", "gpu_operators", "model_storage", "ray_vllm", "validate"]
+    stages = ["esxi_gpu_passthrough", "ocp_gpu_nodes", "gpu_operators", "model_storage", "ray_vllm",
+              "llm_gateway", "monitoring", "validate"]
     assert [s for s in scenarios if s in stages] == stages
 
 
