@@ -51,7 +51,8 @@ def _serving(lab, work, key: str):
                                 env_extra={"GPU_LAB_HOME": str(lab.settings.home)})
     assert rc == 0, out[-6000:]
     assert key not in out  # the key never in the output (no_log), only its digest
-    serving = [r for r in results if "rolled" in r]
+    # the role's ray_vllm_cluster task loops over its models: one result per model
+    serving = [item for r in results for item in (r.get("results") or [r]) if "rolled" in item]
     assert len(serving) == 1, out[-4000:]
     return serving[0], out
 
