@@ -1,5 +1,5 @@
 """The gateway as a real process pod of the lab (LiteLLM's proxy from .venv-gateway) in
-front of the session's vLLM (``served_model``), deployed by the llm_gateway module.
+front of the session's vLLM (``served_model``), deployed by the llm_gateway role.
 
 In a fresh namespace of the shared lab: the serving stage's API-key Secret, its hand-over
 ConfigMap (written by ``serving.render.handover`` itself, two replicas) and, for each
@@ -69,6 +69,15 @@ def _arrivals(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def _role(work: Path, role_vars: dict):
+    """The llm_gateway role as a play runs it; the module's result (its registered task)."""
+    task = {"name": "gateway",
+            "ansible.builtin.import_role": {"name": "llmops.gpu_stack.llm_gateway"}}
+    rc, results, out = run_playbook(work, [task], vars_file=role_vars)
+    module = [r for r in results if "config_sha256" in r]
+    return rc, (module[0] if module else {}), out
+
+
 @pytest.fixture(scope="module")
 def gateway(served_model, k8s_lab, tmp_path_factory):
     from kubernetes import client, config
@@ -88,7 +97,10 @@ def gateway(served_model, k8s_lab, tmp_path_factory):
     args = {"kubeconfig": str(k8s_lab.kubeconfig), "context": "lab-admin", "namespace": ns,
             "image": GATEWAY_IMAGE, "wait_timeout": 240}
     started = time.monotonic()
-    rc, result, out = run_module(work, "llm_gateway", args)
+    rc, result, out = _role(work, {
+        "llm_gateway_k8s_auth": {"kubeconfig": args["kubeconfig"], "context": "lab-admin"},
+        "llm_gateway_namespace": ns, "llm_gateway_image": GATEWAY_IMAGE,
+        "llm_gateway_wait_timeout": 240})
     assert rc == 0, out[-4000:]
     print(f"\ngateway deployed in {time.monotonic() - started:.1f} s")
     yield {"core": core, "api": api, "ns": ns, "result": result, "args": args, "work": work,
