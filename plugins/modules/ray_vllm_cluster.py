@@ -52,8 +52,8 @@ description:
     objects (keys C(endpoint), C(api_key_secret), C(served_model_name), C(namespace),
     C(service), C(route), C(backend), C(clusters) (the RayClusters, empty for
     C(deployment)), C(deployment) (its name, empty for C(ray)), C(tensor_parallel_size),
-    C(pipeline_parallel_size), C(replicas)), written last through the same server-side apply and shown in the diff,
-    so the validate stage finds the endpoint in a later run.
+    C(pipeline_parallel_size), C(replicas)), written last through the same server-side
+    apply and shown in the diff, so the validate stage finds the endpoint in a later run.
   - Changing the pod template of an existing RayCluster is applied to the RayCluster
     object, but KubeRay does not replace running pods for it. So the module rolls the
     serving pods itself, head and workers, one RayCluster at a time, each waited for until
