@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    gateway,
+    gateway_runner,
     gpu_nodes_runner,
     olm_runner,
     serving,
@@ -32,6 +34,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.drain import 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gpu_nodes import OUR_GPU_NODE
 
 from . import test_drain as drain_t
+from . import test_gateway_runner as gateway_t
 from . import test_olm_runner as olm_t
 from . import test_serving_roll as roll_t
 from . import test_serving_runner as serving_t
@@ -140,6 +143,10 @@ def _unserve(client):
     return serving_runner.run(client, serving_t._request(state="absent"))
 
 
+def _gateway(client):
+    return gateway_runner.run(client, gateway_t._request())
+
+
 def _drain_site() -> FakeClient:
     return drain_t.DrainFake(drain_t._site())
 
@@ -167,6 +174,7 @@ STAGES = {
     "ray_vllm_cluster-absent": (_served, _unserve),
     "ray_vllm_cluster-new-key": (_served_with_key_a, _rotate_key),
     "vm_gpu_passthrough-drain": (_drain_site, _power_cycle),
+    "llm_gateway": (gateway_t._cluster, _gateway),
 }
 
 
@@ -182,6 +190,7 @@ def _fixed_names(monkeypatch, tmp_path):
     monkeypatch.setitem(_LOCAL, "dir", tmp_path)
     monkeypatch.setattr(staging.secrets, "token_hex", lambda n=None: "0a0b0c")
     monkeypatch.setattr(serving.secrets, "token_urlsafe", lambda n=None: "k" * 43)
+    monkeypatch.setattr(gateway.secrets, "token_urlsafe", lambda n=None: "g" * 43)
 
 
 def _outcome(stage: str, client) -> tuple:
