@@ -30,7 +30,8 @@ def _playbook(role: str, step: str) -> Path:
 
 
 def _ci_scenarios() -> list[str]:
-    command = re.search(r"molecule test --shared-state((?:\s*\\\n|\s)+(?:-s \w+(?:\s*\\\n|\s)*)+)", CHECK_SH)
+    gap = r"(?:\s*\\\n|\s)"  # spaces or a line continuation
+    command = re.search(rf"molecule test --shared-state({gap}+(?:-s \w+{gap}*)+)", CHECK_SH)
     assert command, "tests/check.sh has no `molecule test --shared-state -s ...` command"
     return re.findall(r"-s (\w+)", command.group(1))
 
