@@ -224,7 +224,7 @@ def _argument_spec() -> dict:
         "base": {"type": "dict", "default": {}},
         "application": {"type": "dict", "options": application,
                         "mutually_exclusive": [("destination_server", "destination_name")]},
-        "secrets": {"type": "dict", "default": {}, "options": secrets},
+        "secrets": {"type": "dict", "default": {}, "options": secrets, "no_log": False},
     }
 
 

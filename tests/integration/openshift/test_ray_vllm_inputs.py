@@ -194,7 +194,6 @@ def test_check_mode_warns_about_what_earlier_stages_would_provide(lab_with_model
     assert rc != 0 and "may only hold" in res["msg"]
 
 
-
 def _role_vars(models: list, **change) -> dict:
     """The role's variables as the lab inventory sets them for vLLM on CPU
     (inventories/lab/group_vars/all/serving.yml)."""

@@ -15,8 +15,8 @@ NOT_EXPORTED = {"state", "wait_timeout", "llm_api_key"}
 
 def _module_args(tasks: list) -> dict:
     for task in tasks:
-        if "llmops.gpu_stack.ray_vllm_cluster" in task and task.get("loop", "").strip(
-                ) == "{{ ray_vllm_releases }}":
+        loop = task.get("loop", "").strip()
+        if "llmops.gpu_stack.ray_vllm_cluster" in task and loop == "{{ ray_vllm_releases }}":
             return task["llmops.gpu_stack.ray_vllm_cluster"]
         found = _module_args(task.get("block") or [])
         if found:
