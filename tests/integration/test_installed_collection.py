@@ -289,14 +289,18 @@ def test_awx_project_sync_installs_the_checkout_and_nothing_else(awx_jobs):
         (REPO / "roles/validate/tasks/main.yml").read_bytes()
 
 
+# the site workflow's job templates, in playbooks/site.yml's order
+SITE_JOBS = ["esxi", "openshift", "plan", "storage", "serving", "gateway", "monitoring", "validate"]
+
+
 def test_awx_site_workflow_converges_the_lab(awx_jobs):
     lab_home, _colls, jobs = awx_jobs
-    assert list(jobs) == ["esxi", "openshift", "plan", "storage", "serving", "validate"]
+    assert list(jobs) == SITE_JOBS
     for key, job in jobs.items():
         assert job["status"] == "successful", (key, job["output"])
         assert not any(job["stats"].get("failures", {}).values()), (key, job["stats"])
     # from scratch: passthrough, operators, storage and serving were all changed
-    for key in ("esxi", "openshift", "storage", "serving"):
+    for key in ("esxi", "openshift", "storage", "serving", "gateway", "monitoring"):
         assert job_changed(jobs[key]), (key, jobs[key]["stats"])
     served = _serving_read_back(lab_home)
     # the LLM API key credential's extra_vars injector reached the serving stage
@@ -308,7 +312,7 @@ def job_changed(job: dict) -> bool:
 
 
 def test_awx_site_workflow_launched_again_changes_nothing(awx_rerun):
-    assert list(awx_rerun) == ["esxi", "openshift", "plan", "storage", "serving", "validate"]
+    assert list(awx_rerun) == SITE_JOBS
     for key, job in awx_rerun.items():
         assert job["status"] == "successful", (key, job["output"])
         assert not job_changed(job), (key, job["changed_tasks"], job["stats"])
