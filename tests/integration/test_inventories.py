@@ -36,7 +36,7 @@ PREFLIGHT = {
     "ocp_gpu_nodes": "Preflight - the GPU workers are known",
     "gpu_operators": "The KubeRay install method is known",
     "serving_plan": "Plan the serving layout",
-    "ray_vllm": "Check that a serving plan is there",
+    "ray_vllm": "Check that every model has a served name, a weights directory and a serving plan",
     "validate": "The endpoint inputs are usable",
 }
 # The key the validate preflight is given (no request is sent in a preflight).
@@ -102,7 +102,8 @@ def _assert_nothing_created(lab_home) -> None:
 
 
 def _plan(tasks: dict) -> dict:
-    result = tasks["llmops.gpu_stack.serving_plan : Keep the plan as the fact serving_plan"]
+    name = "Keep the plans as the facts serving_plans and serving_plan (the first model's)"
+    result = tasks[f"llmops.gpu_stack.serving_plan : {name}"]
     return result["ansible_facts"]["serving_plan"]
 
 
