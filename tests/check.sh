@@ -17,7 +17,8 @@ export PATH="$ROOT/.venv/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$ROOT/collections"
 export ANSIBLE_NOCOLOR=1 PY_COLORS=0 NO_COLOR=1
 
-step() { printf '\n=== %s\n' "$*"; }
+# each step's header says how long the run has taken so far (the CI log's only clock)
+step() { printf '\n=== %s (at %ds)\n' "$*" "$SECONDS"; }
 
 # A built copy of this collection in the user's collections (molecule's prerun installs
 # one unless a scenario says `prerun: false`) would shadow the working tree: remove it.
@@ -72,6 +73,7 @@ step "molecule: a scenario per role against the lab"
 molecule_rc=0
 wait "$molecule_pid" || molecule_rc=$?
 cat "$molecule_log"
+echo "molecule ended at ${SECONDS}s"
 rm -f "$molecule_log"
 trap - EXIT
 if [ "$molecule_rc" -ne 0 ]; then

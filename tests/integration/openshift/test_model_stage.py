@@ -248,6 +248,19 @@ def _jobs_of(lab, ns: str, model_dir: str) -> list:
         ns, label_selector=f"gpu-stack.llmops.io/model={key}").items
 
 
+def _stager_pods(lab, ns: str) -> list:
+    """Each stager pod's phase and log tail: what a failed concurrency check shows."""
+    core = client.CoreV1Api(api(lab))
+    out = []
+    for pod in core.list_namespaced_pod(ns).items:
+        try:
+            log = core.read_namespaced_pod_log(pod.metadata.name, ns)[-800:]
+        except client.ApiException as exc:
+            log = f"(no log: {exc.status})"
+        out.append((pod.metadata.name, pod.status.phase, log))
+    return out
+
+
 def test_concurrent_stagings_of_one_model_and_of_two_models_on_one_pvc(
         k8s_lab_factory, tmp_path, gated_web):
     lab = k8s_lab_factory()
@@ -260,7 +273,7 @@ def test_concurrent_stagings_of_one_model_and_of_two_models_on_one_pvc(
 
     def _stage(run: str, model_dir: str) -> None:
         results[run] = run_module(lab, tmp_path / run, "model_stage", {
-            "namespace": "both", "model_dir": model_dir, "timeout": 300,
+            "namespace": "both", "model_dir": model_dir, "timeout": 180,
             "pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
             "source": {"type": "http", "url": url, "manifest": f"{url}/manifest.json"},
             "credentials": {"token": f"token-{run}"}})
@@ -276,9 +289,11 @@ def test_concurrent_stagings_of_one_model_and_of_two_models_on_one_pvc(
              context=lambda: str({r: v[2][-1500:] for r, v in results.items()}))
     gate.set()
     for thread in threads:
-        thread.join(300)
+        thread.join(240)
+    # every run ended (a run still waiting would leave its Job out of the reads below)
+    assert sorted(results) == sorted(runs), _stager_pods(lab, "both")
     for run, (rc, _result, out) in results.items():
-        assert rc == 0, (run, out[-3000:])
+        assert rc == 0, (run, out[-3000:], _stager_pods(lab, "both"))
     # both Jobs of m1 ran to completion: neither run deleted the other's live Job
     assert [j.status.succeeded for j in _jobs_of(lab, "both", "m1")] == [1, 1]
     changed = sorted(results[r][1]["result"]["changed"] for r in ("first", "same"))
