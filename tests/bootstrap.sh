@@ -124,7 +124,7 @@ install_pip_shim .venv
 # 37 (python-dateutil <3 vs >=3): its tests get their own venv.
 make_venv .venv-stager "$PYTHON" stager-test ".[stager]"
 # The gateway (LiteLLM's proxy) runs in the lab's process pods from its own venv.
-make_venv .venv-gateway "$PYTHON" gateway
+make_venv .venv-gateway "$PYTHON" gateway .  # ".": the key check its config names (gpu_stack_runtime.gateway)
 
 log "linking the collection as llmops.gpu_stack"
 mkdir -p collections/ansible_collections/llmops

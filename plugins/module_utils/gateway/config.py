@@ -36,13 +36,14 @@ import hashlib
 import json
 import re
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
 
 API_PORT = 8000  # the serving stage's API port (serving.render.API_PORT)
 API_KEY_FIELD = "api-key"  # the serving stage's Secret key holding the API key
-MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+MASTER_KEY_ENV = contract.GATEWAY_MASTER_KEY_ENV
 MASTER_KEY_FIELD = "master-key"
 # LiteLLM keys are bearer tokens starting "sk-"; the proxy refuses other master keys.
 MASTER_KEY_PREFIX = "sk-"
@@ -146,7 +147,10 @@ def litellm_config(backends: list[dict], settings: dict | None = None) -> dict:
             "drop_params": False,
             "telemetry": False,
         },
-        "general_settings": {"master_key": f"os.environ/{MASTER_KEY_ENV}"},
+        # the image's key check: the master key or 401 (LiteLLM alone, without a
+        # database, answers any other key with 400)
+        "general_settings": {"master_key": f"os.environ/{MASTER_KEY_ENV}",
+                             "custom_auth": contract.GATEWAY_AUTH_HOOK},
     }
 
 

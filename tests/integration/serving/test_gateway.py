@@ -9,8 +9,8 @@ sees independently which replica LiteLLM chose. Through the lab's router and the
 gateway's Route: ``/v1/models`` lists the model, the ``openai`` SDK gets a chat and a
 streamed chat, the ``litellm`` client (in the gateway's own venv) a streamed chat, every
 request reaches vLLM through the replicas' Services (both of them), an unknown model is a
-clear 400 and a request without the master key a 401. No key is in the ConfigMap or the
-Deployment; a rerun changes nothing.
+clear 400 and a request without the master key (none, a wrong one, the model's own) a
+401. No key is in the ConfigMap or the Deployment; a rerun changes nothing.
 """
 
 from __future__ import annotations
@@ -172,15 +172,22 @@ def test_the_litellm_client_streams_through_the_gateway(k8s_lab, gateway):
     assert int(count) > 2 and text.strip("'\"")
 
 
-def test_refusals_key_and_unknown_model(k8s_lab, gateway):
+def test_refusals_key_and_unknown_model(k8s_lab, gateway, served_model):
     host = gateway["result"]["endpoint"].removeprefix("https://")
     with httpx.Client(verify=k8s_lab.router_ca, headers={"Host": host}, timeout=60) as http:
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-        for method, path, payload in (("GET", "/v1/models", None),
-                                      ("POST", "/v1/chat/completions", body),
-                                      ("POST", "/v1/completions", {"model": MODEL, "prompt": "x"})):
-            response = http.request(method, k8s_lab.router_url + path, json=payload)
-            assert response.status_code == 401, (path, response.status_code, response.text)
+        # no key, a wrong key, a wrong key shaped like LiteLLM's keys, the model's own key:
+        # each refused with 401 (the image's key check; LiteLLM alone answers 400)
+        for auth in (None, "wrong", "sk-" + "0" * 24, served_model.api_key):
+            headers = {"Authorization": f"Bearer {auth}"} if auth else {}
+            for method, path, payload in (
+                    ("GET", "/v1/models", None), ("POST", "/v1/chat/completions", body),
+                    ("POST", "/v1/completions", {"model": MODEL, "prompt": "x"})):
+                response = http.request(method, k8s_lab.router_url + path, json=payload,
+                                        headers=headers)
+                assert response.status_code == 401, (auth is None, path, response.status_code,
+                                                     response.text)
+                assert "Authentication Error" in response.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError, match="Invalid model name"):
         _client(k8s_lab, gateway, _master_key(gateway)).chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)

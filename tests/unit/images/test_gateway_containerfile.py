@@ -1,5 +1,6 @@
 """The gateway image's Containerfile (llm-gateway): hadolint-clean, pinned by versions.py,
-non-root for any UID in group 0, no pip in the final stage, runs what the module renders."""
+non-root for any UID in group 0, no pip in the final stage, runs what the module renders,
+with the key check the generated configuration names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import versions
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract, versions
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import render
 
 from .containerfile import REPO, instructions, pip_installs, stages
@@ -52,9 +53,19 @@ def test_final_stage_is_non_root_for_any_uid_and_has_no_pip():
     assert "chown 1001:0 /home/gateway" in runs and "chmod -R g=u /home/gateway" in runs
     assert pip_installs(final) == [] and "python3.11-pip" not in runs
     assert any(op == "COPY" and arg.startswith("--from=build /opt/venv") for op, arg in final)
-    # nothing of the repository is copied: the build context can stay filtered to nothing
+    # of the repository only the runtime package (its key check) is copied, in the build
+    # stage: the final stage holds the venv alone
     assert [arg for op, arg in instructions(GATEWAY.read_text())
-            if op == "COPY" and not arg.startswith("--from=")] == []
+            if op == "COPY" and not arg.startswith("--from=")] == [
+        "pyproject.toml /src/pyproject.toml", "images/runtime /src/images/runtime"]
+    assert [arg for op, arg in final if op == "COPY"] == ["--from=build /opt/venv /opt/venv"]
+
+
+def test_the_key_check_the_config_names_is_installed_and_imported_in_the_build():
+    build = " ".join(arg for op, arg in stages(GATEWAY.read_text())[0] if op == "RUN")
+    module = contract.GATEWAY_AUTH_HOOK.rsplit(".", 1)[0]
+    assert f'import {module}"' in build and "/src" in build.split("pip install", 1)[1]
+    assert (REPO / "images" / "runtime" / (module.replace(".", "/") + ".py")).is_file()
 
 
 def test_the_image_runs_the_rendered_command_with_the_rendered_settings():

@@ -5,7 +5,8 @@
 The controller (``plugins/module_utils``) renders the stager Job and the serving pods;
 the runtime (``gpu_stack_runtime``: ``gpu-stack-stage``, ``gpu-stack-launch``) runs in
 them. What one side writes and the other reads lives here: the volume layout, the
-completion marker, the environment names and the launcher's exit codes.
+completion marker, the environment names, the launcher's exit codes and the gateway's
+key check.
 
 This file exists twice, byte for byte: ``plugins/module_utils/common/contract.py``
 (module_utils cannot import the runtime package) and
@@ -94,6 +95,12 @@ LAUNCH_EXIT_REASONS = {
     LAUNCH_EXIT_GPUS: "GPUs missing",
     LAUNCH_EXIT_RAY: "Ray failed",
 }
+
+# --- the gateway (the generated LiteLLM configuration, the image's key check) -------
+# The environment variable holding the gateway's master key, and the hook of the
+# runtime package that LiteLLM calls to check a request's key (``custom_auth``).
+GATEWAY_MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+GATEWAY_AUTH_HOOK = "gpu_stack_runtime.gateway.auth.user_api_key_auth"
 
 
 def upload_dir(dest: str) -> str:

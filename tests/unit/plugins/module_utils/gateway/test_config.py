@@ -63,6 +63,9 @@ def test_keys_are_references_never_values():
     text = config.config_text(cfg)
     assert yaml.safe_load(text) == cfg  # LiteLLM reads it as YAML
     assert cfg["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    # the image's key check (gpu_stack_runtime.gateway.auth): a wrong key gets 401
+    assert cfg["general_settings"]["custom_auth"] == (
+        "gpu_stack_runtime.gateway.auth.user_api_key_auth")
     keys = {e["litellm_params"]["api_key"] for e in cfg["model_list"]}
     assert keys == {"os.environ/GATEWAY_KEY_LLM_API_KEY"}
     env = config.pod_env([b], "gw-master-key")
