@@ -31,6 +31,10 @@ gateway its own cores before judging the targets.
   .venv/bin/python tests/benchmarks/bench_gateway.py [--rounds 10] [--requests 24]
       [--rate 2.5] [--concurrency 8] [--max-tokens 32] [--namespace llm] [--name llm]
       [--gateway llm-gateway] [--model tiny-llama]
+
+With ``--direct URL --through URL`` (keys in $BENCH_DIRECT_KEY and $BENCH_GATEWAY_KEY)
+the two servers are given instead of read from the lab: the GPU check runs it so on the
+GPU machine (tests/gpu/gateway.py), vLLM on the GPU and the gateway on its own cores.
 """
 
 from __future__ import annotations
@@ -54,7 +58,6 @@ from bench_route import (
     _unloaded,
     _verdict,
 )
-from kubernetes import client, config
 
 GATEWAY_PORT = 4000
 
@@ -73,6 +76,8 @@ def _secret(core, ns: str, name: str, key: str) -> str:
 
 
 def targets(home: Path, ns: str, name: str, gateway: str, served: str) -> tuple:
+    from kubernetes import client, config  # the lab's API; not needed with --direct
+
     api = config.new_client_from_config(str(home / "kubeconfig"), context="lab-admin")
     core = client.CoreV1Api(api)
     head = _ready_pod_ip(core, ns, f"app.kubernetes.io/instance={name},ray.io/node-type=head",
@@ -99,12 +104,26 @@ def main() -> int:
     parser.add_argument("--name", default="llm", help="the serving release")
     parser.add_argument("--gateway", default="llm-gateway", help="the gateway's name")
     parser.add_argument("--model", default="tiny-llama", help="served model name")
+    parser.add_argument("--direct", metavar="URL",
+                        help="the model's server, given instead of read from the lab "
+                             "(its key in $BENCH_DIRECT_KEY; tests/gpu/gateway.py)")
+    parser.add_argument("--through", metavar="URL",
+                        help="the gateway, with --direct (its master key in "
+                             "$BENCH_GATEWAY_KEY)")
     args = parser.parse_args()
     if args.rate < 0 or min(args.rounds, args.requests, args.concurrency, args.max_tokens) < 1:
         parser.error("--rate must be >= 0; --rounds, --requests, --concurrency and "
                      "--max-tokens >= 1")
-    home = Path(os.environ.get("GPU_LAB_HOME") or REPO / ".lab")
-    direct, through = targets(home, args.namespace, args.name, args.gateway, args.model)
+    if bool(args.direct) != bool(args.through):
+        parser.error("--direct and --through go together")
+    if args.direct:
+        direct = Endpoint(base_url=args.direct, model=args.model, timeout=120,
+                          api_key=os.environ.get("BENCH_DIRECT_KEY") or None)
+        through = Endpoint(base_url=args.through, model=args.model, timeout=120,
+                           api_key=os.environ["BENCH_GATEWAY_KEY"])
+    else:
+        home = Path(os.environ.get("GPU_LAB_HOME") or REPO / ".lab")
+        direct, through = targets(home, args.namespace, args.name, args.gateway, args.model)
     print(f"straight: {direct.base_url}   through the gateway: {through.base_url}")
     pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_raise_priority)

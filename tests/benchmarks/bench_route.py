@@ -55,10 +55,13 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.loadtest import (  # noqa: E402
     build_report,
 )
-from kubernetes import client, config  # noqa: E402
 
 
 def _targets(home: Path, ns: str, name: str, served: str) -> tuple[Endpoint, Endpoint]:
+    # imported here: the client processes (and the GPU check's gateway benchmark, which
+    # reuses the rounds below on a machine without the kubernetes package) never need it
+    from kubernetes import client, config
+
     api = config.new_client_from_config(str(home / "kubeconfig"), context="lab-admin")
     core = client.CoreV1Api(api)
     route = client.CustomObjectsApi(api).get_namespaced_custom_object(
