@@ -89,12 +89,15 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu-check-out"))
     parser.add_argument("--gw-site", required=True, help="the unpacked LiteLLM site")
     parser.add_argument("--model", default="llama-3-8b")
-    parser.add_argument("--workers", type=int, default=1, help="LiteLLM's --num_workers")
+    parser.add_argument("--workers", default="1", type=lambda v: [int(w) for w in v.split(",")],
+                        help="LiteLLM's --num_workers, one run each (e.g. 1,4)")
+    parser.add_argument("--budget-s", type=float, default=560.0)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--rate", type=float, default=2.5)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
+    began = time.monotonic()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path("/tmp/gpu-gateway")
@@ -110,22 +113,53 @@ def main() -> int:
     config_path, gw_env = _gateway_files(work, args.model, key, master)
     gw_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **gw_env,
               "PYTHONPATH": f"{args.gw_site}:{ROOT / 'images' / 'runtime'}"}
+    vllm_log = work / "vllm.log"
+    with vllm_log.open("w") as log:
+        vllm = subprocess.Popen(vllm_cmd, cwd=ROOT, env=vllm_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    doc["runs"] = []
+    try:
+        doc["vllm_startup_s"] = _wait(f"http://127.0.0.1:{VLLM_PORT}/health", vllm, 300)
+        for workers in args.workers:
+            if args.budget_s - (time.monotonic() - began) < 200:
+                doc["runs"].append({"workers": workers, "skipped": "no time left"})
+                continue
+            doc["runs"].append(_run_gateway(args, work, out, workers, config_path, gw_env,
+                                            key, master))
+            _write(out, doc, key, master)
+    except Exception as exc:  # recorded with the logs below
+        doc["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        print(doc["error"], flush=True)
+    finally:
+        _stop(vllm)
+    doc["litellm"] = _sh(f"PYTHONPATH={args.gw_site} {sys.executable} -c "
+                         "'import importlib.metadata as m; print(m.version(\"litellm\"))'")
+    text = vllm_log.read_text(errors="replace") if vllm_log.exists() else ""
+    (out / "vllm.log.tail").write_text(text[-20000:])
+    _write(out, doc, key, master)
+    return 0 if doc["runs"] and all(r.get("bench_rc") == 0 for r in doc["runs"]) else 1
+
+
+def _write(out: Path, doc: dict, key: str, master: str) -> None:
+    text = json.dumps(doc, indent=1).replace(key, "<key>").replace(master, "<master key>")
+    (out / "gateway-bench.json").write_text(text)
+
+
+def _run_gateway(args, work: Path, out: Path, workers: int, config_path: Path, gw_env: dict,
+                 key: str, master: str) -> dict:
+    """One gateway (LiteLLM with ``workers`` processes) measured against vLLM straight."""
     gw_cmd = [*_cpus("8-11"), sys.executable, "-c",
               "import sys; from litellm import run_server; sys.argv[0] = 'litellm'; "
               "sys.exit(run_server())", "--config", str(config_path), "--host", "127.0.0.1",
-              "--port", str(GATEWAY_PORT), "--num_workers", str(args.workers)]
-    logs = {"vllm": work / "vllm.log", "gateway": work / "gateway.log"}
-    procs = {}
+              "--port", str(GATEWAY_PORT), "--num_workers", str(workers)]
+    log_path = work / f"gateway-{workers}.log"
+    run: dict = {"workers": workers}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(gw_cmd, cwd=ROOT, env=gw_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        for name, cmd, env in (("vllm", vllm_cmd, vllm_env), ("gateway", gw_cmd, gw_env)):
-            with logs[name].open("w") as log:
-                procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                               stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-        doc["vllm_startup_s"] = _wait(f"http://127.0.0.1:{VLLM_PORT}/health", procs["vllm"],
-                                      300)
-        doc["gateway_startup_s"] = _wait(
-            f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", procs["gateway"], 120)
+        run["gateway_startup_s"] = _wait(
+            f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", proc, 120)
         bench = subprocess.run(
             [*_cpus("12-15"), sys.executable,
              str(ROOT / "tests" / "benchmarks" / "bench_gateway.py"),
@@ -135,24 +169,18 @@ def main() -> int:
              "--rate", f"{args.rate:g}", "--max-tokens", str(args.max_tokens)],
             cwd=ROOT, env={**os.environ, "BENCH_DIRECT_KEY": key, "BENCH_GATEWAY_KEY": master},
             capture_output=True, text=True, timeout=420, check=False)
-        doc["bench_rc"] = bench.returncode
-        doc["bench_output"] = bench.stdout
-        doc["bench_stderr_tail"] = bench.stderr[-3000:]
-        print(bench.stdout, bench.stderr[-3000:], sep="\n", flush=True)
-    except Exception as exc:  # recorded with the logs below
-        doc["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-        print(doc["error"], flush=True)
+        run.update(bench_rc=bench.returncode, bench_output=bench.stdout,
+                   bench_stderr_tail=bench.stderr[-3000:])
+        print(f"--- LiteLLM with {workers} worker(s)", bench.stdout, bench.stderr[-3000:],
+              sep="\n", flush=True)
+    except Exception as exc:  # recorded; the next variant still runs
+        run["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     finally:
-        for proc in procs.values():
-            _stop(proc)
-    doc["litellm"] = _sh(f"PYTHONPATH={args.gw_site} {sys.executable} -c "
-                         "'import importlib.metadata as m; print(m.version(\"litellm\"))'")
-    for name, path in logs.items():
-        text = path.read_text(errors="replace") if path.exists() else ""
-        (out / f"{name}.log.tail").write_text(text[-20000:].replace(key, "<key>")
-                                              .replace(master, "<master key>"))
-    (out / "gateway-bench.json").write_text(json.dumps(doc, indent=1))
-    return 0 if doc.get("bench_rc") == 0 else 1
+        _stop(proc)
+    text = log_path.read_text(errors="replace")
+    (out / f"gateway-{workers}.log.tail").write_text(
+        text[-20000:].replace(key, "<key>").replace(master, "<master key>"))
+    return run
 
 
 if __name__ == "__main__":

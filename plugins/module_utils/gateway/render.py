@@ -37,9 +37,12 @@ CONFIG_SHA256_ANNOTATION = "gpu-stack.llmops.io/config-sha256"
 HANDOVER_COMPONENT = "gateway-handover"
 ROUTE_PATH = "/v1"
 # LiteLLM loads its model price map from the internet at start unless told not to (a
-# gateway in a disconnected cluster must start all the same); without a database its
-# admin UI and API docs serve nothing of use and are switched off.
+# gateway in a disconnected cluster must start all the same), and nothing it imports may
+# reach the Hugging Face hub (HF_HUB_OFFLINE; the config turns its tokenizer downloads
+# off); without a database its admin UI and API docs serve nothing of use and are
+# switched off.
 _STATIC_ENV = [{"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
+               {"name": "HF_HUB_OFFLINE", "value": "1"},
                {"name": "LITELLM_MODE", "value": "PRODUCTION"},
                {"name": "DISABLE_ADMIN_UI", "value": "True"},
                {"name": "NO_DOCS", "value": "True"}, {"name": "NO_REDOC", "value": "True"},

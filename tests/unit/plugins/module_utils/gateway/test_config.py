@@ -63,6 +63,8 @@ def test_keys_are_references_never_values():
     text = config.config_text(cfg)
     assert yaml.safe_load(text) == cfg  # LiteLLM reads it as YAML
     assert cfg["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    # no tokenizer download from the hub on requests (a disconnected gateway would try)
+    assert cfg["litellm_settings"]["disable_hf_tokenizer_download"] is True
     # the image's key check (gpu_stack_runtime.gateway.auth): a wrong key gets 401
     assert cfg["general_settings"]["custom_auth"] == (
         "gpu_stack_runtime.gateway.auth.user_api_key_auth")
