@@ -25,8 +25,16 @@ session vLLM of tests/integration/serving behind a relay pod, the gateway pod of
 test_gateway.py): stream tokens/s ratio 0.08, TTFT p50 +938 ms, unloaded round trip 21.6
 vs 259 ms: the proxy, vLLM and both clients share two cores and LiteLLM's request path is
 CPU-bound Python. Alone (a stub OpenAI backend on uvicorn, no vLLM running) LiteLLM adds
-20-30 ms per non-streamed request here. Run it where vLLM has its own GPUs and the
-gateway its own cores before judging the targets.
+20-30 ms per non-streamed request here. Those figures were taken before the generated
+configuration stopped LiteLLM from trying the Hugging Face hub for a tokenizer on requests
+(``disable_hf_tokenizer_download``), which stalled requests here.
+
+On a GPU machine (tests/gpu/results/gateway-2026-12-06.md: Llama 3 8B on vLLM on an
+H100, LiteLLM on 4 cores of its own, the clients on 4 others) the targets are NOT met
+either: stream tokens/s 0.86 of straight, TTFT p50 +56.5 ms, with 1 LiteLLM worker (0.88
+and +48.5 ms with 4); the control 1.00 and +0.6 ms. The load streams ``/v1/completions``,
+LiteLLM's slower path: against a stub server it added about 60 ms to the first token
+there and about 15 ms on ``/v1/chat/completions``.
 
   .venv/bin/python tests/benchmarks/bench_gateway.py [--rounds 10] [--requests 24]
       [--rate 2.5] [--concurrency 8] [--max-tokens 32] [--namespace llm] [--name llm]
