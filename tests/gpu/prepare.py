@@ -130,7 +130,10 @@ def gateway_site() -> None:
          f"litellm[proxy]=={versions.LITELLM}", f"prisma=={versions.PRISMA}")
     for pattern in GATEWAY_TRIM:
         for path in site.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     for cache in list(site.rglob("__pycache__")):
         shutil.rmtree(cache, ignore_errors=True)
     target = CACHE / "gw" / "gwsite.tar.xz"
