@@ -148,8 +148,8 @@ def litellm_config(backends: list[dict], settings: dict | None = None) -> dict:
             "telemetry": False,
             # LiteLLM counts tokens with a Hugging Face tokenizer it downloads for model
             # names it knows ("llama-3..."); a gateway without the internet would try the
-            # hub on requests (measured: +40 ms a request on the GPU machine, stalls of
-            # seconds in the lab): tiktoken's estimate, shipped with LiteLLM, instead
+            # hub on requests (where name resolution hangs, requests stalled for
+            # seconds): tiktoken's estimate, shipped with LiteLLM, instead
             "disable_hf_tokenizer_download": True,
         },
         # the image's key check: the master key or 401 (LiteLLM alone, without a
