@@ -124,20 +124,22 @@ def _stop(proc: subprocess.Popen) -> None:
         time.sleep(1)
 
 
-def _wait_health(ep, proc: subprocess.Popen, timeout: float) -> float:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> float:
+    """Seconds until ``url`` answers 200 (also gateway.py's wait); fails when ``proc``
+    exits first or ``timeout`` passes."""
     import httpx2
 
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode} before /health")
+            raise RuntimeError(f"the server exited with {proc.returncode} before {url}")
         try:
-            if httpx2.get(f"{ep.base_url}/health", timeout=2).status_code == 200:
+            if httpx2.get(url, timeout=2).status_code == 200:
                 return round(time.monotonic() - start, 1)
         except httpx2.HTTPError:
             pass
         time.sleep(1)
-    raise RuntimeError(f"no /health 200 within {timeout:g} s")
+    raise RuntimeError(f"no 200 from {url} within {timeout:g} s")
 
 
 def _load(ep, rounds: int) -> list[dict]:
@@ -171,7 +173,8 @@ def run_one(index: int, spec: tuple, logs: Path, key: str, key_file: Path,
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        result["startup_s"] = _wait_health(ep, proc, min(300.0, time_left - 60))
+        result["startup_s"] = wait_ready(f"{ep.base_url}/health", proc,
+                                         min(300.0, time_left - 60))
         result["smoke"] = endpoint.smoke_test(ep, PROMPT, max_tokens=16, wait_timeout=30)
         result["smoke_ok"] = all(c.get("ok") for c in result["smoke"]["checks"])
         result["load"] = _load(ep, LOAD["rounds"] if measured_load else 1)

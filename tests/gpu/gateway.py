@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import MODELS, _collection_path, _sh, _stop, device_facts  # noqa: E402
+from bench import MODELS, _collection_path, _sh, _stop, device_facts, wait_ready  # noqa: E402
 
 sys.path.insert(0, _collection_path())
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import (  # noqa: E402
@@ -50,22 +50,6 @@ VLLM_PORT, GATEWAY_PORT = 8100, 4000
 def _cpus(spec: str) -> list[str]:
     """A CPU set for a process (vLLM 0-7, the gateway 8-11, the clients 12-15)."""
     return ["taskset", "-c", spec] if shutil.which("taskset") and os.cpu_count() >= 16 else []
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float, headers=None) -> float:
-    import httpx2
-
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            if httpx2.get(url, timeout=2, headers=headers or {}).status_code == 200:
-                return round(time.monotonic() - start, 1)
-        except httpx2.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"{url}: no 200 within {timeout:g} s")
 
 
 def _gateway_files(work: Path, model: str, key: str, master: str) -> tuple[Path, dict]:
@@ -119,7 +103,7 @@ def main() -> int:
                                 stderr=subprocess.STDOUT, start_new_session=True)
     doc["runs"] = []
     try:
-        doc["vllm_startup_s"] = _wait(f"http://127.0.0.1:{VLLM_PORT}/health", vllm, 300)
+        doc["vllm_startup_s"] = wait_ready(f"http://127.0.0.1:{VLLM_PORT}/health", vllm, 300)
         for workers in args.workers:
             if args.budget_s - (time.monotonic() - began) < 200:
                 doc["runs"].append({"workers": workers, "skipped": "no time left"})
@@ -140,9 +124,12 @@ def main() -> int:
     return 0 if doc["runs"] and all(r.get("bench_rc") == 0 for r in doc["runs"]) else 1
 
 
+def _redact(text: str, key: str, master: str) -> str:
+    return text.replace(key, "<key>").replace(master, "<master key>")
+
+
 def _write(out: Path, doc: dict, key: str, master: str) -> None:
-    text = json.dumps(doc, indent=1).replace(key, "<key>").replace(master, "<master key>")
-    (out / "gateway-bench.json").write_text(text)
+    (out / "gateway-bench.json").write_text(_redact(json.dumps(doc, indent=1), key, master))
 
 
 def _run_gateway(args, work: Path, out: Path, workers: int, config_path: Path, gw_env: dict,
@@ -158,7 +145,7 @@ def _run_gateway(args, work: Path, out: Path, workers: int, config_path: Path, g
         proc = subprocess.Popen(gw_cmd, cwd=ROOT, env=gw_env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        run["gateway_startup_s"] = _wait(
+        run["gateway_startup_s"] = wait_ready(
             f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", proc, 120)
         bench = subprocess.run(
             [*_cpus("12-15"), sys.executable,
@@ -178,8 +165,7 @@ def _run_gateway(args, work: Path, out: Path, workers: int, config_path: Path, g
     finally:
         _stop(proc)
     text = log_path.read_text(errors="replace")
-    (out / f"gateway-{workers}.log.tail").write_text(
-        text[-20000:].replace(key, "<key>").replace(master, "<master key>"))
+    (out / f"gateway-{workers}.log.tail").write_text(_redact(text[-20000:], key, master))
     return run
 
 
