@@ -214,9 +214,10 @@ def _workflow(pdd: Path, colls: Path, tools: dict, lab_home: Path, suffix: str) 
     jobs = {}
     for template in conf["order"]:
         key = Path(template["playbook"]).stem
-        # the survey's defaults but the GPU nodes: the lab serves on 2 of its 8
-        extravars = awx_runner.survey_answers(template, {"serving_plan_max_nodes": 2})
-        # the lab serves the tiny model it generates, which no preset describes
+        # the survey's defaults but the GPU nodes: the lab serves on 3 of its 8
+        extravars = awx_runner.survey_answers(template, {"serving_plan_max_nodes": 3})
+        # the lab serves the two tiny models it generates (its gpu_stack_models), which
+        # no preset describes
         extravars.update({k: v for k, v in template["extra_vars"].items()
                           if k not in ("serving_plan_model", "ray_vllm_served_model_name")})
         envvars, injected_vars = awx_runner.injected(template, conf, inputs, pdd)
@@ -263,19 +264,26 @@ def test_installed_modules_resolve_from_the_installed_copy_only(work, installed)
 
 
 def _serving_read_back(lab_home: Path) -> dict:
-    """The lab's API server says the model is served (not the playbook's output)."""
+    """The lab's API server says both models are served (not the playbook's output):
+    tiny-llama as a RayCluster, tiny-qwen as a Deployment, each with its hand-over."""
     from kubernetes import client, config
 
     api = config.new_client_from_config(str(lab_home / "kubeconfig"), context="lab-admin")
     custom = client.CustomObjectsApi(api)
     clusters = custom.list_namespaced_custom_object("ray.io", "v1", "llm",
                                                     "rayclusters")["items"]
-    assert clusters and all(c["status"].get("readyWorkerReplicas") == 2 for c in clusters)
+    assert [c["metadata"]["name"] for c in clusters] == ["tiny-llama-0"], clusters
+    assert all(c["status"].get("readyWorkerReplicas") == 2 for c in clusters)
+    qwen = client.AppsV1Api(api).read_namespaced_deployment("tiny-qwen", "llm")
+    assert qwen.status.ready_replicas == 1, qwen.status
     core = client.CoreV1Api(api)
-    handover = core.read_namespaced_config_map("llm-endpoint", "llm").data
-    assert handover, "no hand-over ConfigMap llm-endpoint"
-    key = base64.b64decode(core.read_namespaced_secret("llm-api-key", "llm").data["api-key"])
-    return {"handover": handover, "api_key": key.decode()}
+    handovers = {name: core.read_namespaced_config_map(f"{name}-endpoint", "llm").data
+                 for name in ("tiny-llama", "tiny-qwen")}
+    assert all(handovers.values()), handovers
+    assert handovers["tiny-qwen"]["backend"] == "deployment", handovers
+    key = base64.b64decode(core.read_namespaced_secret("tiny-llama-api-key", "llm")
+                           .data["api-key"])
+    return {"handover": handovers["tiny-llama"], "api_key": key.decode()}
 
 
 def test_awx_project_sync_installs_the_checkout_and_nothing_else(awx_jobs):

@@ -101,17 +101,28 @@ def _assert_nothing_created(lab_home) -> None:
         assert "nvidia.com/gpu.present" not in (node.metadata.labels or {})
 
 
-def _plan(tasks: dict) -> dict:
+def _plans(tasks: dict) -> list[dict]:
     name = "Keep the plans as the facts serving_plans and serving_plan (the first model's)"
     result = tasks[f"llmops.gpu_stack.serving_plan : {name}"]
-    return result["ansible_facts"]["serving_plan"]
+    return result["ansible_facts"]["serving_plans"]
+
+
+def _plan(tasks: dict) -> dict:
+    return _plans(tasks)[0]["plan"]
 
 
 def test_the_lab_inventory_passes_every_preflight(tmp_path, lab_home):
-    hardware = {"nodes": 2, "gpus_per_node": 2, "gpu_memory_gib": 80}
+    hardware = {"nodes": 3, "gpus_per_node": 2, "gpu_memory_gib": 80}
     tasks = _preflight(tmp_path, lab_home, "lab", serving_plan_hardware=hardware,
                        validate_api_key=KEY)
-    assert _plan(tasks)["tensor_parallel_size"] == 2  # the lab's forced layout
+    # both models of the lab's list, tiny-llama with its forced layout on Ray
+    plans = {p["name"]: p for p in _plans(tasks)}
+    assert sorted(plans) == ["tiny-llama", "tiny-qwen"]
+    llama, qwen = plans["tiny-llama"], plans["tiny-qwen"]
+    assert (llama["backend"], llama["plan"]["tensor_parallel_size"],
+            llama["plan"]["pipeline_parallel_size"]) == ("ray", 2, 2)
+    assert (qwen["backend"], qwen["plan"]["tensor_parallel_size"],
+            qwen["plan"]["replicas"]) == ("deployment", 1, 1)
     _assert_nothing_created(lab_home)
 
 

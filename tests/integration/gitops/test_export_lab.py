@@ -170,7 +170,10 @@ def test_the_exported_tree_on_a_fresh_lab_equals_what_the_roles_apply(
     rc, _tasks, out = run_play(
         roles_lab, tmp_path, _site_play(key), inventory=str(REPO / "inventories" / "lab"),
         env_extra={"GPU_LAB_HOME": str(roles_lab.settings.home)},
+        # one model (the lab inventory lists two): the single-model form of each role
         vars_file={"serving_plan": plan, "gitops_export_dest": str(dest),
+                   "gpu_stack_models": [], "model_storage_model_dir": "tiny-llama",
+                   "ray_vllm_served_model_name": "tiny-llama", "ray_vllm_model_dir": "tiny-llama",
                    "gitops_export_repo_url": "https://git.example.com/platform/gpu-site.git",
                    "gitops_export_repo_path": "clusters",
                    # the monitoring stage's CRDs are not in this lab (unit tests compare it)

@@ -57,6 +57,10 @@ def _plan(lab, tmp_path, model, nodes=2, tp=2, pp=2):
 
 ROLE_TASKS = [{"ansible.builtin.include_role": {"name": "llmops.gpu_stack.ray_vllm"}},
               {"ansible.builtin.debug": {"var": "ray_vllm_served"}}]
+# The gateway role as site.yml runs it after the serving stage (its models from the
+# hand-overs); its image runs LiteLLM as a process pod in the lab.
+GATEWAY_TASKS = [{"ansible.builtin.include_role": {"name": "llmops.gpu_stack.llm_gateway"}}]
+GATEWAY_VARS = {"llm_gateway_namespace": NS, "llm_gateway_wait_timeout": 300}
 
 # An image the lab's kubelet simulates (the collection's own images run as processes:
 # these tests are about what is written, test_ray_vllm_lab.py runs the real thing).
@@ -217,8 +221,9 @@ def test_the_role_serves_models_on_both_backends_and_prunes_a_removed_one(lab_wi
                                                                           tmp_path):
     """ray_vllm_models: a real vLLM (CPU) on the deployment backend (a process pod, no
     Ray) answers through its Route with its key and 401 without, /health open; beside it
-    a simulated model on the Ray backend. Dropped from the list, the deployment model
-    loses every object, and the model left is not touched."""
+    a simulated model on the Ray backend; the gateway routes both. Dropped from the list
+    and the stages rerun, the deployment model loses every object and its gateway entry
+    (the gateway's own /v1/models), and the model left is not touched."""
     lab, model = lab_with_model
     config = str(model / "config.json")
     ray_plan = build_plan({"config_path": config}, {"nodes": 2, "gpus_per_node": 2,
@@ -264,9 +269,16 @@ def test_the_role_serves_models_on_both_backends_and_prunes_a_removed_one(lab_wi
         assert httpx.get(router["url"] + "/health", headers={"Host": host},
                          verify=router["ca"]).status_code == 200
 
+        rc, _results, out = run_play(lab, tmp_path, GATEWAY_TASKS, vars_file=GATEWAY_VARS)
+        assert rc == 0, out[-4000:]
+        assert _gateway_models(lab, core) == ["big/Model-A", "tiny-llama"]
+
         rc, results, out = run_play(lab, tmp_path, ROLE_TASKS,
                                     vars_file=_role_vars(models[:1]))
         assert rc == 0, out[-4000:]
+        rc, _results, out = run_play(lab, tmp_path, GATEWAY_TASKS, vars_file=GATEWAY_VARS)
+        assert rc == 0, out[-4000:]
+        assert _gateway_models(lab, core) == ["big/Model-A"]
         applied = next(r for r in results if r.get("results") and "handover" in r["results"][0])
         assert [item["changed"] for item in applied["results"]] == [False]  # A untouched
         assert "tiny-llama" not in {s.metadata.name for s in core.list_namespaced_service(
@@ -279,5 +291,25 @@ def test_the_role_serves_models_on_both_backends_and_prunes_a_removed_one(lab_wi
     finally:
         run_play(lab, tmp_path, [{"llmops.gpu_stack.ray_vllm_cluster": {
             "namespace": NS, "state": "absent", "name": name}}
-            for name in ("big-model-a", "tiny-llama")])
+            for name in ("big-model-a", "tiny-llama")]
+            + [{"llmops.gpu_stack.llm_gateway": {"namespace": NS, "state": "absent"}}])
     assert custom(lab, "ray.io/v1", "rayclusters", NS) == []
+
+
+def _gateway_models(lab, core) -> list[str]:
+    """The models the running gateway lists on /v1/models (asked through its Route with
+    its master key), checked against the entries of its generated configuration."""
+    key = base64.b64decode(core.read_namespaced_secret("llm-gateway-master-key", NS)
+                           .data["master-key"]).decode()
+    host = next(r["spec"]["host"] for r in custom(lab, "route.openshift.io/v1", "routes", NS)
+                if r["metadata"]["name"] == "llm-gateway")
+    router = json.loads((lab.settings.home / "router.json").read_text())
+    with httpx.Client(verify=router["ca"], timeout=60,
+                      headers={"Host": host, "Authorization": f"Bearer {key}"}) as http:
+        listed = http.get(router["url"] + "/v1/models")
+    assert listed.status_code == 200, listed.text
+    config = json.loads(core.read_namespaced_config_map("llm-gateway-config", NS)
+                        .data["config.yaml"])
+    entries = sorted({e["model_name"] for e in config["model_list"]})
+    assert sorted(m["id"] for m in listed.json()["data"]) == entries
+    return entries
