@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="per side")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--namespace", default="llm")
-    parser.add_argument("--name", default="llm", help="the serving release")
+    parser.add_argument("--name", default="tiny-llama", help="the serving release")
     parser.add_argument("--gateway", default="llm-gateway", help="the gateway's name")
     parser.add_argument("--model", default="tiny-llama", help="served model name")
     parser.add_argument("--direct", metavar="URL",

@@ -168,7 +168,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="per side")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--namespace", default="llm")
-    parser.add_argument("--name", default="llm")
+    parser.add_argument("--name", default="tiny-llama", help="the serving release")
     parser.add_argument("--model", default="tiny-llama", help="served model name")
     args = parser.parse_args()
     if args.rate < 0 or min(args.rounds, args.requests, args.concurrency, args.max_tokens) < 1:

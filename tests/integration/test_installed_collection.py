@@ -48,11 +48,12 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
+import openai
 import pytest
 import yaml
 from unit.awx.controller import VAULT
 
-from . import awx_runner
+from . import awx_runner, gateway_clients
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -357,6 +358,37 @@ def test_site_yml_from_the_installed_copy_changes_nothing_and_serves(site_run):
     # the validate stage's load test really ran against the endpoint
     report = json.loads((lab_home / "validate" / "load-test.json").read_text())
     assert report["results"] and all(r["ok"] for r in report["results"])
+
+
+def test_the_sites_gateway_serves_both_models_to_the_openai_and_litellm_clients(site_run):
+    """Through the gateway of the converged lab, by model name: the ``openai`` SDK gets a
+    completion, a chat and a streamed chat from each model, ``litellm`` a streamed chat;
+    an unknown name is a 400 that names it."""
+    from kubernetes import client, config
+
+    lab_home, _inventory, done = site_run
+    assert done.returncode == 0, "the run failed (see its test)"
+    api = config.new_client_from_config(str(lab_home / "kubeconfig"), context="lab-admin")
+    core = client.CoreV1Api(api)
+    handover = core.read_namespaced_config_map("llm-gateway-endpoint", "llm").data
+    key = base64.b64decode(core.read_namespaced_secret(handover["master_key_secret"], "llm")
+                           .data["master-key"]).decode()
+    router = json.loads((lab_home / "router.json").read_text())
+    host = handover["endpoint"].removeprefix("https://")
+    llm = gateway_clients.openai_client(router["url"], router["ca"], host, key)
+    assert sorted(m.id for m in llm.models.list()) == ["tiny-llama", "tiny-qwen"]
+    for model in ("tiny-llama", "tiny-qwen"):
+        got = gateway_clients.openai_answers(llm, model)
+        assert got["completion_model"] == got["chat_model"] == model, got
+        assert got["completion_tokens"] > 0 and got["chat_tokens"] > 0, got
+        assert got["stream_chunks"] > 2 and got["stream_text"], got
+        if gateway_clients.GATEWAY_PYTHON.exists():
+            chunks, text = gateway_clients.litellm_stream(router["url"], router["ca"], host,
+                                                          key, model)
+            assert chunks > 2 and text, (model, chunks, text)
+    with pytest.raises(openai.BadRequestError, match="no-such-model"):
+        llm.chat.completions.create(model="no-such-model", max_tokens=2,
+                                    messages=[{"role": "user", "content": "Hi"}])
 
 
 def test_fresh_venv_runs_every_modules_ansible_doc(work, installed, fresh_venv):

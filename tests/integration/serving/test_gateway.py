@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import httpx
 import openai
 import pytest
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
-from integration.playbook import REPO, run_module, run_playbook
+from integration.gateway_clients import GATEWAY_PYTHON, litellm_stream, openai_client
+from integration.playbook import run_module, run_playbook
 from routed import _RELAY as RELAY
 from routed import IMAGE
 
@@ -34,7 +34,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 NAME, MODEL, REPLICAS = "tiny", "tiny", 2
 GATEWAY_IMAGE = "registry.example.com/llmops/llm-gateway:0.1.0"
-GATEWAY_PYTHON = REPO / ".venv-gateway" / "bin" / "python"
 PLAN = {"ray_cluster": {"clusters": REPLICAS}, "tensor_parallel_size": 1,
         "pipeline_parallel_size": 1}
 
@@ -109,10 +108,8 @@ def gateway(served_model, k8s_lab, tmp_path_factory):
 
 
 def _client(k8s_lab, gateway, key) -> openai.OpenAI:
-    route = gateway["result"]["endpoint"].removeprefix("https://")
-    http = httpx.Client(verify=k8s_lab.router_ca, headers={"Host": route}, timeout=120)
-    return openai.OpenAI(base_url=k8s_lab.router_url + "/v1", api_key=key, http_client=http,
-                         max_retries=0)
+    return openai_client(k8s_lab.router_url, k8s_lab.router_ca,
+                         gateway["result"]["endpoint"].removeprefix("https://"), key)
 
 
 def _master_key(gateway) -> str:
@@ -152,24 +149,10 @@ def test_models_chat_and_stream_through_the_gateway(k8s_lab, gateway, served_mod
 def test_the_litellm_client_streams_through_the_gateway(k8s_lab, gateway):
     if not GATEWAY_PYTHON.exists():
         pytest.skip(".venv-gateway is missing (tests/bootstrap.sh makes it)")
-    script = (
-        "import litellm, os, sys\n"
-        "litellm.ssl_verify = os.environ['CA']\n"
-        "out = litellm.completion(model='openai/' + os.environ['MODEL'],"
-        " api_base=os.environ['URL'], api_key=os.environ['KEY'], stream=True, max_tokens=8,"
-        " extra_headers={'Host': os.environ['HOST']},"
-        " messages=[{'role': 'user', 'content': 'Hi'}])\n"
-        "parts = [c.choices[0].delta.content or '' for c in out]\n"
-        "print(len(parts), repr(''.join(parts)))\n")
-    env = {**os.environ, "CA": str(k8s_lab.router_ca), "MODEL": MODEL,
-           "URL": k8s_lab.router_url + "/v1", "KEY": _master_key(gateway),
-           "HOST": gateway["result"]["endpoint"].removeprefix("https://"),
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.run([str(GATEWAY_PYTHON), "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    count, text = proc.stdout.strip().split(" ", 1)
-    assert int(count) > 2 and text.strip("'\"")
+    count, text = litellm_stream(k8s_lab.router_url, k8s_lab.router_ca,
+                                 gateway["result"]["endpoint"].removeprefix("https://"),
+                                 _master_key(gateway), MODEL)
+    assert count > 2 and text
 
 
 def test_refusals_key_and_unknown_model(k8s_lab, gateway, served_model):

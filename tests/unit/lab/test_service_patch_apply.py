@@ -147,6 +147,22 @@ def test_apply_removes_fields_the_manager_stopped_setting(api: ApiService) -> No
     assert out["metadata"]["labels"] == {"a": "1"}
 
 
+def test_apply_removes_whole_list_items_the_manager_stopped_setting(api: ApiService) -> None:
+    """An env entry dropped from the apply configuration goes whole, as on a real API
+    server (not left behind as an item without its key)."""
+    deps = api.rt("apps", "deployments")
+    ctx = Context(field_manager="llmops-gpu-stack")
+    env = [{"name": "A", "value": "1"},
+           {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+           {"name": "C", "value": "3"}]
+    api.patch(deps, "default", "web", APPLY_PATCH, _deployment(env=env), ctx)
+    out = api.patch(deps, "default", "web", APPLY_PATCH, _deployment(env=env[:1]), ctx)
+    assert out["spec"]["template"]["spec"]["containers"][0]["env"] == env[:1]
+    owned = _managers(out)[("llmops-gpu-stack", "Apply")]
+    main = owned["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"main"}']
+    assert list(main["f:env"]) == ['k:{"name":"A"}']
+
+
 def test_apply_needs_field_manager_and_type(api: ApiService) -> None:
     cms = api.rt("", "configmaps")
     with pytest.raises(ApiError) as err:

@@ -154,7 +154,9 @@ def apply_config(
         e.fields.discard(path)
     merged = merge(base, config, schema)
     owned_by_others = set().union(*(e.fields for e in others)) if others else set()
-    for path in sorted(previous - config_fields, key=len, reverse=True):
+    # shallowest first: a list item the manager stopped setting goes whole (its key
+    # fields with it); removing its fields first would leave an item no key finds
+    for path in sorted(previous - config_fields, key=len):
         if not any(p[: len(path)] == path for p in owned_by_others):
             remove_path(merged, path)
     for e in others:
