@@ -283,7 +283,8 @@ def test_the_role_serves_models_on_both_backends_and_prunes_a_removed_one(lab_wi
         assert [item["changed"] for item in applied["results"]] == [False]  # A untouched
         assert "tiny-llama" not in {s.metadata.name for s in core.list_namespaced_service(
             NS).items}
-        assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == []
+        assert [d.metadata.name for d in apps.list_namespaced_deployment(
+            NS, label_selector="app.kubernetes.io/name=vllm").items] == []
         left = {c.metadata.name for c in core.list_namespaced_config_map(NS).items}
         assert "tiny-llama-endpoint" not in left and "big-model-a-endpoint" in left
         assert "tiny-llama-api-key" not in {s.metadata.name for s in
