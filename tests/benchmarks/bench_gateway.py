@@ -58,6 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_route import (
+    LOAD_APIS,
     REPO,
     Endpoint,
     _paired,
@@ -112,6 +113,9 @@ def main() -> int:
     parser.add_argument("--name", default="tiny-llama", help="the serving release")
     parser.add_argument("--gateway", default="llm-gateway", help="the gateway's name")
     parser.add_argument("--model", default="tiny-llama", help="served model name")
+    parser.add_argument("--api", choices=LOAD_APIS, default="completions",
+                        help="what the load streams: /v1/completions (default) or "
+                             "/v1/chat/completions")
     parser.add_argument("--direct", metavar="URL",
                         help="the model's server, given instead of read from the lab "
                              "(its key in $BENCH_DIRECT_KEY; tests/gpu/gateway.py)")
@@ -140,11 +144,12 @@ def main() -> int:
     gateway = _rounds(pool, direct, through, args, "straight vs gateway")
     control = _rounds(pool, direct, direct, args, "straight vs straight")
     pool.shutdown()
-    rtt = _unloaded(direct, through, 4)
+    rtt = _unloaded(direct, through, 4, args.api)
     load = (f"open, {args.rate:g} requests/s per side on interleaved schedules" if args.rate
             else f"closed loop, concurrency {args.concurrency} per side")
-    print(f"\nmedians over {args.rounds} paired rounds ({args.requests} requests x "
-          f"{args.max_tokens} tokens per side, {load}, both sides at once):")
+    print(f"\nmedians over {args.rounds} paired rounds ({args.requests} streamed "
+          f"{'chats' if args.api == 'chat' else 'completions'} x {args.max_tokens} tokens per "
+          f"side, {load}, both sides at once):")
     print(f"  stream output tokens/s p50, through the gateway / straight: "
           f"{gateway['stream']:.3f} (target >= 0.95: {_verdict(gateway['stream'] >= 0.95)}; "
           f"control, straight / straight: {control['stream']:.3f})")

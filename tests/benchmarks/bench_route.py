@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "collections"))
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.endpoint import (  # noqa: E402
+    LOAD_APIS,
     Endpoint,
     run_load,
 )
@@ -83,11 +84,11 @@ def _targets(home: Path, ns: str, name: str, served: str) -> tuple[Endpoint, End
 
 
 def _round(ep: Endpoint, requests: int, concurrency: int, max_tokens: int,
-           rate: float | None = None, start_at: float = 0.0) -> dict:
+           rate: float | None = None, start_at: float = 0.0, api: str = "completions") -> dict:
     time.sleep(max(0.0, start_at - time.time()))
     records, started, finished, duration = run_load(
         ep, requests=requests, concurrency=concurrency, prompt="The quick brown fox",
-        max_tokens=max_tokens, stream=True, ignore_eos=True, rate=rate)
+        max_tokens=max_tokens, stream=True, ignore_eos=True, rate=rate, api=api)
     report = build_report(records, {"concurrency": concurrency}, started, finished, duration)
     if report["counts"]["failed"]:
         sys.exit(f"{ep.base_url}: {report['counts']['failed']} requests failed: "
@@ -109,7 +110,7 @@ def _paired(pool: ProcessPoolExecutor, sides: dict[str, Endpoint], args,
     start_at = time.time() + 0.5
     jobs = {label: pool.submit(_round, ep, args.requests, args.concurrency, args.max_tokens,
                                rate, start_at + (0.5 / rate if rate and label != leader
-                                                 else 0.0))
+                                                 else 0.0), args.api)
             for label, ep in sides.items()}
     return {label: job.result() for label, job in jobs.items()}
 
@@ -121,14 +122,15 @@ def _raise_priority() -> None:
         print(f"client process at normal priority ({exc}): the client's own CPU counts")
 
 
-def _unloaded(direct: Endpoint, routed: Endpoint, blocks: int) -> dict[str, float]:
+def _unloaded(direct: Endpoint, routed: Endpoint, blocks: int,
+              api: str = "completions") -> dict[str, float]:
     """p50 latency of one-token requests sent one at a time on a kept-alive connection,
     in blocks of 8 per path, the paths alternating."""
     p50: dict[str, list[float]] = {"direct": [], "route": []}
     for i in range(blocks):
         order = [("direct", direct), ("route", routed)]
         for label, ep in order if i % 2 == 0 else order[::-1]:
-            p50[label].append(_round(ep, 8, 1, 1)["latency_ms"]["p50"])
+            p50[label].append(_round(ep, 8, 1, 1, api=api)["latency_ms"]["p50"])
     return {label: statistics.median(values) for label, values in p50.items()}
 
 
@@ -170,6 +172,9 @@ def main() -> int:
     parser.add_argument("--namespace", default="llm")
     parser.add_argument("--name", default="tiny-llama", help="the serving release")
     parser.add_argument("--model", default="tiny-llama", help="served model name")
+    parser.add_argument("--api", choices=LOAD_APIS, default="completions",
+                        help="what the load streams: /v1/completions (default) or "
+                             "/v1/chat/completions")
     args = parser.parse_args()
     if args.rate < 0 or min(args.rounds, args.requests, args.concurrency, args.max_tokens) < 1:
         parser.error("--rate must be >= 0; --rounds, --requests, --concurrency and "
@@ -186,7 +191,7 @@ def main() -> int:
     # The control: the same design with both sides straight shows what noise alone gives.
     control = _rounds(pool, direct, direct, args, "straight vs straight")
     pool.shutdown()
-    rtt = _unloaded(direct, routed, 4)
+    rtt = _unloaded(direct, routed, 4, args.api)
     load = (f"open, {args.rate:g} requests/s per side on interleaved schedules" if args.rate
             else f"closed loop, concurrency {args.concurrency} per side")
     print(f"\nmedians over {args.rounds} paired rounds ({args.requests} requests x "

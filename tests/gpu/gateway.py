@@ -11,10 +11,11 @@ gateway's LiteLLM site). It
    (``render._STATIC_ENV``, the master key, the backend's URL and key) and the image's
    key check (``gpu_stack_runtime.gateway.auth``), on CPUs 8-11, its own site first
    (LiteLLM pins its own openai and pydantic: it never shares vLLM's);
-3. runs ``tests/benchmarks/bench_gateway.py --direct ... --through ...`` on CPUs 12-15:
-   paired rounds, the same open load straight and through the gateway at once, with a
-   straight-vs-straight control, and prints stream output tokens/s and TTFT p50 against
-   the targets (>= 0.95, <= 10 ms);
+3. runs ``tests/benchmarks/bench_gateway.py --direct ... --through ...`` on CPUs 12-15,
+   once per API of ``--apis`` (streamed completions, chats or both, against the same
+   gateway): paired rounds, the same open load straight and through the gateway at
+   once, with a straight-vs-straight control, and prints stream output tokens/s and
+   TTFT p50 against the targets (>= 0.95, <= 10 ms);
 4. writes ``$OUT/gateway-bench.json`` (device facts, settings, the benchmark's output)
    and the two servers' log tails.
 """
@@ -80,6 +81,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--rate", type=float, default=2.5)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--apis", default="completions",
+                        type=lambda v: [a for a in v.split(",") if a],
+                        help="what the load streams, one benchmark each against the same "
+                             "gateway: completions, chat or both (completions,chat)")
     args = parser.parse_args()
     began = time.monotonic()
     out = Path(args.out)
@@ -147,19 +152,24 @@ def _run_gateway(args, work: Path, out: Path, workers: int, config_path: Path, g
     try:
         run["gateway_startup_s"] = wait_ready(
             f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", proc, 120)
-        bench = subprocess.run(
-            [*_cpus("12-15"), sys.executable,
-             str(ROOT / "tests" / "benchmarks" / "bench_gateway.py"),
-             "--direct", f"http://127.0.0.1:{VLLM_PORT}",
-             "--through", f"http://127.0.0.1:{GATEWAY_PORT}", "--model", args.model,
-             "--rounds", str(args.rounds), "--requests", str(args.requests),
-             "--rate", f"{args.rate:g}", "--max-tokens", str(args.max_tokens)],
-            cwd=ROOT, env={**os.environ, "BENCH_DIRECT_KEY": key, "BENCH_GATEWAY_KEY": master},
-            capture_output=True, text=True, timeout=420, check=False)
-        run.update(bench_rc=bench.returncode, bench_output=bench.stdout,
-                   bench_stderr_tail=bench.stderr[-3000:])
-        print(f"--- LiteLLM with {workers} worker(s)", bench.stdout, bench.stderr[-3000:],
-              sep="\n", flush=True)
+        run["apis"] = {}
+        for api in args.apis:
+            bench = subprocess.run(
+                [*_cpus("12-15"), sys.executable,
+                 str(ROOT / "tests" / "benchmarks" / "bench_gateway.py"),
+                 "--direct", f"http://127.0.0.1:{VLLM_PORT}",
+                 "--through", f"http://127.0.0.1:{GATEWAY_PORT}", "--model", args.model,
+                 "--rounds", str(args.rounds), "--requests", str(args.requests),
+                 "--rate", f"{args.rate:g}", "--max-tokens", str(args.max_tokens),
+                 "--api", api],
+                cwd=ROOT, env={**os.environ, "BENCH_DIRECT_KEY": key,
+                               "BENCH_GATEWAY_KEY": master},
+                capture_output=True, text=True, timeout=420, check=False)
+            run["apis"][api] = {"bench_rc": bench.returncode, "bench_output": bench.stdout,
+                                "bench_stderr_tail": bench.stderr[-3000:]}
+            print(f"--- LiteLLM with {workers} worker(s), {api}", bench.stdout,
+                  bench.stderr[-3000:], sep="\n", flush=True)
+        run["bench_rc"] = max(r["bench_rc"] for r in run["apis"].values())
     except Exception as exc:  # recorded; the next variant still runs
         run["error"] = f"{type(exc).__name__}: {exc}"[:2000]
     finally:

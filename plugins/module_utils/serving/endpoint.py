@@ -399,13 +399,14 @@ async def _one(ep: Endpoint, client, index: int, t0: float, body: dict, stream: 
     record = {"index": index, "ok": False, "status": None, "start_s": round(start - t0, 4),
               "latency_ms": None, "ttft_ms": None, "completion_tokens": 0,
               "tokens_source": None, "error": None}
+    chat = "messages" in body
+    create = client.chat.completions.create if chat else client.completions.create
     try:
         if stream:
             chunks, usage = 0, None
-            response = await client.completions.create(
-                **body, stream=True, stream_options={"include_usage": True})
+            response = await create(**body, stream=True, stream_options={"include_usage": True})
             async for chunk in response:
-                if chunk.choices:
+                if chunk.choices and (not chat or chunk.choices[0].delta.content):
                     if record["ttft_ms"] is None:
                         record["ttft_ms"] = _ms(start)
                     chunks += 1
@@ -413,7 +414,7 @@ async def _one(ep: Endpoint, client, index: int, t0: float, body: dict, stream: 
                     usage = chunk.usage.completion_tokens
             tokens, source = (usage, "usage") if usage is not None else (chunks, "chunks")
         else:
-            out = await client.completions.create(**body)
+            out = await create(**body)
             tokens, source = (out.usage.completion_tokens, "usage") if out.usage else (0, None)
         record.update(ok=True, status=200, completion_tokens=int(tokens or 0),
                       tokens_source=source)
@@ -445,9 +446,17 @@ async def _load(ep: Endpoint, requests: int, concurrency: int, body: dict, strea
     return results, time.perf_counter() - t0
 
 
+LOAD_APIS = ("completions", "chat")
+
+
 def run_load(ep: Endpoint, *, requests: int, concurrency: int, prompt: str, max_tokens: int,
-             stream: bool = True, ignore_eos: bool = False, rate: float | None = None):
+             stream: bool = True, ignore_eos: bool = False, rate: float | None = None,
+             api: str = "completions"):
     """Send ``requests`` completions, ``concurrency`` at a time; per-request records.
+
+    ``api``: ``completions`` (``/v1/completions`` with ``prompt``) or ``chat``
+    (``/v1/chat/completions``, ``prompt`` as the user's message; a streamed reply's first
+    token is its first chunk with content, not the chunk that only names the role).
 
     With ``rate`` (requests per second) the load is open: request ``i`` starts at
     ``i / rate`` seconds (or later, when ``concurrency`` requests are still in flight)
@@ -457,7 +466,11 @@ def run_load(ep: Endpoint, *, requests: int, concurrency: int, prompt: str, max_
     Returns ``(records, started, finished, duration_s)`` (UTC datetimes, monotonic
     duration). Failed requests are records with ``ok: false``, never exceptions.
     """
-    body = {"model": ep.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    if api not in LOAD_APIS:
+        raise ValueError(f"api must be one of {', '.join(LOAD_APIS)}, not {api!r}")
+    body = {"model": ep.model, "max_tokens": max_tokens, "temperature": 0,
+            **({"messages": [{"role": "user", "content": prompt}]} if api == "chat"
+               else {"prompt": prompt})}
     if ignore_eos:
         body["extra_body"] = {"ignore_eos": True}  # vLLM: generate exactly max_tokens
     started = datetime.now(UTC)
