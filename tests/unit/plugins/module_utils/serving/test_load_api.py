@@ -67,8 +67,8 @@ def stub():
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
 def test_run_load_streams_the_chosen_api(stub, api):
-    records, *_ = run_load(stub, requests=2, concurrency=1, prompt="Hi", max_tokens=3,
-                           api=api)
+    records = run_load(stub, requests=2, concurrency=1, prompt="Hi", max_tokens=3,
+                       api=api)[0]
     assert [r["ok"] for r in records] == [True, True], records
     assert all(r["completion_tokens"] == 3 and r["tokens_source"] == "usage" for r in records)
     path, body = _Stub.seen[0]
