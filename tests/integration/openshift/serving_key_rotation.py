@@ -16,6 +16,7 @@ import secrets
 import httpx
 from kubernetes import client
 
+from ..playbook import lab_first_model
 from .k8s_helpers import REPO, api, custom, run_play
 
 ANNOTATION = "gpu-stack.llmops.io/api-key-sha256"
@@ -47,7 +48,7 @@ def _models(lab, ns: str, key: str) -> int:
 def _serving(lab, work, key: str):
     rc, results, out = run_play(lab, work, playbook=REPO / "playbooks" / "serving.yml",
                                 inventory=str(REPO / "inventories" / "lab"),
-                                vars_file={"ray_vllm_api_key": key},
+                                vars_file={"ray_vllm_api_key": key, **lab_first_model()},
                                 env_extra={"GPU_LAB_HOME": str(lab.settings.home)})
     assert rc == 0, out[-6000:]
     assert key not in out  # the key never in the output (no_log), only its digest

@@ -13,6 +13,7 @@ import sys
 import pytest
 from kubernetes import client
 
+from ..playbook import lab_first_model
 from .k8s_helpers import REPO, api, run_play
 
 pytestmark = pytest.mark.lab
@@ -40,7 +41,8 @@ def lab(k8s_lab_factory):
 def _plan(lab, tmp_path, extra_vars=None):
     return run_play(lab, tmp_path, playbook=REPO / "playbooks" / "plan.yml",
                     inventory=str(REPO / "inventories" / "lab"), local=False,
-                    vars_file=extra_vars, env_extra={"GPU_LAB_HOME": str(lab.settings.home)})
+                    vars_file={**lab_first_model(), **(extra_vars or {})},
+                    env_extra={"GPU_LAB_HOME": str(lab.settings.home)})
 
 
 def _written(lab, name):
@@ -56,10 +58,10 @@ def test_hardware_discovered_from_the_cluster_then_rerun_unchanged(lab, tmp_path
     assert run.rc == 0, run.output[-4000:]
     hardware = _written(lab, "serving-plan.json")["hardware"]
     # 46068 MiB = 45 GiB per GPU and 4 GPUs per node from the cluster; the lab inventory
-    # caps the nodes at 2 (serving_plan_max_nodes) and says no NVLink / RDMA
-    assert hardware == {"nodes": 2, "gpus_per_node": 4, "gpu_memory_gib": 45.0,
+    # caps the nodes at 3 (serving_plan_max_nodes) and says no NVLink / RDMA
+    assert hardware == {"nodes": 3, "gpus_per_node": 4, "gpu_memory_gib": 45.0,
                         "gpu_model": "NVIDIA-L40S", "nvlink": False, "rdma": False,
-                        "total_gpus": 8, "gpu_memory_gib_used": 45.0,
+                        "total_gpus": 12, "gpu_memory_gib_used": 45.0,
                         "gpu_memory_source": "as given (no CUDA-reported figure known "
                                              "for 'NVIDIA-L40S')"}
     fleet = _written(lab, "fleet-report.json")
@@ -88,7 +90,7 @@ def test_explicit_hardware_wins_over_discovery(lab, tmp_path):
     assert run.rc == 0, run.output[-4000:]
     hardware = _written(lab, "serving-plan.json")["hardware"]
     assert (hardware["nodes"], hardware["gpus_per_node"], hardware["gpu_memory_gib"],
-            hardware["gpu_model"]) == (2, 2, 24.0, "typed")
+            hardware["gpu_model"]) == (3, 2, 24.0, "typed")
 
 
 def test_no_gpu_found_and_nothing_typed_fails_clearly(lab, tmp_path):

@@ -43,7 +43,7 @@ def site(k8s_lab_factory, tmp_path_factory):
                "source_token": f"s3cr3t-{secrets.token_hex(12)}"}
     auth = {"host": lab.url, "api_key": planted["token"],
             "ca_cert": str(lab.settings.k8s_dir / "ca.crt")}
-    return lab, work, planted, {"gpu_stack_k8s_auth": auth}
+    return lab, work, planted, {"gpu_stack_k8s_auth": auth, **playbook.lab_first_model()}
 
 
 def _run(site, name: str, *extra: str, **more_vars):

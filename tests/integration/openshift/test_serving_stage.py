@@ -17,6 +17,7 @@ from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
 from ..lab.waiting import wait_for
+from ..playbook import lab_first_model
 from .k8s_helpers import REPO, api, custom, run_play
 from .serving_key_rotation import check_key_rotation
 
@@ -53,7 +54,7 @@ def served(k8s_lab_factory, tmp_path_factory):
 
 def _run(lab, work, playbook, *extra, json_out=False):
     return run_play(lab, work, playbook=playbook, inventory=str(REPO / "inventories" / "lab"),
-                    extra=extra, json_out=json_out,
+                    extra=extra, json_out=json_out, vars_file=lab_first_model(),
                     env_extra={"GPU_LAB_HOME": str(lab.settings.home)})
 
 
