@@ -27,6 +27,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+_CALLER_PREFIXES = ("ANSIBLE_", "K8S_AUTH_", "VMWARE_")
+
+
 def lab_first_model() -> dict:
     """``gpu_stack_models`` of the lab inventory cut to its first model (tiny-llama on
     Ray, TP 2 x PP 2), as extra vars: tests of one model through the lab inventory pass
@@ -35,8 +39,6 @@ def lab_first_model() -> dict:
     models = yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / "all" /
                              "models.yml").read_text())["gpu_stack_models"]
     return {"gpu_stack_models": models[:1], "validate_serving_name": "llm"}
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
-_CALLER_PREFIXES = ("ANSIBLE_", "K8S_AUTH_", "VMWARE_")
 
 
 @dataclass(frozen=True)
