@@ -5,9 +5,11 @@
 #   3. molecule scenarios: one per role against the lab (extensions/molecule/); they
 #      start first and run beside 1, 2 and the unit tests (they mostly wait on the lab),
 #      their log is printed once they end
-#   4. pytest: unit tests on Python 3.12 (when present), then the full suite on 3.11
-#      (printing its 25 slowest tests),
-#      last, so the log ends with pytest's summary line.
+#   4. pytest: unit tests on Python 3.12 (when present), the model stager's venv, then
+#      the suite on 3.11 in two parts: the unit tests and the integration directories
+#      that serve no model (vSphere, the lab itself, gitops, images, monitoring) while
+#      molecule still runs, the rest once it has ended (each part prints its slowest
+#      tests); last, so the log ends with pytest's summary line.
 # Run tests/bootstrap.sh first. Extra arguments go to the final pytest run.
 set -euo pipefail
 
@@ -69,6 +71,22 @@ fi
 step "pytest: model stager (its own venv, .venv-stager)"
 .venv-stager/bin/python -m pytest -q -p no:cacheprovider tests/unit/runtime tests/integration/stager
 
+# The first part of the 3.11 suite runs while molecule does: these directories start
+# their own labs (vcsim, the API server, Ray with ports of its own) and serve no model,
+# so they share the machine with molecule's lab without touching it. The second part
+# is the rest of tests/integration (pyproject's testpaths are these two directories).
+PART1_INTEGRATION=(tests/integration/vsphere tests/integration/lab tests/integration/gitops
+                   tests/integration/images tests/integration/monitoring)
+PART1=(tests/unit "${PART1_INTEGRATION[@]}")
+step "pytest (Python 3.11), part 1 of 2, beside molecule: ${PART1[*]}"
+part1_rc=0
+.venv/bin/python -m pytest -p no:cacheprovider --durations=10 "${PART1[@]}" "$@" || part1_rc=$?
+# 5: no test of part 1 selected by the caller's arguments
+if [ "$part1_rc" -ne 0 ] && [ "$part1_rc" -ne 5 ]; then
+    echo "pytest part 1 failed (exit code $part1_rc)"
+    exit "$part1_rc"
+fi
+
 step "molecule: a scenario per role against the lab"
 molecule_rc=0
 wait "$molecule_pid" || molecule_rc=$?
@@ -81,5 +99,7 @@ if [ "$molecule_rc" -ne 0 ]; then
     exit "$molecule_rc"
 fi
 
-step "pytest (Python 3.11)"
-exec .venv/bin/python -m pytest --durations=25 "$@"
+step "pytest (Python 3.11), part 2 of 2: the rest"
+ignore=()
+for path in "${PART1_INTEGRATION[@]}"; do ignore+=("--ignore=$path"); done
+exec .venv/bin/python -m pytest --durations=25 tests/integration "${ignore[@]}" "$@"
