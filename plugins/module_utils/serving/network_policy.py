@@ -86,7 +86,9 @@ def _head_ports(cfg: dict) -> list[dict]:
     return ports
 
 
-def _policy(name: str, cfg: dict, selector: dict, ingress: list[dict]) -> dict:
+def policy(name: str, cfg: dict, selector: dict, ingress: list[dict]) -> dict:
+    """A NetworkPolicy of the release ``cfg["name"]``: ``ingress`` rules for the pods
+    ``selector`` picks (every backend's policies have this shape)."""
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": name, "namespace": cfg["namespace"],
                          "labels": {INSTANCE_LABEL: cfg["name"],
@@ -101,7 +103,7 @@ def policies(cfg: dict, clusters: list[str], api_port: int) -> list[dict]:
     out = []
     for cluster in clusters:
         members = {INSTANCE_LABEL: cfg["name"], CLUSTER_LABEL: cluster}
-        out.append(_policy(peers_policy_name(cluster), cfg, members,
+        out.append(policy(peers_policy_name(cluster), cfg, members,
                            [{"from": [{"podSelector": {"matchLabels": dict(members)}}]}]))
     ingress = [{"ports": [{"protocol": "TCP", "port": api_port}]}]
     operator = operator_setting(cfg)
@@ -111,5 +113,5 @@ def policies(cfg: dict, clusters: list[str], api_port: int) -> list[dict]:
                   "podSelector": {"matchLabels": operator["pod_labels"]}}
         ingress.append({"from": [source], "ports": _head_ports(cfg)})
     heads = {INSTANCE_LABEL: cfg["name"], NODE_TYPE_LABEL: "head"}
-    out.append(_policy(release_policy_name(cfg["name"]), cfg, heads, ingress))
+    out.append(policy(release_policy_name(cfg["name"]), cfg, heads, ingress))
     return out

@@ -31,6 +31,9 @@ from __future__ import annotations
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    network_policy as netpol,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
 
 BACKENDS = ("ray", "deployment")
@@ -110,13 +113,9 @@ def deployment(plan: dict, cfg: dict) -> dict:
 
 def network_policy(cfg: dict) -> dict:
     """The API port of the model's pods from anywhere; nothing else reaches them."""
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": policy_name(cfg["name"]), "namespace": cfg["namespace"],
-                         "labels": {INSTANCE_LABEL: cfg["name"],
-                                    "app.kubernetes.io/part-of": "llmops-gpu-stack"}},
-            "spec": {"podSelector": {"matchLabels": selector(cfg["name"])},
-                     "policyTypes": ["Ingress"],
-                     "ingress": [{"ports": [{"protocol": "TCP", "port": render.API_PORT}]}]}}
+    return netpol.policy(
+        policy_name(cfg["name"]), cfg, selector(cfg["name"]),
+        [{"ports": [{"protocol": "TCP", "port": render.API_PORT}]}])
 
 
 def manifests(plan: dict, cfg: dict) -> list[dict]:

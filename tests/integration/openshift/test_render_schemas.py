@@ -1,5 +1,6 @@
 """The rendered serving objects against the lab's real upstream CRD schemas (KubeRay
-through OLM, OpenShift Route) with strict field validation, as a server-side dry run."""
+through OLM, OpenShift Route, KServe's InferenceService and ServingRuntime) with strict
+field validation, as a server-side dry run."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import (
     OlmOperator,
     OperatorSpec,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render_kserve
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render import manifests
+from kubernetes import client as k8s_api
 
-from .k8s_helpers import custom
+from .k8s_helpers import api, custom
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -68,3 +71,32 @@ def test_a_misspelt_field_is_refused_by_the_schema(client):
     wrong_type["spec"]["workerGroupSpecs"][0]["replicas"] = "one"
     with pytest.raises(InvalidInputError):
         client.apply(wrong_type, check_mode=True)
+
+
+KSERVE_CRDS = ("inferenceservices.serving.kserve.io", "servingruntimes.serving.kserve.io")
+
+
+def test_the_kserve_backends_objects_pass_strict_validation(client):
+    """Issue 19's seed case (Llama 3 70B, the planner's TP 2 x PP 2 as KServe's
+    workerSpec sizes) against KServe's upstream CRDs, registered from their files."""
+    ext = k8s_api.ApiextensionsV1Api(api(client.lab))
+    for name in KSERVE_CRDS:
+        crd = client.lab.crd_library.get(name)
+        if crd is None:
+            pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
+        ext.create_custom_resource_definition(crd)
+    objs = render_kserve.manifests(build_plan({"preset": "llama-3-70b"}, SITE), CFG)
+    assert {o["kind"] for o in objs} >= {"ServingRuntime", "InferenceService"}
+    for obj in objs:
+        result = client.apply(obj, check_mode=True)
+        assert result.changed and result.after["metadata"]["name"] == obj["metadata"]["name"]
+        if obj["kind"] == "InferenceService":  # the server kept what KServe reads
+            assert result.after["spec"]["predictor"]["workerSpec"] == {
+                "pipelineParallelSize": 2, "tensorParallelSize": 2}
+    assert custom(client.lab, "serving.kserve.io/v1beta1", "inferenceservices", "serving") == []
+    assert custom(client.lab, "serving.kserve.io/v1alpha1", "servingruntimes", "serving") == []
+    runtime = next(o for o in objs if o["kind"] == "ServingRuntime")
+    bad = copy.deepcopy(runtime)
+    bad["spec"]["workerSpec"]["tensorParallelSizes"] = 2
+    with pytest.raises(InvalidInputError, match="tensorParallelSizes"):
+        client.apply(bad, check_mode=True)
