@@ -46,14 +46,15 @@ description:
     template (a new API key's digest, a new image) is rolled by the Deployment
     controller one pod at a time (no spare GPU needed), waited for and reported in
     RV(rolled). A plan whose replica spans nodes is refused for this backend.
-  - Either backend deletes the other one's objects of the same O(name), so switching a
+  - Each backend deletes the others' objects of the same O(name), so switching a
     model's backend and rerunning leaves only the new backend's objects.
   - Records what a later stage needs in a ConfigMap C(<name>-endpoint) beside the serving
     objects (keys C(endpoint), C(api_key_secret), C(served_model_name), C(namespace),
     C(service), C(route), C(backend), C(clusters) (the RayClusters, empty for
     C(deployment)), C(deployment) (its name, empty for C(ray)), C(tensor_parallel_size),
-    C(pipeline_parallel_size), C(replicas)), written last through the same server-side
-    apply and shown in the diff, so the validate stage finds the endpoint in a later run.
+    C(pipeline_parallel_size), C(replicas), and with V(kserve) C(inference_services)),
+    written last through the same server-side apply and shown in the diff, so the
+    validate stage finds the endpoint in a later run.
   - Changing the pod template of an existing RayCluster is applied to the RayCluster
     object, but KubeRay does not replace running pods for it. So the module rolls the
     serving pods itself, head and workers, one RayCluster at a time, each waited for until
@@ -97,10 +98,25 @@ options:
       - How the model is served. V(ray) - one RayCluster per replica (a replica may span
         nodes). V(deployment) - one Deployment of plain vLLM pods, one pod per replica, no
         Ray (the replica must fit one node; the C(backend) of a M(llmops.gpu_stack.serving_plan)
-        C(plans) entry).
+        C(plans) entry). V(kserve) - KServe's multi-node serving (Red Hat OpenShift AI or
+        Open Data Hub, RawDeployment mode) - one ServingRuntime C(<name>) running the
+        launcher as KServe's head and worker containers, and one InferenceService
+        C(<name>-<i>) per replica whose C(workerSpec) carries the plan's pipeline and
+        tensor parallel sizes (PP pods of TP GPUs; a plan whose TP spans pods is refused),
+        the weights from C(pvc://<model_pvc>/<model_dir>). Refused before any write when
+        the cluster serves no InferenceService.
     type: str
-    choices: [ray, deployment]
+    choices: [ray, deployment, kserve]
     default: ray
+  kserve_autoscaler_class:
+    description:
+      - With O(backend=kserve), the InferenceServices' C(serving.kserve.io/autoscalerClass).
+        Multi-node InferenceServices take no autoscaler - V(none) for KServe 0.15.1 and
+        later (Red Hat OpenShift AI 2.25 and later), V(external) for Red Hat OpenShift AI
+        2.16 to 2.22, whose admission webhook asks for it.
+    type: str
+    choices: [none, external]
+    default: none
   image:
     description: The Ray + vLLM image (C(images/ray-vllm/)), with a tag or a digest.
     type: str
@@ -264,12 +280,13 @@ endpoint:
   type: str
   sample: https://llm-llm.apps.ocp.example.com
 clusters:
-  description: Names of the RayClusters, one per replica (empty with O(backend=deployment)).
+  description: Names of the RayClusters, one per replica (empty with O(backend=deployment) or
+    O(backend=kserve)).
   returned: state=present
   type: list
   elements: str
 backend:
-  description: The backend that serves the model (V(ray) or V(deployment)).
+  description: The backend that serves the model (V(ray), V(deployment) or V(kserve)).
   returned: state=present
   type: str
   sample: deployment
@@ -309,6 +326,8 @@ rolled:
       heads ran with another API key or a live pod ran another image; empty when none.
     - With O(backend=deployment), the Deployment whose pod template changed (its
       controller replaces the pods).
+    - With O(backend=kserve), the InferenceServices whose predictor or ServingRuntime
+      changed (KServe's controller replaces their pods).
   returned: state=present
   type: list
   elements: str
@@ -343,7 +362,9 @@ def _argument_spec() -> dict:
         namespace={"type": "str", "required": True},
         name={"type": "str", "default": "llm"},
         plan={"type": "dict"},
-        backend={"type": "str", "choices": ["ray", "deployment"], "default": "ray"},
+        backend={"type": "str", "choices": ["ray", "deployment", "kserve"], "default": "ray"},
+        kserve_autoscaler_class={"type": "str", "choices": ["none", "external"],
+                                 "default": "none"},
         image={"type": "str"},
         served_model_name={"type": "str"},
         model_pvc={"type": "str", "default": "models"},

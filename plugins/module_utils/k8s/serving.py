@@ -30,9 +30,11 @@ namespace, image, pvc, model_dir, node_selector, ...):
 - ``remove(check_mode) -> bool``: everything ``apply`` wrote (of either backend), the
   Secret and the hand-over ConfigMap.
 
-``apply`` of the Ray backend deletes the ``deployment`` backend's objects of the same
-model (a model switched backends); ``serving_deployment.PlainVllmDeployment`` is the
-``deployment`` backend (one Deployment of plain vLLM pods) over the same preflight, key,
+``apply`` of the Ray backend deletes the other backends' objects of the same model (a
+model switched backends); ``serving_deployment.PlainVllmDeployment`` is the
+``deployment`` backend (one Deployment of plain vLLM pods) and
+``serving_kserve.KServeServing`` the ``kserve`` backend (KServe's multi-node
+InferenceServices), over the same preflight, key,
 write path, Route and removal.
 
 The order (decide, act, wait, record) and check mode live in ``serving_runner.run``.
@@ -205,8 +207,9 @@ class RayVllmDeployment:
             self._delete_if_present("networking.k8s.io/v1", "NetworkPolicy",
                                     render.network_policy.peers_policy_name(extra), check_mode)
             diffs[f"RayCluster/{extra}"] = {"before": {"name": extra}, "after": {}}
-        # a model moved from the deployment backend: its Deployment and policy go
-        changed |= self.delete_all(self.deployment_targets(), check_mode, diffs)
+        # a model moved from another backend: its Deployment or InferenceServices go
+        changed |= self.delete_all([*self.deployment_targets(), *self.kserve_targets()],
+                                   check_mode, diffs)
         return changed, diffs
 
     def _clusters(self) -> list[dict]:
@@ -217,6 +220,9 @@ class RayVllmDeployment:
 
     def deployment_targets(self) -> list[tuple]:
         return serving_objects.deployment_targets(self.name)
+
+    def kserve_targets(self) -> list[tuple]:
+        return serving_objects.kserve_targets(self.client, self.ns, self.name)
 
     def delete_all(self, targets: list[tuple], check_mode: bool, diffs: dict | None = None
                    ) -> bool:
@@ -318,7 +324,7 @@ class RayVllmDeployment:
         """Every object of this model, whichever backend wrote it."""
         if self.client.get("v1", "Namespace", self.ns) is None:
             return False
-        targets = [*self.ray_targets(), *self.deployment_targets(),
+        targets = [*self.ray_targets(), *self.deployment_targets(), *self.kserve_targets(),
                    ("route.openshift.io/v1", "Route", self.name), ("v1", "Service", self.name),
                    ("v1", "ConfigMap", render.handover_name(self.name))]
         if self.cfg.get("api_key_secret"):

@@ -51,8 +51,9 @@ class PlainVllmDeployment(RayVllmDeployment):
     def apply(self, plan: dict, check_mode: bool) -> tuple[bool, dict]:
         ns_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}}
         changed, diffs = self.apply_objects([ns_obj, *self.manifests(plan)], check_mode)
-        # a model moved from the Ray backend: its RayClusters and their policies go
-        changed |= self.delete_all(self.ray_targets(), check_mode, diffs)
+        # a model moved from another backend: its RayClusters or InferenceServices go
+        changed |= self.delete_all([*self.ray_targets(), *self.kserve_targets()],
+                                   check_mode, diffs)
         return changed, diffs
 
     def rolled(self, diffs: dict) -> list[str]:

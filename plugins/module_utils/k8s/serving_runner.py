@@ -5,15 +5,17 @@
 ``run(client, request, progress=None, out=None) -> result``
 
 ``request.backend`` picks how the model is served: ``ray`` (one RayCluster per replica,
-``serving.RayVllmDeployment``) or ``deployment`` (one Deployment of plain vLLM pods,
+``serving.RayVllmDeployment``), ``deployment`` (one Deployment of plain vLLM pods,
 ``serving_deployment.PlainVllmDeployment``: its controller rolls the pods for a new key
-or image, reported in ``rolled``). Either backend deletes the other's objects of the same
-model, so switching a model's backend and rerunning leaves only the new one; the
-hand-over ConfigMap records the ``backend``.
+or image, reported in ``rolled``) or ``kserve`` (one multi-node InferenceService per
+replica on the model's ServingRuntime, ``serving_kserve.KServeServing``: KServe's
+controller rolls the pods, reported in ``rolled``). Each backend deletes the others'
+objects of the same model, so switching a model's backend and rerunning leaves only the
+new one; the hand-over ConfigMap records the ``backend``.
 
-- ``state="absent"``: removes what ``present`` wrote, of either backend (RayClusters
-  or the Deployment, Route, Service, NetworkPolicies, API-key Secret, hand-over
-  ConfigMap).
+- ``state="absent"``: removes what ``present`` wrote, of any backend (RayClusters, the
+  Deployment or the InferenceServices and ServingRuntime, Route, Service,
+  NetworkPolicies, API-key Secret, hand-over ConfigMap).
 - ``state="present"``: every input is checked and every object rendered before the
   first write (missing options, a plan that is not a ``serving_plan`` result, names,
   image, timeouts); then the preflight against the cluster (GPUs allocatable on the
@@ -54,6 +56,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving impor
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_deployment import (
     PlainVllmDeployment,
 )
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_kserve import (
+    KServeServing,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
     render,
     render_deployment,
@@ -93,7 +98,8 @@ class Request:
     worker_ray_params: dict = field(default_factory=dict)
     kuberay_operator_namespace: str | None = None  # None: render's default; "": no rule
     kuberay_operator_pod_labels: dict | None = None
-    backend: str = "ray"  # or "deployment": plain vLLM pods, no Ray (serving_deployment)
+    backend: str = "ray"  # "deployment": plain vLLM pods, no Ray; "kserve": InferenceServices
+    kserve_autoscaler_class: str = "none"  # KServe 0.15.1+ / RHOAI 2.25+; "external" before
     wait: bool = True
     wait_timeout: float = 1800
     check_mode: bool = False
@@ -111,6 +117,7 @@ class Request:
                 "route_timeout", "ray_version", "extra_vllm_args", "env", "head_ray_params",
                 "worker_ray_params", "kuberay_operator_namespace", "kuberay_operator_pod_labels")
         cfg = {key: getattr(self, key) for key in keys}
+        cfg["autoscaler_class"] = self.kserve_autoscaler_class
         cfg.update(pvc=self.model_pvc, api_key_secret=self.secret_name)
         return cfg
 
@@ -148,7 +155,8 @@ def run(client, req: Request, progress=None, out: dict | None = None) -> dict:
     out = {} if out is None else out
     out.update(changed=False, progress=[], warnings=[], api_key_secret=req.secret_name)
     plan = _check(req)
-    backend = PlainVllmDeployment if req.backend == "deployment" else RayVllmDeployment
+    backend = {"deployment": PlainVllmDeployment, "kserve": KServeServing}.get(
+        req.backend, RayVllmDeployment)
     svc = backend(client, req.config())
     if plan is None:
         out["changed"] = svc.remove(req.check_mode)
@@ -203,13 +211,15 @@ def _present(svc: RayVllmDeployment, req: Request, plan: dict, out: dict, progre
 
 
 def _launch_args(objs: list[dict]) -> list:
-    """The serving pods' ``gpu-stack-launch`` arguments (the Ray head's, or the
-    Deployment's vLLM container's)."""
+    """The serving pods' ``gpu-stack-launch`` arguments (the Ray head's, the
+    Deployment's vLLM container's or the ServingRuntime's head container's)."""
     for obj in objs:
         if obj["kind"] == "RayCluster":
             return obj["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["args"]
         if obj["kind"] == "Deployment":
             return obj["spec"]["template"]["spec"]["containers"][0]["args"]
+        if obj["kind"] == "ServingRuntime":
+            return obj["spec"]["containers"][0]["args"]
     return []
 
 

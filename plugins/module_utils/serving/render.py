@@ -285,7 +285,8 @@ def handover_name(name: str) -> str:
 def handover(cfg: dict, endpoint: str | None, plan: dict, backend: str = "ray") -> dict:
     """The ConfigMap recording the serving stage's outputs for later stages: ``backend``
     says which objects serve (``clusters``: the RayClusters of ``ray``; ``deployment``:
-    the Deployment of ``deployment``; the other one empty)."""
+    the Deployment of ``deployment``; the other one empty; ``kserve`` adds
+    ``inference_services``, one per replica, and leaves both empty)."""
     name, replicas = cfg["name"], plan["ray_cluster"]["clusters"]
     clusters = ",".join(f"{name}-{i}" for i in range(replicas)) if backend == "ray" else ""
     data = {"endpoint": endpoint or "", "api_key_secret": cfg.get("api_key_secret") or "",
@@ -295,6 +296,8 @@ def handover(cfg: dict, endpoint: str | None, plan: dict, backend: str = "ray") 
             "tensor_parallel_size": str(plan["tensor_parallel_size"]),
             "pipeline_parallel_size": str(plan["pipeline_parallel_size"]),
             "replicas": str(replicas)}
+    if backend == "kserve":
+        data["inference_services"] = ",".join(f"{name}-{i}" for i in range(replicas))
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": handover_name(name), "namespace": cfg["namespace"],
                          "labels": {"app.kubernetes.io/instance": name,

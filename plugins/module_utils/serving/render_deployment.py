@@ -34,9 +34,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
     network_policy as netpol,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render, render_kserve
 
-BACKENDS = ("ray", "deployment")
+BACKENDS = ("ray", "deployment", "kserve")
 COMPONENT = "vllm-server"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -134,7 +134,10 @@ def manifests(plan: dict, cfg: dict) -> list[dict]:
 
 
 def render_manifests(backend: str, plan: dict, cfg: dict) -> list[dict]:
-    """The serving objects of ``backend`` (``ray``: ``render.manifests``)."""
+    """The serving objects of ``backend`` (``ray``: ``render.manifests``; ``kserve``:
+    ``render_kserve.manifests``)."""
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "kserve":
+        return render_kserve.manifests(plan, cfg)
     return manifests(plan, cfg) if backend == "deployment" else render.manifests(plan, cfg)

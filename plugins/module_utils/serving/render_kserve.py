@@ -72,7 +72,7 @@ def isvc_names(name: str, plan: dict) -> list[str]:
 
 
 def api_policy_name(name: str) -> str:
-    return f"{name}-api"
+    return f"{name}-kserve"
 
 
 def _size(plan: dict, key: str) -> int:
@@ -127,7 +127,7 @@ def _head(plan: dict, cfg: dict, tp: int) -> dict:
     own, rest = render.launcher_args(plan, list(cfg.get("extra_vllm_args") or []))
     args = ["head", "--model-dir", KSERVE_MODEL_MOUNT,
             "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
-            "--port", str(render.API_PORT), "--ray-port", str(RAY_PORT),
+            "--port", str(render.API_PORT),
             "--num-gpus", str(tp), *own, *render.key_args(cfg)]
     if rest:
         args += ["--", *rest]

@@ -91,6 +91,9 @@ def _serving_objects(lab) -> dict:
     ({"model_pvc": "no-such-claim"}, "model volume llm/no-such-claim does not exist"),
     ({"plan": {"replicas": 1}}, "plan is not a serving_plan result"),
     ({"route_timeout": "forever"}, "route_timeout"),
+    # the lab serves no KServe (no Red Hat OpenShift AI / Open Data Hub installed)
+    ({"backend": "kserve"}, "backend kserve needs KServe, but the cluster serves no "
+                            "InferenceService"),
 ])
 def test_bad_inputs_are_refused_before_any_write(lab_with_model, tmp_path, change, message):
     lab, model = lab_with_model

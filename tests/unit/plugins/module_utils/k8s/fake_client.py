@@ -14,7 +14,8 @@ label_selector)``, ``("apply", kind, check_mode)``, ``("delete", kind, check_mod
 The cluster's controllers are played two ways: ``controllers``, called before every read
 (bind a PVC, finish a Job), and ``on_apply``, a kind -> ``fn(fake, applied_object)`` called
 after a real apply of that kind (a kubelet making a RayCluster's pods, a router admitting a
-Route).
+Route). Kinds in ``unserved`` are not served by the cluster (an operator not installed):
+every call on them raises ``NotFoundError`` as the real client does.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import copy
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.diff import (
     has_changed,
     make_diff,
+)
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    NotFoundError,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import (
     FIELD_MANAGER,
@@ -87,6 +91,7 @@ class FakeClient:
         self.controllers: list = []
         self.on_apply: dict = dict(on_apply or {})
         self.pod_logs: dict = dict(logs or {})
+        self.unserved: set = set()
         for obj in objects:
             self.put(obj)
 
@@ -126,13 +131,19 @@ class FakeClient:
             controller(self)
 
     # --- the K8sClient surface ----------------------------------------------------------
+    def _served(self, api_version: str, kind: str) -> None:
+        if kind in self.unserved:
+            raise NotFoundError(f"the server has no {api_version} {kind}")
+
     def get(self, api_version, kind, name, namespace=None):
         self.calls.append(("get", kind, namespace, name))
+        self._served(api_version, kind)
         self._tick()
         return self.find(kind, name, namespace)
 
     def list(self, api_version, kind, namespace=None, label_selector=None, field_selector=None):
         self.calls.append(("list", kind, namespace, label_selector))
+        self._served(api_version, kind)
         self._tick()
         out = []
         for key in sorted(self.objects, key=str):
@@ -145,6 +156,7 @@ class FakeClient:
 
     def apply(self, manifest, *, check_mode, force_conflicts=False, manager_suffix=""):
         self.calls.append(("apply", manifest["kind"], check_mode))
+        self._served(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         key = self.key(manifest["kind"], meta["name"], meta.get("namespace"))
         manager = f"{FIELD_MANAGER}/{manager_suffix}" if manager_suffix else FIELD_MANAGER
@@ -168,6 +180,7 @@ class FakeClient:
 
     def delete(self, api_version, kind, name, namespace=None, *, check_mode, propagation=None):
         self.calls.append(("delete", kind, check_mode))
+        self._served(api_version, kind)
         key = self.key(kind, name, namespace)
         if key not in self.objects:
             return False

@@ -153,7 +153,7 @@ def test_ray_stays_inside_each_inference_service_and_the_api_port_is_open():
     assert not admits(policies, outsider, worker0, 8000)
     assert admits(policies, outsider, head0, 8000)  # the API: the key check guards it
     assert [p["metadata"]["name"] for p in policies] == [
-        "llm-0-peers", "llm-1-peers", "llm-2-peers", "llm-3-peers", "llm-api"]
+        "llm-0-peers", "llm-1-peers", "llm-2-peers", "llm-3-peers", "llm-kserve"]
 
 
 def test_a_model_on_one_gpu_is_one_pod_per_replica():
