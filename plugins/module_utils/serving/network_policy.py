@@ -104,7 +104,7 @@ def policies(cfg: dict, clusters: list[str], api_port: int) -> list[dict]:
     for cluster in clusters:
         members = {INSTANCE_LABEL: cfg["name"], CLUSTER_LABEL: cluster}
         out.append(policy(peers_policy_name(cluster), cfg, members,
-                           [{"from": [{"podSelector": {"matchLabels": dict(members)}}]}]))
+                          [{"from": [{"podSelector": {"matchLabels": dict(members)}}]}]))
     ingress = [{"ports": [{"protocol": "TCP", "port": api_port}]}]
     operator = operator_setting(cfg)
     if operator["namespace"]:

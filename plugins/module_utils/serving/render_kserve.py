@@ -89,7 +89,8 @@ def check_plan(plan: dict) -> tuple[int, int]:
     tp, pp = _size(plan, "tensor_parallel_size"), _size(plan, "pipeline_parallel_size")
     shape = plan["ray_cluster"]
     pods = [*([shape["head_gpus"]] if shape["head_gpus"] else []),
-            *[g["gpus_per_worker"] for g in shape["worker_groups"] for _ in range(g["replicas"])]]
+            *[g["gpus_per_worker"] for g in shape["worker_groups"]
+              for _pod in range(g["replicas"])]]
     if sorted(set(pods)) != [tp] or len(pods) != pp:
         raise InvalidInputError(
             f"backend kserve runs a replica as PP pods of TP GPUs each (here {pp} pod(s) of "
