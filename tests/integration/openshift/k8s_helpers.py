@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import requests
@@ -11,7 +14,7 @@ from .. import playbook
 from ..playbook import REPO
 
 __all__ = ["OLM", "REPO", "api", "custom", "lab_env", "lab_post", "namespaces", "node_labels",
-           "run_module", "run_play"]
+           "register_crds", "run_module", "run_play", "stage_tiny_model"]
 
 OLM = "operators.coreos.com/v1alpha1"
 
@@ -85,3 +88,41 @@ def lab_conflict(lab, verb: str, resource: str, ns: str | None, count: int = 1,
     """The next ``count`` matching requests (after ``skip``) get the server's 409."""
     lab_post(lab, "/lab/faults", {"verb": verb, "resource": resource, "code": 409,
                                   "count": count, "namespace": ns, "skip": skip})
+
+
+def stage_tiny_model(lab, work: Path, namespace: str) -> Path:
+    """The OpenShift stage (GPU nodes labelled, 16 GPUs allocatable) and the tiny model
+    staged into ``namespace``'s ``models`` volume by the storage stage; the model's
+    local directory."""
+    model = work / "tiny-llama"
+    subprocess.run([sys.executable, "-m", "gpu_lab.tiny_model", str(model)], check=True,
+                   capture_output=True)
+    env = {"GPU_LAB_HOME": str(lab.settings.home)}
+    rc, _t, out = run_play(lab, work, playbook=REPO / "playbooks" / "openshift.yml",
+                           inventory=str(REPO / "inventories" / "lab"), env_extra=env,
+                           json_out=False)
+    assert rc == 0, out[-3000:]
+    vars_file = work / "storage.json"
+    vars_file.write_text(json.dumps({
+        "gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
+        "model_storage_namespace": namespace, "model_storage_model_dir": "tiny-llama",
+        "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
+        "model_storage_source": {"type": "local", "local_path": str(model)}}))
+    rc, _t, out = run_play(lab, work, playbook=REPO / "playbooks" / "storage.yml",
+                           extra=("-e", f"@{vars_file}"), json_out=False)
+    assert rc == 0, out[-3000:]
+    return model
+
+
+def register_crds(lab, *names: str) -> bool:
+    """Create these upstream CRDs (from the lab's library) as an operator's install would;
+    False when the library lacks one (no ../shared/crds)."""
+    ext = client.ApiextensionsV1Api(api(lab))
+    have = {c.metadata.name for c in ext.list_custom_resource_definition().items}
+    for name in names:
+        crd = lab.crd_library.get(name)
+        if crd is None:
+            return False
+        if name not in have:
+            ext.create_custom_resource_definition(crd)
+    return True

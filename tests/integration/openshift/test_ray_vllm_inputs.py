@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import subprocess
-import sys
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan impo
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
-from .k8s_helpers import REPO, api, custom, run_module, run_play
+from .k8s_helpers import api, custom, run_module, run_play, stage_tiny_model
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NS = "llm"
@@ -25,24 +23,7 @@ NS = "llm"
 def lab_with_model(k8s_lab_factory, tmp_path_factory):
     """A lab with 16 allocatable GPUs (the OpenShift stage) and the tiny model staged."""
     lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
-    work = tmp_path_factory.mktemp("serving-inputs")
-    model = work / "tiny-llama"
-    subprocess.run([sys.executable, "-m", "gpu_lab.tiny_model", str(model)], check=True,
-                   capture_output=True)
-    env = {"GPU_LAB_HOME": str(lab.settings.home)}
-    rc, _t, out = run_play(lab, work, playbook=REPO / "playbooks" / "openshift.yml",
-                           inventory=str(REPO / "inventories" / "lab"), env_extra=env,
-                           json_out=False)
-    assert rc == 0, out[-3000:]
-    vars_file = work / "storage.json"
-    vars_file.write_text(json.dumps({
-        "gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
-        "model_storage_namespace": NS, "model_storage_model_dir": "tiny-llama",
-        "model_storage_pvc": {"name": "models", "storage_class": "nfs-csi", "size": "1Gi"},
-        "model_storage_source": {"type": "local", "local_path": str(model)}}))
-    rc, _t, out = run_play(lab, work, playbook=REPO / "playbooks" / "storage.yml",
-                           extra=("-e", f"@{vars_file}"), json_out=False)
-    assert rc == 0, out[-3000:]
+    model = stage_tiny_model(lab, tmp_path_factory.mktemp("serving-inputs"), NS)
     return lab, model
 
 

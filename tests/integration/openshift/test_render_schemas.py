@@ -18,9 +18,8 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import (
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render_kserve
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.render import manifests
-from kubernetes import client as k8s_api
 
-from .k8s_helpers import api, custom
+from .k8s_helpers import custom, register_crds
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -79,12 +78,8 @@ KSERVE_CRDS = ("inferenceservices.serving.kserve.io", "servingruntimes.serving.k
 def test_the_kserve_backends_objects_pass_strict_validation(client):
     """Issue 19's seed case (Llama 3 70B, the planner's TP 2 x PP 2 as KServe's
     workerSpec sizes) against KServe's upstream CRDs, registered from their files."""
-    ext = k8s_api.ApiextensionsV1Api(api(client.lab))
-    for name in KSERVE_CRDS:
-        crd = client.lab.crd_library.get(name)
-        if crd is None:
-            pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
-        ext.create_custom_resource_definition(crd)
+    if not register_crds(client.lab, *KSERVE_CRDS):
+        pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
     objs = render_kserve.manifests(build_plan({"preset": "llama-3-70b"}, SITE), CFG)
     assert {o["kind"] for o in objs} >= {"ServingRuntime", "InferenceService"}
     for obj in objs:

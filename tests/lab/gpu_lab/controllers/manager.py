@@ -88,6 +88,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
     from . import (
         gpu_operator,
         jobs,
+        kserve,
         kubelet,
         kuberay,
         namespaces,
@@ -117,6 +118,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
         nfd.NfdController(server, poller),
         gpu_operator.GpuOperatorController(server, poller),
         kuberay.RayClusterController(server),
+        kserve.InferenceServiceController(server),
     ]
     connection_file = getattr(server.gpu_inventory, "connection_file", None)
     if connection_file is not None:  # a vSphere lab: nodes follow their VMs' power

@@ -28,7 +28,8 @@ _PARAMS = {GCS_PORT: "port", CLIENT_PORT: "ray-client-server-port"}
 _RAY_WORKER_PORTS = range(10002, 20000)  # ray start's default --min/--max-worker-port
 
 
-def _free_port(taken: set[int]) -> int:
+def free_port(taken: set[int]) -> int:
+    """A free port of the machine outside ``taken`` and Ray's worker port range."""
     while True:
         with socket.socket() as sock:
             sock.bind(("", 0))
@@ -49,7 +50,7 @@ def choose(rc: dict[str, Any], services: list[dict[str, Any]]) -> dict[str, str]
     chosen: dict[str, str] = {}
     for annotation, param in _PARAMS.items():
         if param not in params:
-            port = _free_port(taken)
+            port = free_port(taken)
             taken.add(port)
             chosen[annotation] = str(port)
     return chosen

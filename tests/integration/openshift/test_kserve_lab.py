@@ -1,0 +1,99 @@
+"""The kserve backend in the lab: ray_vllm_cluster (backend kserve) serves the tiny model
+as a multi-node InferenceService (TP 1 x PP 2: a head and a worker of one GPU each) on
+the lab's KServe (its controller makes the head and worker Deployments; their pods run
+the collection's launcher as real Ray and vLLM processes). Read back independently: the
+InferenceService's status and Deployments from the API, tokens through the Route, a rerun
+that changes nothing, removal."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import openai
+import pytest
+from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
+from kubernetes import client
+
+from ..lab.waiting import wait_for
+from .k8s_helpers import api, custom, register_crds, run_module, stage_tiny_model
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+NS, NAME, MODEL = "llm", "llm", "tiny-llama"
+IMAGE = "registry.example.com/llmops/ray-vllm:0.1.0"  # the lab runs it as processes
+KSERVE_CRDS = ("inferenceservices.serving.kserve.io", "servingruntimes.serving.kserve.io")
+
+
+def _args(plan: dict, **change) -> dict:
+    args = {"namespace": NS, "name": NAME, "plan": plan, "image": IMAGE, "backend": "kserve",
+            "served_model_name": MODEL, "model_dir": MODEL, "wait_timeout": 600,
+            "worker_resources": {"cpu": "1", "memory": "2Gi"}, "shm_size": "1Gi",
+            "extra_vllm_args": ["--enforce-eager", "--kv-cache-memory-bytes", "64M"]}
+    args.update(change)
+    return args
+
+
+@pytest.fixture(scope="module")
+def served(k8s_lab_factory, tmp_path_factory):
+    lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
+    work = tmp_path_factory.mktemp("kserve")
+    model = stage_tiny_model(lab, work, NS)
+    if not register_crds(lab, *KSERVE_CRDS):
+        pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
+    rc, res, out = run_module(lab, work, "serving_plan", {
+        "model": {"config_path": str(model / "config.json")},
+        "hardware": {"nodes": 2, "gpus_per_node": 1, "gpu_memory_gib": 80},
+        "layout": {"tensor_parallel_size": 1, "pipeline_parallel_size": 2}})
+    assert rc == 0, out[-2000:]
+    plan = res["plan"]
+    rc, res, out = run_module(lab, work, "ray_vllm_cluster", _args(plan))
+    assert rc == 0, out[-6000:]
+    yield lab, work, plan, res
+    run_module(lab, work, "ray_vllm_cluster", {"namespace": NS, "name": NAME,
+                                               "state": "absent"})
+    core = client.CoreV1Api(api(lab))
+    wait_for(lambda: not core.list_namespaced_pod(
+        NS, label_selector="serving.kserve.io/inferenceservice").items,
+        "the serving pods removed", timeout=120, interval=1)
+
+
+def test_one_inference_service_of_a_head_and_a_worker_serves_tokens(served):
+    lab, _work, _plan, res = served
+    (isvc,) = custom(lab, "serving.kserve.io/v1beta1", "inferenceservices", NS)
+    assert isvc["metadata"]["name"] == f"{NAME}-0"
+    ready = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+    apps = client.AppsV1Api(api(lab))
+    head = apps.read_namespaced_deployment(f"{NAME}-0-predictor", NS)
+    worker = apps.read_namespaced_deployment(f"{NAME}-0-predictor-worker", NS)
+    assert worker.spec.replicas == 1  # PP 2: the head and one worker
+    for dep in (head, worker):
+        (container,) = dep.spec.template.spec.containers
+        assert container.resources.limits["nvidia.com/gpu"] == "1"
+    core = client.CoreV1Api(api(lab))
+    (head_pod,) = core.list_namespaced_pod(
+        NS, label_selector=f"app=isvc.{NAME}-0-predictor").items
+    assert "2 of 2 GPUs joined" in core.read_namespaced_pod_log(head_pod.metadata.name, NS)
+    key = base64.b64decode(core.read_namespaced_secret(f"{NAME}-api-key", NS)
+                           .data["api-key"]).decode()
+    assert key not in json.dumps(res)
+    route = custom(lab, "route.openshift.io/v1", "routes", NS)[0]
+    assert res["endpoint"] == f"https://{route['spec']['host']}"
+    router = json.loads((lab.settings.home / "router.json").read_text())
+    http = httpx.Client(verify=router["ca"], headers={"Host": route["spec"]["host"]})
+    llm = openai.OpenAI(base_url=router["url"] + "/v1", api_key=key, http_client=http)
+    chunks = list(llm.completions.create(model=MODEL, prompt="Hello", max_tokens=16,
+                                         stream=True, temperature=0))
+    assert len(chunks) > 2 and "".join(c.choices[0].text for c in chunks if c.choices)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=router["url"] + "/v1", api_key="wrong",
+                      http_client=http).models.list()
+    data = core.read_namespaced_config_map(f"{NAME}-endpoint", NS).data
+    assert data["backend"] == "kserve" and data["inference_services"] == f"{NAME}-0"
+
+
+def test_a_rerun_changes_nothing(served):
+    lab, work, plan, _res = served
+    rc, res, out = run_module(lab, work, "ray_vllm_cluster", _args(plan))
+    assert rc == 0 and res["changed"] is False, out[-3000:]
