@@ -34,6 +34,21 @@ def _args(plan: dict, **change) -> dict:
     return args
 
 
+def _state(lab) -> str:
+    """What the lab holds, for a failed run's message: the InferenceServices' status, the
+    pods' phases and each pod's last log lines."""
+    core = client.CoreV1Api(api(lab))
+    lines = [json.dumps(i.get("status"), indent=1)
+             for i in custom(lab, "serving.kserve.io/v1beta1", "inferenceservices", NS)]
+    for pod in core.list_namespaced_pod(NS).items:
+        lines.append(f"--- pod {pod.metadata.name}: {pod.status.phase}")
+        try:
+            lines.append(core.read_namespaced_pod_log(pod.metadata.name, NS)[-1500:])
+        except client.ApiException as exc:
+            lines.append(f"(no log: {exc.reason})")
+    return "\n" + "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def served(k8s_lab_factory, tmp_path_factory):
     lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
@@ -48,7 +63,7 @@ def served(k8s_lab_factory, tmp_path_factory):
     assert rc == 0, out[-2000:]
     plan = res["plan"]
     rc, res, out = run_module(lab, work, "ray_vllm_cluster", _args(plan))
-    assert rc == 0, out[-6000:]
+    assert rc == 0, res.get("msg", out[-3000:]) + _state(lab)
     yield lab, work, plan, res
     run_module(lab, work, "ray_vllm_cluster", {"namespace": NS, "name": NAME,
                                                "state": "absent"})

@@ -148,3 +148,28 @@ def test_process_pods_get_the_site_before_their_own_pythonpath(tmp_path):
     container = {"name": "c", "env": [{"name": "PYTHONPATH", "value": "/app"}]}
     env = runtime.environment(pod, container, {})
     assert env["PYTHONPATH"].split(os.pathsep)[:2] == [str(POD_SITE), "/app"]
+
+
+def test_a_service_name_made_of_variables_is_resolved_after_expansion(tmp_path):
+    """KServe's workers join ``$(HEAD_SVC).$(POD_NAMESPACE).svc:6379``: the name exists only
+    once the container's variables are expanded, as the kubelet does before DNS."""
+    head = {"metadata": {"name": "llm-0-head-1", "namespace": "llm"},
+            "spec": {"selector": {"app": "head"}, "ports": [{"port": 6379, "targetPort": 41000}]}}
+    head_pod = {"metadata": {"name": "h", "namespace": "llm", "labels": {"app": "head"}},
+                "spec": {}, "status": {"phase": "Running", "podIP": "127.0.0.7"}}
+    runtime = ProcessRuntime(
+        tmp_path, lambda _g, _p, ns, name: head if (ns, name) == ("llm", "llm-0-head-1") else None,
+        lambda *_a: [head_pod])
+    worker = {"metadata": {"name": "w", "namespace": "llm", "uid": "u"},
+              "spec": {"containers": [{"name": "worker-container", "args": [
+                  "worker", "--ray-address", "$(HEAD_SVC).$(POD_NAMESPACE).svc:6379"],
+                  "env": [{"name": "HEAD_SVC", "value": "llm-0-head-1"},
+                          {"name": "POD_NAMESPACE", "value": "llm"}]}]},
+              "status": {"podIP": "127.0.0.8"}}
+    targets, missing = runtime.resolver.resolve(worker, runtime._texts(worker))
+    assert missing == [] and targets[("llm-0-head-1", "llm")].ip == "127.0.0.7"
+    assert targets[("llm-0-head-1", "llm")].ports == {6379: 41000}
+    head_missing = {**worker, "metadata": {**worker["metadata"], "namespace": "other"}}
+    head_missing["spec"]["containers"][0]["env"][1]["value"] = "other"
+    assert runtime.unresolved(head_missing) == [
+        '"llm-0-head-1.other.svc" (no Service other/llm-0-head-1)']

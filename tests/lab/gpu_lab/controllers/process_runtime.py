@@ -166,13 +166,16 @@ class ProcessRuntime:
 
     # --- network --------------------------------------------------------------------------
     def _texts(self, pod: dict[str, Any]) -> list[str]:
-        """Every argument and environment value of the pod's containers."""
+        """Every argument and environment value of the pod's containers, ``$(VAR)``
+        references expanded (a Service name may be made of variables, as KServe's
+        workers' ``$(HEAD_SVC).$(POD_NAMESPACE).svc``)."""
         texts: list[str] = []
         for container in pod["spec"].get("containers") or []:
-            texts += [str(a) for a in (container.get("command") or [])
+            values = {item["name"]: v for item in container.get("env") or []
+                      if (v := self._env_value(pod, item)) is not None}
+            texts += [expand(str(a), values) for a in (container.get("command") or [])
                       + (container.get("args") or [])]
-            texts += [v for item in container.get("env") or []
-                      if (v := self._env_value(pod, item)) is not None]
+            texts += [expand(v, values) for v in values.values()]
         return texts
 
     def unresolved(self, pod: dict[str, Any]) -> list[str]:
