@@ -267,25 +267,15 @@ class RayVllmDeployment:
                 f"{want_workers} workers running, vLLM {'healthy' if healthy else 'not ready'}")
         return healthy and joined >= want_workers, line
 
-    def wait(self, plan: dict, timeout: float, progress=None, check_mode: bool = False) -> dict:
-        shape = plan["ray_cluster"]
-        want_workers = sum(g["replicas"] for g in shape["worker_groups"])
-        names = [f"{self.name}-{i}" for i in range(shape["clusters"])]
+    def wait_parts(self, names: list[str], step, what: str, timeout: float, progress=None,
+                   check_mode: bool = False, clusters: list[str] | None = None) -> dict:
+        """The one wait of every backend: ``step()`` -> (ready names, progress lines) for
+        the backend's ``names``, plus the Route admitted; with progress, until ``timeout``."""
         seen: dict = {}
-        faults = PodFaults()
 
         def _check() -> WaitStatus:
-            pods = self.client.list("v1", "Pod", self.ns,
-                                    label_selector=f"app.kubernetes.io/instance={self.name}")
-            ready, lines = [], []
-            for cluster in names:
-                done, line = self._cluster_status(cluster, pods, want_workers)
-                lines.append(line)
-                if done:
-                    ready.append(cluster)
-            faults.check(pods, f"the serving stack {self.ns}/{self.name}")
-            host = self.route_host()
-            if host:
+            ready, lines = step()
+            if self.route_host():
                 ready.append("route")
             else:
                 lines.append(f"Route {self.name} not admitted yet")
@@ -294,11 +284,33 @@ class RayVllmDeployment:
             return WaitStatus(done=status.done, present=status.present,
                               missing=status.missing, progress="; ".join(lines))
 
-        final = wait_for(_check, timeout=timeout, what=f"the serving stack {self.ns}/{self.name}",
-                         interval=2.0, backoff=1.2, max_interval=10.0, progress=progress,
-                         progress_every=15.0, check_mode=check_mode)
-        return {"clusters": names, "ready": list(final.present), "skipped": final.skipped,
-                "state": seen.get("lines", [])}
+        final = wait_for(_check, timeout=timeout, what=what, interval=2.0, backoff=1.2,
+                         max_interval=10.0, progress=progress, progress_every=15.0,
+                         check_mode=check_mode)
+        return {"clusters": clusters or [], "ready": list(final.present),
+                "skipped": final.skipped, "state": seen.get("lines", [])}
+
+    def wait(self, plan: dict, timeout: float, progress=None, check_mode: bool = False) -> dict:
+        shape = plan["ray_cluster"]
+        want_workers = sum(g["replicas"] for g in shape["worker_groups"])
+        names = [f"{self.name}-{i}" for i in range(shape["clusters"])]
+        what = f"the serving stack {self.ns}/{self.name}"
+        faults = PodFaults()
+
+        def _step() -> tuple[list, list]:
+            pods = self.client.list("v1", "Pod", self.ns,
+                                    label_selector=f"app.kubernetes.io/instance={self.name}")
+            ready, lines = [], []
+            for cluster in names:
+                done, line = self._cluster_status(cluster, pods, want_workers)
+                lines.append(line)
+                if done:
+                    ready.append(cluster)
+            faults.check(pods, what)
+            return ready, lines
+
+        return self.wait_parts(names, _step, what, timeout, progress, check_mode,
+                               clusters=names)
 
     # --- endpoint and removal ------------------------------------------------------------
     def route_host(self) -> str | None:

@@ -22,10 +22,6 @@ and shares its API-key Secret, write path, Route, endpoint and removal; what dif
 
 from __future__ import annotations
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
-    WaitStatus,
-    wait_for,
-)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
     RayVllmDeployment,
@@ -87,30 +83,17 @@ class PlainVllmDeployment(RayVllmDeployment):
 
     def wait(self, plan: dict, timeout: float, progress=None, check_mode: bool = False) -> dict:
         want = render_deployment.replicas(plan)
-        names = [f"replica-{i}" for i in range(want)]
         what = f"the serving Deployment {self.ns}/{self.name}"
-        seen: dict = {}
         faults = PodFaults()
 
-        def _check() -> WaitStatus:
+        def _step() -> tuple[list, list]:
             pods = self._pods()
             for pod in pods:
                 self.raise_launcher_failure(pod, f"the vLLM pod {self.ns}/"
                                                  f"{pod['metadata']['name']}")
             faults.check(pods, what)
             ready, line = self._status(want)
-            lines = [line]
-            if self.route_host():
-                ready.append("route")
-            else:
-                lines.append(f"Route {self.name} not admitted yet")
-            seen["lines"] = lines
-            status = WaitStatus.of([*names, "route"], ready, "serving parts ready")
-            return WaitStatus(done=status.done, present=status.present,
-                              missing=status.missing, progress="; ".join(lines))
+            return ready, [line]
 
-        final = wait_for(_check, timeout=timeout, what=what, interval=2.0, backoff=1.2,
-                         max_interval=10.0, progress=progress, progress_every=15.0,
-                         check_mode=check_mode)
-        return {"clusters": [], "ready": list(final.present), "skipped": final.skipped,
-                "state": seen.get("lines", [])}
+        return self.wait_parts([f"replica-{i}" for i in range(want)], _step, what, timeout,
+                               progress, check_mode)

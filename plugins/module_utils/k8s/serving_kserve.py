@@ -30,10 +30,6 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors imp
     InvalidInputError,
     NotFoundError,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.wait import (
-    WaitStatus,
-    wait_for,
-)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import serving_objects
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.pods import PodFaults
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving import (
@@ -116,10 +112,9 @@ class KServeServing(RayVllmDeployment):
     def wait(self, plan: dict, timeout: float, progress=None, check_mode: bool = False) -> dict:
         names = render_kserve.isvc_names(self.name, plan)
         what = f"the InferenceServices of {self.ns}/{self.name}"
-        seen: dict = {}
         faults = PodFaults()
 
-        def _check() -> WaitStatus:
+        def _step() -> tuple[list, list]:
             pods = self.client.list("v1", "Pod", self.ns,
                                     label_selector=f"app.kubernetes.io/instance={self.name}")
             faults.check(pods, what)
@@ -132,17 +127,6 @@ class KServeServing(RayVllmDeployment):
                 lines.append(line)
                 if done:
                     ready.append(name)
-            if self.route_host():
-                ready.append("route")
-            else:
-                lines.append(f"Route {self.name} not admitted yet")
-            seen["lines"] = lines
-            status = WaitStatus.of([*names, "route"], ready, "serving parts ready")
-            return WaitStatus(done=status.done, present=status.present,
-                              missing=status.missing, progress="; ".join(lines))
+            return ready, lines
 
-        final = wait_for(_check, timeout=timeout, what=what, interval=2.0, backoff=1.2,
-                         max_interval=10.0, progress=progress, progress_every=15.0,
-                         check_mode=check_mode)
-        return {"clusters": [], "ready": list(final.present), "skipped": final.skipped,
-                "state": seen.get("lines", [])}
+        return self.wait_parts(names, _step, what, timeout, progress, check_mode)

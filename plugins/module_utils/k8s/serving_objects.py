@@ -24,15 +24,21 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
 )
 
 
-def ray_clusters(client, namespace: str, name: str) -> list[dict]:
-    """The model's RayClusters (none where the namespace or KubeRay's CRD is missing)."""
+def _listed(client, namespace: str, name: str, api_version: str, kind: str) -> list[dict]:
+    """The model's objects of ``kind`` (none where the namespace or the kind is missing:
+    no operator installed, no object of ours either)."""
     if client.get("v1", "Namespace", namespace) is None:
         return []
     try:
-        return client.list("ray.io/v1", "RayCluster", namespace,
+        return client.list(api_version, kind, namespace,
                            label_selector=f"app.kubernetes.io/instance={name}")
-    except NotFoundError:  # no KubeRay CRD: no RayCluster of ours either
+    except NotFoundError:
         return []
+
+
+def ray_clusters(client, namespace: str, name: str) -> list[dict]:
+    """The model's RayClusters (none where the namespace or KubeRay's CRD is missing)."""
+    return _listed(client, namespace, name, "ray.io/v1", "RayCluster")
 
 
 def ray_targets(client, namespace: str, name: str) -> list[tuple]:
@@ -53,13 +59,7 @@ def deployment_targets(name: str) -> list[tuple]:
 
 def inference_services(client, namespace: str, name: str) -> list[dict]:
     """The model's InferenceServices (none where the namespace or KServe is missing)."""
-    if client.get("v1", "Namespace", namespace) is None:
-        return []
-    try:
-        return client.list("serving.kserve.io/v1beta1", "InferenceService", namespace,
-                           label_selector=f"app.kubernetes.io/instance={name}")
-    except NotFoundError:  # no KServe: no InferenceService of ours either
-        return []
+    return _listed(client, namespace, name, "serving.kserve.io/v1beta1", "InferenceService")
 
 
 def isvc_targets(isvcs: list[str]) -> list[tuple]:

@@ -16,16 +16,10 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import re
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
 from .netpol_eval import Pod, admits, selects
+from .test_render import CFG as RAY_CFG
+from .test_render import SITE
 
-SITE = {"nodes": 8, "gpus_per_node": 2, "gpu_memory_gib": 40, "nvlink": False, "rdma": False}
-CFG = {"name": "llm", "namespace": "serving", "image": "registry.example.com/llmops/ray-vllm:0.1.0",
-       "served_model_name": "llama-3-70b", "model_dir": "llama-3-70b", "pvc": "models",
-       "api_key_secret": "llm-api-key", "api_key_sha256": "ab" * 32,
-       "service_account": "ray-vllm", "ray_version": "2.60.0",
-       "shm_size": "16Gi", "startup_checks": 180, "route_timeout": "600s",
-       "node_selector": {"nvidia.com/gpu.present": "true"},
-       "head_resources": {"cpu": "4", "memory": "16Gi"},
-       "worker_resources": {"cpu": "8", "memory": "64Gi"}}
+CFG = {**RAY_CFG, "api_key_sha256": "ab" * 32}
 
 
 def _by_kind(objs):
