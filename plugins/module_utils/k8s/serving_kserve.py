@@ -95,9 +95,7 @@ class KServeServing(RayVllmDeployment):
                       if key.startswith("InferenceService/")
                       and (runtime or _changed(key)) and diffs[key]["before"])
 
-    def _isvc_status(self, name: str, heads: list[dict]) -> tuple[bool, str]:
-        isvc = self.client.get("serving.kserve.io/v1beta1", "InferenceService", name,
-                               self.ns) or {}
+    def _isvc_status(self, name: str, isvc: dict, heads: list[dict]) -> tuple[bool, str]:
         for head in heads:
             self.raise_launcher_failure(head, f"the head of {self.ns}/{name}")
         status = isvc.get("status") or {}
@@ -118,12 +116,13 @@ class KServeServing(RayVllmDeployment):
             pods = self.client.list("v1", "Pod", self.ns,
                                     label_selector=f"app.kubernetes.io/instance={self.name}")
             faults.check(pods, what)
+            isvcs = {i["metadata"]["name"]: i for i in self.isvcs()}  # one read per poll
             ready, lines = [], []
             for name in names:
                 heads = [p for p in pods if (p["metadata"].get("labels") or {}).get(
                     render_kserve.ISVC_LABEL) == name and p["metadata"]["labels"].get(
                     render_kserve.COMPONENT_LABEL) == "vllm-head"]
-                done, line = self._isvc_status(name, heads)
+                done, line = self._isvc_status(name, isvcs.get(name) or {}, heads)
                 lines.append(line)
                 if done:
                     ready.append(name)

@@ -65,7 +65,8 @@ def inference_services(client, namespace: str, name: str) -> list[dict]:
 def isvc_targets(isvcs: list[str]) -> list[tuple]:
     """Those InferenceServices and their peer policies."""
     return ([("serving.kserve.io/v1beta1", "InferenceService", i) for i in isvcs]
-            + [("networking.k8s.io/v1", "NetworkPolicy", f"{i}-peers") for i in isvcs])
+            + [("networking.k8s.io/v1", "NetworkPolicy", network_policy.peers_policy_name(i))
+               for i in isvcs])
 
 
 def kserve_targets(client, namespace: str, name: str) -> list[tuple]:

@@ -208,7 +208,7 @@ def network_policies(cfg: dict, isvcs: list[str]) -> list[dict]:
     for isvc in isvcs:
         members = {ISVC_LABEL: isvc}
         out.append(network_policy.policy(
-            f"{isvc}-peers", cfg, members,
+            network_policy.peers_policy_name(isvc), cfg, members,
             [{"from": [{"podSelector": {"matchLabels": dict(members)}}]}]))
     out.append(network_policy.policy(
         api_policy_name(cfg["name"]), cfg, head_selector(cfg["name"]),
