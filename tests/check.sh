@@ -36,7 +36,13 @@ ruff check .
 # Molecule: a scenario per role, in the pipeline's order, on one lab. shared_state
 # (extensions/molecule/config.yml): the default scenario's create starts the lab once and
 # its destroy stops it after the last scenario.
+# Its working directory (state.yml: created, prepared; the recorded lab state) is a fresh
+# one per run: molecule's default is named after the checkout's directory name alone, so
+# an earlier run that was stopped (or another checkout of the same name) would leave
+# "already prepared" and a stale recording behind for this one.
 molecule_log=$(mktemp)
+MOLECULE_EPHEMERAL_DIRECTORY=$(mktemp -d)
+export MOLECULE_EPHEMERAL_DIRECTORY
 molecule test --shared-state \
     -s serving_plan -s esxi_gpu_passthrough -s ocp_gpu_nodes -s gpu_operators \
     -s model_storage -s ray_vllm -s llm_gateway -s monitoring -s validate -s gitops_export >"$molecule_log" 2>&1 &
@@ -50,6 +56,7 @@ stop_molecule() {
         GPU_LAB_HOME="$ROOT/.lab/molecule" gpu-lab reset >/dev/null 2>&1 || true
         tail -n 40 "$molecule_log"
     fi
+    rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
 }
 trap stop_molecule EXIT
 
@@ -93,6 +100,7 @@ wait "$molecule_pid" || molecule_rc=$?
 cat "$molecule_log"
 echo "molecule ended at ${SECONDS}s"
 rm -f "$molecule_log"
+rm -rf "$MOLECULE_EPHEMERAL_DIRECTORY"
 trap - EXIT
 if [ "$molecule_rc" -ne 0 ]; then
     echo "molecule failed (exit code $molecule_rc)"

@@ -213,10 +213,12 @@ options:
         description:
           - How the model is served. V(ray) is a RayCluster per replica; V(deployment) plain
             vLLM pods, one per replica, without Ray (refused for a replica spanning nodes).
+          - V(kserve) is one KServe InferenceService per replica (Red Hat OpenShift AI or Open
+            Data Hub), PP pods of TP GPUs each; refused when TP exceeds the GPUs of a node.
           - V(auto) picks V(deployment) when a replica fits one node (PP 1 and TP at most the
-            GPUs per node), else V(ray).
+            GPUs per node), else V(ray); it never picks V(kserve).
         type: str
-        choices: [auto, ray, deployment]
+        choices: [auto, ray, deployment, kserve]
         default: auto
       replicas:
         description:
@@ -470,7 +472,7 @@ plans:
       returned: success
       type: str
     backend:
-      description: V(ray) or V(deployment), V(auto) resolved.
+      description: V(ray), V(deployment) or V(kserve), V(auto) resolved.
       returned: success
       type: str
     backend_reason:

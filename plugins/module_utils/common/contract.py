@@ -83,6 +83,8 @@ STAGE_SOURCES = ("hub", "s3", "http", "archive", "local")
 # --- gpu-stack-launch ----------------------------------------------------------------
 # The pod's address, which the serving pods get from the downward API.
 POD_IP_ENV = "POD_IP"
+# The GPUs a launcher's Ray node offers where no KubeRay command says it (KServe's pods).
+LAUNCH_NUM_GPUS_ENV = "GPU_STACK_NUM_GPUS"
 # Exit codes that no restart can fix: the controller stops waiting when it sees one.
 LAUNCH_EXIT_USAGE = 2  # bad options or environment: nothing was started
 LAUNCH_EXIT_MODEL = 3  # the model directory is not ready to serve

@@ -33,7 +33,9 @@ Rules
   gives it: its plan is the one-model plan unchanged.
 - Backend ``auto``: ``deployment`` when a replica is one pod on one node (PP 1 and
   TP <= GPUs per node), else ``ray``. ``deployment`` for a replica spanning nodes is
-  refused (one pod per replica cannot span nodes).
+  refused (one pod per replica cannot span nodes). ``kserve`` is only ever asked for
+  (KServe gives each of a replica's PP pods TP GPUs on one node, so TP above a node's
+  GPUs is refused).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.inputs im
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
 
-BACKENDS = ("auto", "ray", "deployment")
+BACKENDS = ("auto", "ray", "deployment", "kserve")
 _KV_PAIR = ("kv_cache_tokens", "concurrent_sequences")
 
 
@@ -111,6 +113,12 @@ def _backend(name: str, wanted: str, plan: dict, gpus_per_node: int) -> tuple[st
         raise InvalidInputError(
             f"model {name!r}: backend deployment runs one pod per replica on one node, but a "
             f"replica needs {shape}; use backend ray (or auto)"
+        )
+    if wanted == "kserve" and tp > gpus_per_node:
+        raise InvalidInputError(
+            f"model {name!r}: backend kserve gives each pod of a replica TP GPUs on one node, "
+            f"but a replica needs {shape} with {gpus_per_node} GPU(s) per node; use backend "
+            "ray (or auto)"
         )
     if wanted != "auto":
         return wanted, f"backend {wanted} as given ({shape})"

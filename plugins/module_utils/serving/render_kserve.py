@@ -44,6 +44,7 @@ and later):
 
 from __future__ import annotations
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
@@ -111,10 +112,13 @@ def check_settings(cfg: dict) -> None:
     render.check_settings(cfg)
 
 
-def _env(cfg: dict) -> list[dict]:
+def _env(cfg: dict, tp: int) -> list[dict]:
+    """The launcher's environment; its GPUs come from ``GPU_STACK_NUM_GPUS`` (not an
+    argument), so the head's arguments are exactly what ``check-args`` parses."""
     env = render.container_env(None, cfg.get("env") or {})
-    env.insert(1, {"name": "POD_NAMESPACE",
-                   "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}})
+    env[1:1] = [{"name": "POD_NAMESPACE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": contract.LAUNCH_NUM_GPUS_ENV, "value": str(tp)}]
     return env
 
 
@@ -128,12 +132,11 @@ def _head(plan: dict, cfg: dict, tp: int) -> dict:
     own, rest = render.launcher_args(plan, list(cfg.get("extra_vllm_args") or []))
     args = ["head", "--model-dir", KSERVE_MODEL_MOUNT,
             "--served-model-name", cfg["served_model_name"], "--host", "0.0.0.0",
-            "--port", str(render.API_PORT),
-            "--num-gpus", str(tp), *own, *render.key_args(cfg)]
+            "--port", str(render.API_PORT), *own, *render.key_args(cfg)]
     if rest:
         args += ["--", *rest]
     return {"name": HEAD_CONTAINER, "image": cfg["image"], "command": ["gpu-stack-launch"],
-            "args": args, "env": _env(cfg), "resources": _resources(cfg, tp),
+            "args": args, "env": _env(cfg, tp), "resources": _resources(cfg, tp),
             # the first port is the one KServe's <isvc>-predictor Service targets
             "ports": [{"name": "api", "containerPort": render.API_PORT, "protocol": "TCP"},
                       {"name": "gcs", "containerPort": RAY_PORT, "protocol": "TCP"}],
@@ -145,8 +148,8 @@ def _head(plan: dict, cfg: dict, tp: int) -> dict:
 def _worker(cfg: dict, tp: int) -> dict:
     address = f"$(HEAD_SVC).$(POD_NAMESPACE).svc:{RAY_PORT}"  # HEAD_SVC: set by KServe
     return {"name": WORKER_CONTAINER, "image": cfg["image"], "command": ["gpu-stack-launch"],
-            "args": ["worker", "--ray-address", address, "--num-gpus", str(tp)],
-            "env": _env(cfg), "resources": _resources(cfg, tp),
+            "args": ["worker", "--ray-address", address],
+            "env": _env(cfg, tp), "resources": _resources(cfg, tp),
             "volumeMounts": [m for m in render.volume_mounts(False) if m["name"] != "models"],
             "securityContext": render.SECURITY}
 

@@ -12,6 +12,7 @@ import os
 import shlex
 from collections.abc import Mapping
 
+from gpu_stack_runtime.common import contract
 from gpu_stack_runtime.launcher.errors import LaunchError
 from gpu_stack_runtime.launcher.ray_cluster import DEFAULT_RAY_PORT
 from gpu_stack_runtime.launcher.vllm_args import ServeConfig
@@ -68,7 +69,7 @@ def _add_ray_options(parser: argparse.ArgumentParser, environ: Mapping[str, str]
                        help="GCS address HOST:PORT (head: to wait on; worker: to join) "
                             "[RAY_ADDRESS]")
     group.add_argument("--num-gpus", type=int,
-                       default=_env_default(environ, "NUM_GPUS", int, None),
+                       default=_env_value(environ, contract.LAUNCH_NUM_GPUS_ENV, int, None),
                        help="GPUs this Ray node offers when no KubeRay command is given "
                             "[GPU_STACK_NUM_GPUS]")
     group.add_argument("--ray-arg", action="append", default=[], metavar="ARG",

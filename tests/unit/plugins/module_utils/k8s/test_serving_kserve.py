@@ -17,6 +17,7 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.serving_runne
     run,
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
+from gpu_stack_runtime.launcher import options
 
 from .test_serving_deployment import _cluster as _deployment_cluster
 from .test_serving_deployment import _controller as _deployment_controller
@@ -96,7 +97,11 @@ def test_an_inference_service_per_replica_on_the_models_runtime_serves_the_plan(
     assert data["backend"] == "kserve" and data["inference_services"] == "llm-0"
     assert data["clusters"] == "" and data["deployment"] == ""
     assert result["backend"] == "kserve" and result["clusters"] == []
-    assert result["head_args"][0] == "head" and "--num-gpus" in result["head_args"]
+    # what the role's check-args task runs in the head: the launcher's own parser takes it
+    assert result["head_args"][0] == "head"
+    parsed = options.build_parser({}).parse_args(
+        ["check-args", "--executor", "ray", *result["head_args"][1:]])
+    assert parsed.served_model_name == "tiny-llama" and parsed.model_dir == "/mnt/models"
     assert "llm-0: Ready" in result["status"]
 
 

@@ -112,6 +112,7 @@ def test_a_gpu_share_below_one_replica_is_refused_with_the_shortfall():
         (_entry("a", "llama-3-70b"), "ray", "auto: a replica (TP 2 x PP"),
         (_entry("a", "llama-3-8b", backend="ray"), "ray", "backend ray as given"),
         (_entry("a", "llama-3-8b", backend="deployment"), "deployment", "backend deployment as"),
+        (_entry("a", "llama-3-70b", backend="kserve"), "kserve", "backend kserve as given"),
         # two pipeline stages packed on one node: one node, but PP > 1 -> ray under auto
         (_entry("a", "llama-3-8b", layout={"tensor_parallel_size": 1,
                                            "pipeline_parallel_size": 2}), "ray", "auto:"),
@@ -128,6 +129,16 @@ def test_explicit_deployment_for_a_replica_over_nodes_is_refused():
         plan_fleet([_entry("big", "llama-3-70b", backend="deployment")], SITE_8X2)
     assert "model 'big': backend deployment runs one pod per replica on one node" in info.value.msg
     assert "use backend ray" in info.value.msg
+
+
+def test_kserve_for_a_tensor_parallel_group_wider_than_a_node_is_refused():
+    entry = _entry("wide", "llama-3-70b", backend="kserve",
+                   layout={"tensor_parallel_size": 4, "pipeline_parallel_size": 1,
+                           "allow_cross_node_tp": True})
+    with pytest.raises(InvalidInputError) as info:
+        plan_fleet([entry], SITE_8X2)
+    assert "model 'wide': backend kserve gives each pod of a replica TP GPUs" in info.value.msg
+    assert "2 GPU(s) per node" in info.value.msg and "use backend ray" in info.value.msg
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common import contract
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
     InvalidInputError,
 )
@@ -80,7 +81,9 @@ def test_the_head_runs_the_launcher_with_the_plans_layout_and_the_key_from_a_fil
     assert _arg(args, "--model-dir") == "/mnt/models"  # where KServe mounts pvc://
     assert _arg(args, "--tensor-parallel-size") == "2"
     assert _arg(args, "--pipeline-parallel-size") == "2"
-    assert _arg(args, "--num-gpus") == "2" and _arg(args, "--served-model-name") == "llama-3-70b"
+    assert _arg(args, "--served-model-name") == "llama-3-70b"
+    # the GPUs come from the environment: the arguments are exactly what check-args parses
+    assert "--num-gpus" not in args
     assert "--distributed-executor-backend" not in args  # the launcher's choice
     assert _arg(args, "--api-key-file").startswith("/var/run/secrets/")
     assert head["ports"][0] == {"name": "api", "containerPort": 8000, "protocol": "TCP"}
@@ -93,8 +96,9 @@ def test_the_head_runs_the_launcher_with_the_plans_layout_and_the_key_from_a_fil
     assert {"name": "api-key", "secret": {"secretName": "llm-api-key"}} in spec["volumes"]
     (worker,) = spec["workerSpec"]["containers"]
     assert worker["name"] == "worker-container"
-    assert worker["args"] == ["worker", "--ray-address", "$(HEAD_SVC).$(POD_NAMESPACE).svc:6379",
-                              "--num-gpus", "2"]
+    assert worker["args"] == ["worker", "--ray-address", "$(HEAD_SVC).$(POD_NAMESPACE).svc:6379"]
+    for container in (head, worker):
+        assert {"name": contract.LAUNCH_NUM_GPUS_ENV, "value": "2"} in container["env"]
     # $(POD_NAMESPACE) expands only where the container defines it
     assert "POD_NAMESPACE" in {e["name"] for e in worker["env"]}
     assert not any(m["name"] == "api-key" for m in worker["volumeMounts"])
