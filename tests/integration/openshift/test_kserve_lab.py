@@ -3,7 +3,8 @@ as a multi-node InferenceService (TP 1 x PP 2: a head and a worker of one GPU ea
 the lab's KServe (its controller makes the head and worker Deployments; their pods run
 the collection's launcher as real Ray and vLLM processes). Read back independently: the
 InferenceService's status and Deployments from the API, tokens through the Route, a rerun
-that changes nothing, removal."""
+that changes nothing, check mode that writes nothing, a model volume that is not
+ReadWriteMany refused before any write, the switch to another backend, removal."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def served(k8s_lab_factory, tmp_path_factory):
     if not register_crds(lab, *KSERVE_CRDS):
         pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
     rc, res, out = run_module(lab, work, "serving_plan", {
-        "model": {"config_path": str(model / "config.json")},
+        "model": {"config_path": str(model / "config.json"), "dtype": "float16"},
         "hardware": {"nodes": 2, "gpus_per_node": 1, "gpu_memory_gib": 80},
         "layout": {"tensor_parallel_size": 1, "pipeline_parallel_size": 2}})
     assert rc == 0, out[-2000:]
@@ -98,8 +99,11 @@ def test_one_inference_service_of_a_head_and_a_worker_serves_tokens(served):
     router = json.loads((lab.settings.home / "router.json").read_text())
     http = httpx.Client(verify=router["ca"], headers={"Host": route["spec"]["host"]})
     llm = openai.OpenAI(base_url=router["url"] + "/v1", api_key=key, http_client=http)
-    chunks = list(llm.completions.create(model=MODEL, prompt="Hello", max_tokens=16,
-                                         stream=True, temperature=0))
+    try:
+        chunks = list(llm.completions.create(model=MODEL, prompt="Hello", max_tokens=16,
+                                             stream=True, temperature=0))
+    except openai.APIError as exc:
+        pytest.fail(f"{exc}{_state(lab)}")
     assert len(chunks) > 2 and "".join(c.choices[0].text for c in chunks if c.choices)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=router["url"] + "/v1", api_key="wrong",
@@ -112,3 +116,71 @@ def test_a_rerun_changes_nothing(served):
     lab, work, plan, _res = served
     rc, res, out = run_module(lab, work, "ray_vllm_cluster", _args(plan))
     assert rc == 0 and res["changed"] is False, out[-3000:]
+
+
+def _snapshot(lab) -> dict[str, str]:
+    """What the module writes in the namespace, object by object: spec, data, labels and
+    annotations (never status, which the lab's controllers keep writing)."""
+    cl = api(lab)
+    core, apps = client.CoreV1Api(cl), client.AppsV1Api(cl)
+    net = client.NetworkingV1Api(cl)
+    objs = []
+    for kind, items in (("Deployment", apps.list_namespaced_deployment(NS).items),
+                        ("Service", core.list_namespaced_service(NS).items),
+                        ("Secret", core.list_namespaced_secret(NS).items),
+                        ("ConfigMap", core.list_namespaced_config_map(NS).items),
+                        ("NetworkPolicy", net.list_namespaced_network_policy(NS).items)):
+        objs += [(kind, cl.sanitize_for_serialization(o)) for o in items]
+    for group_version, plural in (("serving.kserve.io/v1beta1", "inferenceservices"),
+                                  ("serving.kserve.io/v1alpha1", "servingruntimes"),
+                                  ("route.openshift.io/v1", "routes")):
+        objs += [(plural, o) for o in custom(lab, group_version, plural, NS)]
+    return {f"{kind}/{o['metadata']['name']}": json.dumps(
+        [o.get("spec"), o.get("data"), o["metadata"].get("labels"),
+         o["metadata"].get("annotations")], sort_keys=True) for kind, o in objs}
+
+
+def test_check_mode_reports_a_change_and_writes_nothing(served):
+    lab, work, plan, _res = served
+    before = _snapshot(lab)
+    changed = _args(plan, extra_vllm_args=["--enforce-eager", "--kv-cache-memory-bytes", "64M",
+                                           "--max-num-seqs", "8"])
+    rc, res, out = run_module(lab, work, "ray_vllm_cluster", changed, extra=("--check", "--diff"))
+    assert rc == 0 and res["changed"] is True, out[-3000:]
+    assert _snapshot(lab) == before
+
+
+def test_a_model_volume_that_is_not_read_write_many_is_refused_before_any_write(served):
+    lab, work, plan, _res = served
+    core = client.CoreV1Api(api(lab))
+    core.create_namespaced_persistent_volume_claim(NS, {
+        "metadata": {"name": "models-rwo"},
+        "spec": {"accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "1Gi"}}}})
+    before = _snapshot(lab)
+    changed = _args(plan, model_pvc="models-rwo", extra_vllm_args=["--max-num-seqs", "8"])
+    rc, res, out = run_module(lab, work, "ray_vllm_cluster", changed)
+    assert rc != 0, out[-3000:]
+    assert "models-rwo is ReadWriteOnce" in res["msg"] and "ReadWriteMany" in res["msg"]
+    assert _snapshot(lab) == before
+
+
+def test_switching_the_model_to_the_deployment_backend_removes_its_inference_services(served):
+    """Last in this module: it replaces what the tests above read."""
+    lab, work, _plan, _res = served
+    rc, res, out = run_module(lab, work, "serving_plan", {
+        "model": {"config_path": str(work / MODEL / "config.json"), "dtype": "float16"},
+        "hardware": {"nodes": 1, "gpus_per_node": 1, "gpu_memory_gib": 80}})
+    assert rc == 0, out[-2000:]
+    rc, res, out = run_module(lab, work, "ray_vllm_cluster",
+                              _args(res["plan"], backend="deployment"))
+    assert rc == 0, res.get("msg", out[-3000:]) + _state(lab)
+    assert custom(lab, "serving.kserve.io/v1beta1", "inferenceservices", NS) == []
+    assert custom(lab, "serving.kserve.io/v1alpha1", "servingruntimes", NS) == []
+    apps = client.AppsV1Api(api(lab))
+    assert apps.read_namespaced_deployment(NAME, NS).status.ready_replicas == 1
+    assert not [d.metadata.name for d in apps.list_namespaced_deployment(NS).items
+                if d.metadata.name.startswith(f"{NAME}-0-predictor")]
+    core = client.CoreV1Api(api(lab))
+    data = core.read_namespaced_config_map(f"{NAME}-endpoint", NS).data
+    assert data["backend"] == "deployment" and "inference_services" not in data
