@@ -65,7 +65,8 @@ class KServeServing(RayVllmDeployment):
                 raise InvalidInputError(
                     f"backend kserve needs KServe, but the cluster serves no {kind} "
                     f"({api_version}): install Red Hat OpenShift AI or Open Data Hub with "
-                    "KServe managed (the operators stage), or use backend ray") from exc
+                    "KServe managed (the gpu_operators role: gpu_operators_serving_platform), or "
+                    "use backend ray") from exc
         return super()._preflight(plan)
 
     def isvcs(self) -> list[dict]:

@@ -21,6 +21,7 @@ FREE_FORM_MAPS = {
     "gpu_operators_node_map": "any VM name to its node name",
     "gpu_operators_nfd_overrides": "any part of the NodeFeatureDiscovery CR (the operator's CRD)",
     "gpu_operators_cluster_policy_overrides": "any part of the ClusterPolicy CR (its CRD)",
+    "gpu_operators_serving_platform_ocp": "platform to release to OpenShift minor versions",
     "ray_vllm_node_selector": "any node label key to its value (a nodeSelector)",
     "ray_vllm_env": "any environment variable name to its value",
     "ray_vllm_head_ray_params": "any `ray start` option to its value (rayStartParams)",

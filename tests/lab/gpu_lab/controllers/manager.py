@@ -96,6 +96,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
         nfd,
         node_power,
         olm,
+        opendatahub,
         replicas,
         scheduler,
         storage,
@@ -119,6 +120,7 @@ def start_controllers(server: LabServer) -> ControllerManager:
         gpu_operator.GpuOperatorController(server, poller),
         kuberay.RayClusterController(server),
         kserve.InferenceServiceController(server),
+        opendatahub.DataScienceClusterController(server),
     ]
     connection_file = getattr(server.gpu_inventory, "connection_file", None)
     if connection_file is not None:  # a vSphere lab: nodes follow their VMs' power

@@ -233,16 +233,7 @@ class OlmController(Controller):
         return None
 
     def _ensure_crd(self, name: str) -> None:
-        if self.get("apiextensions.k8s.io", "customresourcedefinitions", None, name) is not None:
-            return
-        crd = self.server.crd_library.get(name) or permissive_crd(
-            name, olm_examples.kind_of(name), "Cluster" if name in (
-                "clusterpolicies.nvidia.com", "nvidiadrivers.nvidia.com",
-                "nodefeaturerules.nfd.k8s-sigs.io") else "Namespaced")
-        crd.pop("status", None)
-        crd["metadata"] = {"name": name, "annotations": crd["metadata"].get("annotations") or {},
-                           "labels": {"olm.managed": "true"}}
-        self.create("apiextensions.k8s.io", "customresourcedefinitions", crd)
+        ensure_crd(self, name, {"olm.managed": "true"})
 
     # --- cluster service versions ------------------------------------------------------------
     def _csv(self, csv: dict[str, Any]) -> float | None:
@@ -320,3 +311,24 @@ class OlmController(Controller):
                 self.create("apps", "deployments", body)
             else:  # an upgrade adopts the previous CSV's deployment
                 self.patch("apps", "deployments", ns, item["name"], body)
+
+
+_CLUSTER_SCOPED = ("clusterpolicies.nvidia.com", "nvidiadrivers.nvidia.com",
+                   "nodefeaturerules.nfd.k8s-sigs.io",
+                   "datascienceclusters.datasciencecluster.opendatahub.io",
+                   "dscinitializations.dscinitialization.opendatahub.io")
+
+
+def ensure_crd(controller, name: str, labels: dict[str, str]) -> None:
+    """Create the CRD ``name`` from the upstream library (a permissive stand-in when the
+    library lacks it), as an operator's install does; nothing when it exists."""
+    if controller.get("apiextensions.k8s.io", "customresourcedefinitions", None,
+                      name) is not None:
+        return
+    crd = controller.server.crd_library.get(name) or permissive_crd(
+        name, olm_examples.kind_of(name),
+        "Cluster" if name in _CLUSTER_SCOPED else "Namespaced")
+    crd.pop("status", None)
+    crd["metadata"] = {"name": name, "annotations": crd["metadata"].get("annotations") or {},
+                       "labels": labels}
+    controller.create("apiextensions.k8s.io", "customresourcedefinitions", crd)

@@ -1,9 +1,13 @@
 """The lab's operator catalogs: packages, channels and CSV versions, and the
 ``packages.operators.coreos.com/v1`` PackageManifest read API OpenShift serves from them.
 
-Three packages: ``nfd`` (redhat-operators), ``gpu-operator-certified``
-(certified-operators) and ``kuberay-operator`` (community-operators; a lab stand-in:
-upstream KubeRay ships Helm/kustomize, not a confirmed OLM bundle). Tests can publish a
+Five packages: ``nfd`` (redhat-operators), ``gpu-operator-certified``
+(certified-operators), ``kuberay-operator`` (community-operators; a lab stand-in:
+upstream KubeRay ships Helm/kustomize, not a confirmed OLM bundle), and the two
+distributions of the Open Data Hub operator: ``rhods-operator`` (Red Hat OpenShift AI,
+redhat-operators) and ``opendatahub-operator`` (community-operators), which own the
+DataScienceCluster and DSCInitialization CRDs (the KServe CRDs come later, from the
+DataScienceCluster: ``opendatahub.py``). Tests can publish a
 newer CSV into a channel and make a CSV fail through ``/lab/olm/...``; both persist in
 ``$GPU_LAB_HOME/k8s/catalog.json``.
 """
@@ -79,7 +83,17 @@ def default_packages() -> dict[str, Package]:
                   ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"],
                   [("kuberay-operator", "quay.io/kuberay/operator:v{version}")])
     ray.channels["stable"] = _chain("kuberay-operator", ["1.3.2", "1.4.2"])
-    return {p.name: p for p in (nfd, gpu, ray)}
+    platform_crds = ["datascienceclusters.datasciencecluster.opendatahub.io",
+                     "dscinitializations.dscinitialization.opendatahub.io"]
+    rhoai = Package("rhods-operator", "redhat-operators", "Red Hat", "Red Hat OpenShift AI",
+                    "stable", "redhat-ods-operator", platform_crds,
+                    [("rhods-operator", "registry.example.com/rhoai/operator:v{version}")])
+    rhoai.channels["stable"] = _chain("rhods-operator", ["2.25.0", "3.0.0"])
+    odh = Package("opendatahub-operator", "community-operators", "ODH", "Open Data Hub Operator",
+                  "fast", "openshift-operators", platform_crds,
+                  [("opendatahub-operator", "registry.example.com/odh/operator:v{version}")])
+    odh.channels["fast"] = _chain("opendatahub-operator", ["2.35.0", "3.0.0"])
+    return {p.name: p for p in (nfd, gpu, ray, rhoai, odh)}
 
 
 class Catalog:

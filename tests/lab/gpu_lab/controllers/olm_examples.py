@@ -19,6 +19,8 @@ _KINDS = {
     "rayclusters.ray.io": "RayCluster",
     "rayjobs.ray.io": "RayJob",
     "rayservices.ray.io": "RayService",
+    "datascienceclusters.datasciencecluster.opendatahub.io": "DataScienceCluster",
+    "dscinitializations.dscinitialization.opendatahub.io": "DSCInitialization",
 }
 
 
