@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import requests
+import yaml
 from kubernetes import client, config
 
 from .. import playbook
 from ..playbook import REPO
 
 __all__ = ["OLM", "REPO", "api", "custom", "lab_env", "lab_post", "namespaces", "node_labels",
-           "register_crds", "run_module", "run_play", "stage_tiny_model"]
+           "register_crds", "run_module", "run_play", "serving_platform", "stage_tiny_model"]
 
 OLM = "operators.coreos.com/v1alpha1"
 
@@ -126,3 +127,17 @@ def register_crds(lab, *names: str) -> bool:
         if name not in have:
             ext.create_custom_resource_definition(crd)
     return True
+
+
+def serving_platform(lab, work: Path, platform: str, *extra: str, **more):
+    """The gpu_operators role's ``serving_platform`` phase (and its preflight) with
+    ``gpu_operators_serving_platform: platform``; ``more``: other role variables."""
+    play = work / "platform.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
+                                     "roles": ["llmops.gpu_stack.gpu_operators"]}]))
+    values = work / "platform-vars.json"
+    values.write_text(json.dumps({"gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
+                                  "gpu_operators_serving_platform": platform,
+                                  "gpu_operators_wait_timeout": 120, **more}))
+    return run_play(lab, work, playbook=play,
+                    extra=("--tags", "serving_platform", "-e", f"@{values}", *extra))

@@ -1,4 +1,5 @@
-"""The kserve backend in the lab: ray_vllm_cluster (backend kserve) serves the tiny model
+"""The kserve backend in the lab: KServe from the operators stage (the gpu_operators role's
+Open Data Hub), then ray_vllm_cluster (backend kserve) serves the tiny model
 as a multi-node InferenceService (TP 1 x PP 2: a head and a worker of one GPU each) on
 the lab's KServe (its controller makes the head and worker Deployments; their pods run
 the collection's launcher as real Ray and vLLM processes). Read back independently: the
@@ -14,16 +15,16 @@ import json
 import httpx
 import openai
 import pytest
+import yaml
 from gpu_lab.gpu_inventory import StaticGpuInventory, reference_site
 from kubernetes import client
 
 from ..lab.waiting import wait_for
-from .k8s_helpers import api, custom, register_crds, run_module, stage_tiny_model
+from .k8s_helpers import api, custom, run_module, run_play, serving_platform, stage_tiny_model
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 NS, NAME, MODEL = "llm", "llm", "tiny-llama"
 IMAGE = "registry.example.com/llmops/ray-vllm:0.1.0"  # the lab runs it as processes
-KSERVE_CRDS = ("inferenceservices.serving.kserve.io", "servingruntimes.serving.kserve.io")
 
 
 def _args(plan: dict, **change) -> dict:
@@ -52,11 +53,13 @@ def _state(lab) -> str:
 
 @pytest.fixture(scope="module")
 def served(k8s_lab_factory, tmp_path_factory):
-    lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()))
+    # KServe from the operators stage: Open Data Hub 3.0, known on OpenShift 4.19
+    lab = k8s_lab_factory(gpu_inventory=StaticGpuInventory(reference_site()),
+                          ocp_version="4.19.10")
     work = tmp_path_factory.mktemp("kserve")
     model = stage_tiny_model(lab, work, NS)
-    if not register_crds(lab, *KSERVE_CRDS):
-        pytest.skip("upstream KServe CRDs not available (GPU_LAB_CRDS)")
+    rc, _tasks, out = serving_platform(lab, work, "odh")
+    assert rc == 0, out[-3000:]
     rc, res, out = run_module(lab, work, "serving_plan", {
         "model": {"config_path": str(model / "config.json"), "dtype": "float16"},
         "hardware": {"nodes": 2, "gpus_per_node": 1, "gpu_memory_gib": 80},
@@ -163,6 +166,23 @@ def test_a_model_volume_that_is_not_read_write_many_is_refused_before_any_write(
     assert rc != 0, out[-3000:]
     assert "models-rwo is ReadWriteOnce" in res["msg"] and "ReadWriteMany" in res["msg"]
     assert _snapshot(lab) == before
+
+
+def test_the_validate_roles_gpu_check_counts_each_inference_services_gpus(served, tmp_path):
+    """The validate role unchanged: the head of each InferenceService asks its Ray
+    cluster for its GPUs, compared with the limits of the InferenceService's pods."""
+    lab, _work, _plan, _res = served
+    play = tmp_path / "validate.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
+                                     "roles": ["llmops.gpu_stack.validate"]}]))
+    values = tmp_path / "validate-vars.json"
+    values.write_text(json.dumps({"gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
+                                  "validate_namespace": NS, "validate_serving_name": NAME,
+                                  "validate_report_dir": str(tmp_path / "report")}))
+    rc, _tasks, out = run_play(lab, tmp_path, playbook=play,
+                               extra=("--tags", "gpu", "-e", f"@{values}"))
+    assert rc == 0, out[-3000:]
+    assert f"Ray cluster {NAME}-0: 2 GPUs, as given" in out
 
 
 def test_switching_the_model_to_the_deployment_backend_removes_its_inference_services(served):

@@ -9,29 +9,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from kubernetes import client
 
-from .k8s_helpers import OLM, api, custom, run_play
+from .k8s_helpers import OLM, api, custom, serving_platform
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
-OCP = "4.19.10"
+OCP = "4.19.10"  # the default release table knows 3.0 on 4.19 and 4.20
 ODH_NS = "openshift-operators"
 DSC = ("datasciencecluster.opendatahub.io", "v2", "datascienceclusters")
 DSCI = ("dscinitialization.opendatahub.io", "v2", "dscinitializations")
 ISVC_CRD = "inferenceservices.serving.kserve.io"
-
-
-def _run(lab, tmp_path, platform: str, *extra, **more):
-    play = tmp_path / "platform.yml"
-    play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
-                                     "roles": ["llmops.gpu_stack.gpu_operators"]}]))
-    values = tmp_path / "platform-vars.json"
-    values.write_text(json.dumps({"gpu_stack_k8s_auth": {"kubeconfig": str(lab.kubeconfig)},
-                                  "gpu_operators_serving_platform": platform,
-                                  "gpu_operators_wait_timeout": 120, **more}))
-    return run_play(lab, tmp_path, playbook=play,
-                    extra=("--tags", "serving_platform", "-e", f"@{values}", *extra))
 
 
 def _stats(out: str) -> dict:
@@ -60,11 +47,11 @@ def lab(k8s_lab_factory):
 
 def test_check_mode_then_install_then_no_change(lab, tmp_path):
     crds = _crds(lab)
-    rc, _tasks, out = _run(lab, tmp_path, "odh", "--check")
+    rc, _tasks, out = serving_platform(lab, tmp_path, "odh", "--check")
     assert rc == 0, out[-3000:]
     assert custom(lab, OLM, "subscriptions", ODH_NS) == [] and _crds(lab) == crds
 
-    rc, _tasks, out = _run(lab, tmp_path, "odh")
+    rc, _tasks, out = serving_platform(lab, tmp_path, "odh")
     assert rc == 0, out[-3000:]
     assert _stats(out)["changed"] > 0
     (sub,) = custom(lab, OLM, "subscriptions", ODH_NS)
@@ -85,16 +72,16 @@ def test_check_mode_then_install_then_no_change(lab, tmp_path):
     assert ready == {"Ready": "True"}
     assert ISVC_CRD in _crds(lab)
 
-    rc, _tasks, out = _run(lab, tmp_path, "odh")
+    rc, _tasks, out = serving_platform(lab, tmp_path, "odh")
     assert rc == 0 and _stats(out)["changed"] == 0, out[-3000:]
-    rc, _tasks, out = _run(lab, tmp_path, "odh", "--check")
+    rc, _tasks, out = serving_platform(lab, tmp_path, "odh", "--check")
     assert rc == 0 and _stats(out)["changed"] == 0, out[-3000:]
 
 
 def test_a_release_not_known_on_this_openshift_is_refused_before_any_write(lab, tmp_path):
     before = {ns.metadata.name for ns in client.CoreV1Api(api(lab)).list_namespace().items}
-    rc, _tasks, out = _run(lab, tmp_path, "rhoai",
-                           gpu_operators_serving_platform_ocp={"rhoai": {"3.0": ["4.20"]}})
+    rc, _tasks, out = serving_platform(
+        lab, tmp_path, "rhoai", gpu_operators_serving_platform_ocp={"rhoai": {"3.0": ["4.20"]}})
     assert rc != 0
     assert "rhoai 3.0 (rhods-operator.v3.0.0) is not known to work on OpenShift 4.19" in out
     assert "3.0 on OpenShift 4.20" in out
