@@ -214,7 +214,7 @@ class OlmController(Controller):
             if pkg is None or entry is None:
                 continue
             for crd_name in pkg.crds:
-                self._ensure_crd(crd_name)
+                ensure_crd(self, crd_name, {"olm.managed": "true"})
                 steps.append({"resolving": csv_name, "status": "Created", "resource": {
                     "group": "apiextensions.k8s.io", "version": "v1",
                     "kind": "CustomResourceDefinition", "name": crd_name,
@@ -231,9 +231,6 @@ class OlmController(Controller):
                         conditions=[condition("Installed", True, previous=status.get(
                             "conditions"))]))
         return None
-
-    def _ensure_crd(self, name: str) -> None:
-        ensure_crd(self, name, {"olm.managed": "true"})
 
     # --- cluster service versions ------------------------------------------------------------
     def _csv(self, csv: dict[str, Any]) -> float | None:
