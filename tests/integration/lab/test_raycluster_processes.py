@@ -176,8 +176,17 @@ def test_two_rayclusters_with_default_ports_each_get_their_own_gcs(
             "spec": {"headGroupSpec": head, "workerGroupSpecs": [_worker()]}})
     core = client.CoreV1Api(k8s_client)
     gcs: dict[str, int] = {}
+
+    def head_service(name: str):
+        try:
+            return core.read_namespaced_service(f"{name}-head-svc", ns)
+        except client.ApiException as exc:  # the controller makes it after the RayCluster
+            if exc.status == 404:
+                return None
+            raise
+
     for name in names:
-        svc = core.read_namespaced_service(f"{name}-head-svc", ns)
+        svc = wait_for(lambda n=name: head_service(n), f"{name}'s head Service", timeout=30)
         port = next(p for p in svc.spec.ports if p.port == 6379)
         gcs[name] = int(port.target_port)
         assert svc.metadata.annotations["gpu-lab.llmops.io/gcs-port"] == str(gcs[name])
