@@ -203,6 +203,10 @@ def test_two_rayclusters_with_default_ports_each_get_their_own_gcs(
         env = {e.name: e.value for e in found["head"].spec.containers[0].env}
         assert env["RAY_PORT"] == str(gcs[name])
         assert f"--port={gcs[name]}" in env["KUBERAY_GEN_RAY_START_CMD"]
+        head_pod = found["head"].metadata.name
+        wait_for(lambda a=head_ip, p=gcs[name]: _port_open(a, p), f"{name}'s GCS listening",
+                 timeout=180, interval=1.0,
+                 context=lambda p=head_pod: core.read_namespaced_pod_log(p, ns)[-3000:])
         nodes = wait_for(lambda a=f"{head_ip}:{gcs[name]}": (n := _ray_nodes(a)) and len(n) == 2
                          and n, f"{name}: two alive Ray nodes", timeout=120, interval=1.0)
         assert nodes == sorted([[head_ip, 0], [worker_ip, 1.0]])  # its own nodes only

@@ -126,3 +126,18 @@ def test_settings_round_trip_and_versions(tmp_path: Path, monkeypatch: pytest.Mo
     assert again.kube_version == "v1.32.5" and kube_version_for("4.16.3") == "v1.29.14"
     with pytest.raises(ValueError):
         LabSettings.load(tmp_path, ocp_version="four")
+
+
+def test_ray_ports_are_chosen_below_the_kernels_ephemeral_range() -> None:
+    """A port chosen now and bound later must not be one the kernel hands to an outgoing
+    connection meanwhile, nor one of Ray's worker ports."""
+    from gpu_lab.controllers import ray_ports
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    taken: set[int] = set()
+    for _ in range(20):
+        port = ray_ports.free_port(taken)
+        assert port not in taken and port not in range(10002, 20000)
+        if low > 20000:
+            assert port < low
+        taken.add(port)

@@ -17,7 +17,9 @@ survive a lab restart), unless ``rayStartParams`` sets ``port`` /
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 from typing import Any
 
 from .process_runtime import wants_process
@@ -28,14 +30,38 @@ _PARAMS = {GCS_PORT: "port", CLIENT_PORT: "ray-client-server-port"}
 _RAY_WORKER_PORTS = range(10002, 20000)  # ray start's default --min/--max-worker-port
 
 
+def _ephemeral_low() -> int:
+    """The kernel's lowest port for outgoing connections (32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(taken: set[int]) -> int:
-    """A free port of the machine outside ``taken`` and Ray's worker port range."""
-    while True:
+    """A free port of the machine outside ``taken``, Ray's worker port range and the
+    kernel's ephemeral range: the port is chosen now and bound later, when the head
+    starts, and in between any outgoing connection of the machine could be given an
+    ephemeral port (a GCS port lost that way left a head without its GCS)."""
+    candidates = range(_RAY_WORKER_PORTS.stop, _ephemeral_low())
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        if port not in taken and _bindable(port):
+            return port
+    while True:  # no room below the ephemeral range on this machine
         with socket.socket() as sock:
             sock.bind(("", 0))
             port = sock.getsockname()[1]
         if port not in taken and port not in _RAY_WORKER_PORTS:
             return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return False
+    return True
 
 
 def choose(rc: dict[str, Any], services: list[dict[str, Any]]) -> dict[str, str]:
