@@ -279,7 +279,8 @@ def test_installed_modules_resolve_from_the_installed_copy_only(work, installed)
 
 def _serving_read_back(lab_home: Path) -> dict:
     """The lab's API server says both models are served (not the playbook's output):
-    tiny-llama as a RayCluster, tiny-qwen as a Deployment, each with its hand-over."""
+    tiny-llama as a RayCluster, tiny-qwen as a Ready InferenceService, each with its
+    hand-over."""
     from kubernetes import client, config
 
     api = config.new_client_from_config(str(lab_home / "kubeconfig"), context="lab-admin")
@@ -288,13 +289,16 @@ def _serving_read_back(lab_home: Path) -> dict:
                                                     "rayclusters")["items"]
     assert [c["metadata"]["name"] for c in clusters] == ["tiny-llama-0"], clusters
     assert all(c["status"].get("readyWorkerReplicas") == 2 for c in clusters)
-    qwen = client.AppsV1Api(api).read_namespaced_deployment("tiny-qwen", "llm")
-    assert qwen.status.ready_replicas == 1, qwen.status
+    isvcs = custom.list_namespaced_custom_object("serving.kserve.io", "v1beta1", "llm",
+                                                 "inferenceservices")["items"]
+    assert [i["metadata"]["name"] for i in isvcs] == ["tiny-qwen-0"], isvcs
+    ready = {c["type"]: c["status"] for c in isvcs[0]["status"]["conditions"]}
+    assert ready["Ready"] == "True", isvcs[0]["status"]
     core = client.CoreV1Api(api)
     handovers = {name: core.read_namespaced_config_map(f"{name}-endpoint", "llm").data
                  for name in ("tiny-llama", "tiny-qwen")}
     assert all(handovers.values()), handovers
-    assert handovers["tiny-qwen"]["backend"] == "deployment", handovers
+    assert handovers["tiny-qwen"]["backend"] == "kserve", handovers
     key = base64.b64decode(core.read_namespaced_secret("tiny-llama-api-key", "llm")
                            .data["api-key"])
     return {"handover": handovers["tiny-llama"], "api_key": key.decode()}

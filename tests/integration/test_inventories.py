@@ -122,7 +122,11 @@ def test_the_lab_inventory_passes_every_preflight(tmp_path, lab_home):
     assert (llama["backend"], llama["plan"]["tensor_parallel_size"],
             llama["plan"]["pipeline_parallel_size"]) == ("ray", 2, 2)
     assert (qwen["backend"], qwen["plan"]["tensor_parallel_size"],
-            qwen["plan"]["replicas"]) == ("deployment", 1, 1)
+            qwen["plan"]["replicas"]) == ("kserve", 1, 1)
+    # its platform (Open Data Hub) checked against the lab's OpenShift before any write
+    known = tasks["llmops.gpu_stack.gpu_operators : The serving platform's release is known "
+                  "to work on this OpenShift"]
+    assert not known.get("skipped") and "odh 3.0 on OpenShift 4.19" in known["msg"], known
     _assert_nothing_created(lab_home)
 
 

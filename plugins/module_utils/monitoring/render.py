@@ -7,10 +7,11 @@ The monitoring role applies them; the GitOps export renders the same list. ``val
 - ``namespace`` (required): where the PrometheusRule and the dashboard go.
 - ``servers``: the vLLM servers, each ``name``, ``namespace``, ``api_key_secret`` (the
   serving stage's Secret; its ``metrics-key`` opens ``/metrics``; empty: no key),
-  ``backend`` (the serving stage's, ``ray`` (default) or ``deployment``), ``selector``
-  (the serving Service's pod selector; default: what the backend's rendering selects, the
-  Ray heads or the Deployment's pods), ``target_port`` (default ``api``), ``ray``
-  (default: the backend is ``ray``; its Ray metrics are scraped too when ``ray_metrics``).
+  ``backend`` (the serving stage's, ``ray`` (default), ``deployment`` or ``kserve``),
+  ``selector`` (the serving Service's pod selector; default: what the backend's rendering
+  selects, the Ray heads, the Deployment's pods or the InferenceServices' heads),
+  ``target_port`` (default ``api``), ``ray`` (default: the backend is ``ray``; its Ray
+  metrics are scraped too when ``ray_metrics``; KServe's pods export no Ray metrics port).
   ``server_from_handover`` builds one from the serving stage's hand-over ConfigMap.
 - ``gateway``: optional, ``name``, ``namespace``, ``port``, ``scheme``, ``service_labels``,
   ``secret``, ``secret_key`` (see ``monitors.gateway_monitor``).
@@ -38,7 +39,10 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.monitoring import
     monitors,
     rules,
 )
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import render_deployment
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving import (
+    render_deployment,
+    render_kserve,
+)
 
 DEFAULT_NAME = "llmops-gpu-stack"
 DEFAULT_PROMETHEUS_NAMESPACES = ("openshift-user-workload-monitoring",)
@@ -50,7 +54,9 @@ _KNOWN = {"namespace", "servers", "gateway", "ray_metrics", "prometheus_namespac
           "user_workload_monitoring", "user_workload_config"}
 _SERVER_KEYS = {"name", "namespace", "api_key_secret", "backend", "selector", "target_port",
                 "ray"}
-_BACKENDS = ("ray", "deployment")
+# backend -> the pod selector of its serving Service (what its rendering selects)
+_SELECTORS = {"ray": monitors.default_selector, "deployment": render_deployment.selector,
+              "kserve": render_kserve.head_selector}
 
 
 def _name(what: str, value) -> str:
@@ -68,12 +74,10 @@ def _server(entry: dict) -> dict:
         raise InvalidInputError(f"servers: unknown keys {', '.join(unknown)}")
     name = _name("servers[].name", entry.get("name"))
     backend = entry.get("backend") or "ray"
-    if backend not in _BACKENDS:
+    if backend not in _SELECTORS:
         raise InvalidInputError(f"servers[{name}].backend: {backend!r} is not one of "
-                                f"{', '.join(_BACKENDS)}")
-    selector = entry.get("selector") or (render_deployment.selector(name)
-                                         if backend == "deployment"
-                                         else monitors.default_selector(name))
+                                f"{', '.join(_SELECTORS)}")
+    selector = entry.get("selector") or _SELECTORS[backend](name)
     if not isinstance(selector, dict):
         raise InvalidInputError(f"servers[{name}].selector: not a mapping of labels")
     return {"name": name, "namespace": _name(f"servers[{name}].namespace", entry.get("namespace")),

@@ -63,9 +63,9 @@ def test_reader_may_read_but_not_write(k8s_protocol_server: LabServer) -> None:
 
 
 def test_version_and_cluster_version(admin: Any, dyn: Any) -> None:
-    assert client.VersionApi(admin).get_code().git_version == "v1.31.8"
+    assert client.VersionApi(admin).get_code().git_version == "v1.32.5"
     cv = dyn.resources.get(api_version="config.openshift.io/v1", kind="ClusterVersion")
-    assert cv.get(name="version").status.desired.version == "4.18.16"
+    assert cv.get(name="version").status.desired.version == "4.19.10"
 
 
 def test_typed_round_trip_with_strategic_patch(admin: Any, ns: str) -> None:

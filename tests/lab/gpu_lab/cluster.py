@@ -112,8 +112,10 @@ def _node(settings: LabSettings, name: str, index: int, master: bool) -> dict[st
                            "address": f"192.0.2.{(10 if master else 20) + index}"},
                           {"type": "Hostname", "address": name}],
             "nodeInfo": {"kubeletVersion": settings.kube_version, "architecture": "amd64",
-                         "operatingSystem": "linux", "containerRuntimeVersion": "cri-o://1.31.8",
-                         "osImage": "Red Hat Enterprise Linux CoreOS 418.94.202505061234-0",
+                         "operatingSystem": "linux",
+                         "containerRuntimeVersion": f"cri-o://{settings.kube_version[1:]}",
+                         "osImage": "Red Hat Enterprise Linux CoreOS "
+                         f"{settings.ocp_version.replace('.', '')[:3]}.94.202505061234-0",
                          "kernelVersion": "5.14.0-427.65.1.el9_4.x86_64",
                          "kubeProxyVersion": settings.kube_version,
                          "machineID": f"{index:032x}", "systemUUID": f"lab-{name}",
@@ -148,11 +150,12 @@ def seed(service: ApiService, settings: LabSettings, library: CrdLibrary) -> Non
     _seed_crds(service, library)
     _seed_sccs(service)
     _seed_cluster_version(service, settings)
+    minor = ".".join(settings.ocp_version.split(".")[:2])
     for name, display in CATALOG_SOURCES.items():
         _ensure(service, "operators.coreos.com", "catalogsources", {
             "metadata": {"name": name, "namespace": "openshift-marketplace"},
             "spec": {"sourceType": "grpc", "displayName": display, "publisher": "Red Hat",
-                     "image": f"registry.redhat.io/redhat/{name}-index:v4.18",
+                     "image": f"registry.redhat.io/redhat/{name}-index:v{minor}",
                      "updateStrategy": {"registryPoll": {"interval": "10m"}}}})
     _ensure(service, "operators.coreos.com", "operatorgroups", {
         "metadata": {"name": "global-operators", "namespace": "openshift-operators"},

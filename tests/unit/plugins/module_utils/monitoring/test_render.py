@@ -55,10 +55,13 @@ def _pod_templates(objs: list) -> list[dict]:
             out.append(obj["spec"]["headGroupSpec"]["template"])
         elif obj["kind"] == "Deployment":
             out.append(obj["spec"]["template"])
+        elif obj["kind"] == "ServingRuntime":  # KServe's head pods: the runtime's labels
+            out.append({"metadata": {"labels": obj["spec"]["labels"]},
+                        "spec": {"containers": obj["spec"]["containers"]}})
     return out
 
 
-@pytest.mark.parametrize("backend", ["ray", "deployment"])
+@pytest.mark.parametrize("backend", ["ray", "deployment", "kserve"])
 def test_the_metrics_service_reaches_the_serving_pods_api_port(backend):
     serving, handover = _serving(backend)
     server = render.server_from_handover(handover["data"])
@@ -147,7 +150,7 @@ def test_user_workload_monitoring_keeps_the_rest_of_the_config():
     ({"namespace": NS, "thresholds": {"kv_cache_usage": 1.5}}, "outside"),
     ({"namespace": NS, "thresholds": {"error_rate": True}}, "not a number"),
     ({"namespace": NS, "servers": [{"name": "a", "namespace": NS}] * 2}, "listed twice"),
-    ({"namespace": NS, "servers": [{"name": "a", "namespace": NS, "backend": "kserve"}]},
+    ({"namespace": NS, "servers": [{"name": "a", "namespace": NS, "backend": "knative"}]},
      "backend"),
     ({"namespace": NS, "servers": [{"name": "a", "namespace": NS, "port": 1}]},
      "unknown keys port"),
