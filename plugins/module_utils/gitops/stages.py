@@ -4,6 +4,7 @@
 
 Each renderer calls the rendering function the stage's module applies (never a second
 template set): ``gpu_nodes.node_manifest``, ``olm.operator_manifests``,
+``serving_platform.objects``,
 ``staging.volume_manifests``, ``render_deployment.render_manifests`` (either serving
 backend) and ``render.handover``.
 ``values`` are the options the stage's role passes its module (the export playbook
@@ -25,7 +26,12 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.model_dir 
 )
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import config as gw_config
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.gateway import render as gw_render
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import gpu_nodes, olm, staging
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    gpu_nodes,
+    olm,
+    serving_platform,
+    staging,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.gateway_runner import (
     Request as GatewayRequest,
 )
@@ -91,19 +97,29 @@ def _instance(entry: dict) -> list[dict]:
     return [obj]
 
 
+def _subscribe(entry: dict) -> list[dict]:
+    if not entry.get("channel"):
+        raise InvalidInputError(f"operator {entry.get('package')}: channel is required "
+                                "for the export (no catalog is read)")
+    spec = olm.OperatorSpec(**{k: entry[k] for k in _OPERATOR_KEYS if entry.get(k) is not None})
+    return olm.operator_manifests(spec, spec.channel, None)
+
+
 def operators(values: dict) -> list[dict]:
     """Stage 3: Namespace, OperatorGroup, Subscription of each operator (the olm_operator
     module) and its instance (NodeFeatureDiscovery, ClusterPolicy) from the CSV's
-    examples. The channel must be given: the export reads no catalog."""
+    examples; with ``serving_platform`` (an operator entry with its
+    ``applications_namespace``: OpenShift AI or Open Data Hub) that operator, its
+    DSCInitialization and KServe managed in the DataScienceCluster ``default-dsc``, as
+    the gpu_operators role applies them. The channel must be given: the export reads no
+    catalog."""
     out = []
     for entry in values.get("operators") or []:
-        if not entry.get("channel"):
-            raise InvalidInputError(f"operator {entry.get('package')}: channel is required "
-                                    "for the export (no catalog is read)")
-        spec = olm.OperatorSpec(**{k: entry[k] for k in _OPERATOR_KEYS
-                                   if entry.get(k) is not None})
-        out += olm.operator_manifests(spec, spec.channel, None)
-        out += _instance(entry)
+        out += _subscribe(entry) + _instance(entry)
+    platform = values.get("serving_platform")
+    if platform:
+        out += _subscribe(platform) + serving_platform.objects(
+            platform.get("applications_namespace") or "")
     return out
 
 

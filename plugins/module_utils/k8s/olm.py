@@ -36,6 +36,10 @@ OLM_V1 = "operators.coreos.com/v1"
 OLM_V1A1 = "operators.coreos.com/v1alpha1"
 PACKAGES = "packages.operators.coreos.com/v1"
 INSTALL_MODES = ("OwnNamespace", "SingleNamespace", "AllNamespaces")
+# OpenShift's own namespace for operators of every namespace: the cluster makes it and its
+# OperatorGroup, so neither is ever written (a second OperatorGroup there breaks OLM for
+# every operator of the namespace, and a Namespace in a GitOps tree can be pruned).
+GLOBAL_NAMESPACE = "openshift-operators"
 
 
 @dataclass
@@ -85,9 +89,13 @@ def _phase_line(csv: dict | None) -> str:
 
 def operator_manifests(spec: OperatorSpec, channel: str, group: str | None) -> list:
     """Namespace, OperatorGroup (unless ``group``, an existing one, is reused) and
-    Subscription: what ``ensure`` applies (and the GitOps export writes)."""
-    out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": spec.namespace}}]
-    if group is None:
+    Subscription: what ``ensure`` applies (and the GitOps export writes). In
+    ``GLOBAL_NAMESPACE`` the Subscription alone."""
+    out = []
+    if spec.namespace != GLOBAL_NAMESPACE:
+        out.append({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": spec.namespace}})
+    if group is None and spec.namespace != GLOBAL_NAMESPACE:
         og_spec = {} if spec.targets() is None else {"targetNamespaces": spec.targets()}
         out.append({"apiVersion": OLM_V1, "kind": "OperatorGroup",
                     "metadata": {"name": spec.namespace, "namespace": spec.namespace},

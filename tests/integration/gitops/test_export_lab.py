@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import olm_runner
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import (
+    olm_runner,
+    serving_platform,
+)
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.client import K8sClient
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s.olm import OperatorSpec
 from ansible_collections.llmops.gpu_stack.plugins.module_utils.serving.plan import build_plan
@@ -39,7 +42,10 @@ KINDS = [("v1", "Node"), ("v1", "Namespace"), ("v1", "PersistentVolumeClaim"),
          ("v1", "ConfigMap"), ("v1", "Secret"), ("operators.coreos.com/v1", "OperatorGroup"),
          (OLM, "Subscription"), ("nfd.openshift.io/v1", "NodeFeatureDiscovery"),
          ("nvidia.com/v1", "ClusterPolicy"), ("ray.io/v1", "RayCluster"),
-         ("route.openshift.io/v1", "Route"), ("networking.k8s.io/v1", "NetworkPolicy")]
+         ("route.openshift.io/v1", "Route"), ("networking.k8s.io/v1", "NetworkPolicy"),
+         (serving_platform.DSCI_API, "DSCInitialization"),
+         (serving_platform.DSC_API, "DataScienceCluster")]
+PLATFORM = "gpu_operators_odh"  # inventories/lab: gpu_operators_serving_platform odh
 # The serving module's arguments as the ray_vllm role passes them, without the wait
 # (no vLLM here: specs are compared, not pods).
 SERVING = {key: f"{{{{ ray_vllm_{key} }}}}" for key in (
@@ -69,21 +75,28 @@ def _site_play(key: str) -> list[dict]:
 
 def _operators_stage(lab) -> None:
     """Stage 3 as the gpu_operators role runs it (its defaults; the lab inventory keeps
-    them): olm_operator for each operator, then the NFD instance and the ClusterPolicy
-    from the CSV's example with the role's (empty) overrides. In process: the role's
-    waits through ansible-playbook would cost this test half a minute more."""
+    them, and adds Open Data Hub as its serving platform): olm_operator for each
+    operator, then the NFD instance and the ClusterPolicy from the CSV's example with the
+    role's (empty) overrides, the platform's DSCInitialization and DataScienceCluster. In
+    process: the role's waits through ansible-playbook would cost this test half a minute
+    more."""
     defaults = yaml.safe_load((REPO / "roles/gpu_operators/defaults/main.yml").read_text())
     k8s = K8sClient.from_params({"kubeconfig": str(lab.kubeconfig), "context": "lab-admin"})
     for key, kind in (("gpu_operators_nfd", "NodeFeatureDiscovery"),
                       ("gpu_operators_gpu_operator", "ClusterPolicy"),
-                      ("gpu_operators_kuberay", None)):
-        spec = OperatorSpec(**defaults[key], approval=defaults["gpu_operators_approval"])
+                      ("gpu_operators_kuberay", None), (PLATFORM, None)):
+        spec = OperatorSpec(**{k: v for k, v in defaults[key].items()
+                               if k != "applications_namespace"},
+                            approval=defaults["gpu_operators_approval"])
         installed = olm_runner.run(k8s, olm_runner.Request(operator=spec, wait_timeout=60))
         if kind:
             example = next(e for e in installed["alm_examples"] if e["kind"] == kind)
             if kind == "NodeFeatureDiscovery":
                 example["metadata"].setdefault("namespace", spec.namespace)
             k8s.apply(example, check_mode=False)
+    # the lab inventory's kserve platform: its DSCInitialization and DataScienceCluster
+    for obj in serving_platform.objects(defaults[PLATFORM]["applications_namespace"]):
+        k8s.apply(obj, check_mode=False)
 
 
 def _dynamic(lab):
@@ -207,7 +220,8 @@ def test_the_exported_tree_on_a_fresh_lab_equals_what_the_roles_apply(
     dyn = _dynamic(fresh)
     now = [d for d in docs if _served(dyn, d)]
     later = [d for d in docs if d not in now]
-    assert {d["kind"] for d in later} == {"NodeFeatureDiscovery", "ClusterPolicy", "RayCluster"}
+    assert {d["kind"] for d in later} == {"NodeFeatureDiscovery", "ClusterPolicy", "RayCluster",
+                                          "DSCInitialization", "DataScienceCluster"}
     _apply(fresh, now, tmp_path / "wave-1.yaml")
     _approve_pinned(fresh, [d for d in docs if d["kind"] == "Subscription"])
     wait_for(lambda: all(_served(_dynamic(fresh), d) for d in later),

@@ -364,3 +364,45 @@ def test_the_gateway_is_what_the_gateway_runner_applies(tmp_path, site_values):
     exported = tree[("Deployment", NS, "llm-gateway")]["spec"]["template"]["metadata"]
     template["metadata"]["annotations"][digest] = exported["annotations"][digest]
     assert {k: v for k, v in tree.items() if k[0] != "Namespace"} == applied
+
+
+ODH = {"package": "opendatahub-operator", "namespace": "openshift-operators",
+       "catalog": "community-operators", "channel": "fast",
+       "starting_csv": "opendatahub-operator.v3.0.0", "install_mode": "AllNamespaces",
+       "approval": "Manual", "applications_namespace": "opendatahub"}
+
+
+def test_the_serving_platform_is_exported_as_the_role_applies_it(tmp_path):
+    """Open Data Hub in openshift-operators: its Subscription alone (the cluster's own
+    namespace and OperatorGroup are never written), the DSCInitialization and KServe
+    managed in the DataScienceCluster, from the rendering the role's filter uses."""
+    from ansible_collections.llmops.gpu_stack.plugins.filter.serving_platform import (
+        serving_platform_object,
+    )
+    from ansible_collections.llmops.gpu_stack.plugins.module_utils.k8s import olm
+
+    site = site_stages()
+    site["operators"]["serving_platform"] = ODH
+    _export(tmp_path, site)
+    docs = _docs(tmp_path / "tree", "base/*/*.yaml") | _docs(tmp_path / "tree",
+                                                               "overlays/site-a/*/*.yaml")
+    sub = docs[("Subscription", "openshift-operators", "opendatahub-operator")]
+    spec = olm.OperatorSpec(**{k: v for k, v in ODH.items() if k != "applications_namespace"})
+    # what olm_operator applies where it found the namespace's global-operators group
+    (applied,) = olm.operator_manifests(spec, "fast", "global-operators")
+    assert sub == applied and sub["spec"]["startingCSV"] == "opendatahub-operator.v3.0.0"
+    assert ("Namespace", None, "openshift-operators") not in docs
+    assert not [k for k in docs if k[0] == "OperatorGroup" and k[1] == "openshift-operators"]
+    assert docs[("DSCInitialization", None, "default-dsci")] == serving_platform_object(
+        "DSCInitialization", applications_namespace="opendatahub")
+    assert docs[("DataScienceCluster", None, "default-dsc")] == serving_platform_object(
+        "DataScienceCluster")
+    # the site's own objects: in the overlay, not the collection's base
+    overlay = yaml.safe_load((tmp_path / "tree/overlays/site-a/kustomization.yaml").read_text())
+    assert {"operators/datasciencecluster-default-dsc.yaml",
+            "operators/subscription-opendatahub-operator.yaml"} <= set(overlay["resources"])
+    broken = copy.deepcopy(site)
+    broken["operators"]["serving_platform"] = {**ODH, "applications_namespace": ""}
+    with pytest.raises(InvalidInputError, match="applications_namespace"):
+        _export(tmp_path / "again", broken)
+    assert not (tmp_path / "again").exists()

@@ -1,0 +1,50 @@
+# Copyright: llmops.gpu_stack contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""The kserve backend's platform objects: what model serving needs from Red Hat
+OpenShift AI or Open Data Hub (release 3, the ``v2`` APIs), written once for the
+gpu_operators role (through the ``serving_platform_object`` filter) and the GitOps
+export (``gitops/stages.py``).
+
+- A DSCInitialization ``default-dsci``: the platform's applications namespace, its own
+  monitoring stack off (OpenShift's user-workload monitoring is the collection's). The
+  operator usually makes one itself; the role creates it only where the cluster has none.
+- The DataScienceCluster: only ``spec.components.kserve.managementState: Managed`` (under
+  server-side apply that one field is the collection's; every other component keeps the
+  cluster's setting). Release 3 serves KServe in RawDeployment mode only, the mode the
+  kserve backend renders for.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils.common.errors import (
+    InvalidInputError,
+)
+
+DSCI_API = "dscinitialization.opendatahub.io/v2"
+DSC_API = "datasciencecluster.opendatahub.io/v2"
+DEFAULT_DSCI = "default-dsci"
+DEFAULT_DSC = "default-dsc"
+
+
+def dsci(applications_namespace: str, name: str = DEFAULT_DSCI) -> dict:
+    """The DSCInitialization the platform's components start from."""
+    if not applications_namespace:
+        raise InvalidInputError("the serving platform needs its applications_namespace "
+                                "(redhat-ods-applications for OpenShift AI, opendatahub "
+                                "for Open Data Hub)")
+    return {"apiVersion": DSCI_API, "kind": "DSCInitialization", "metadata": {"name": name},
+            "spec": {"applicationsNamespace": applications_namespace,
+                     "monitoring": {"managementState": "Removed"}}}
+
+
+def dsc(name: str = DEFAULT_DSC) -> dict:
+    """KServe managed in the DataScienceCluster ``name`` (the cluster's one, or the
+    default name where there is none)."""
+    return {"apiVersion": DSC_API, "kind": "DataScienceCluster",
+            "metadata": {"name": name or DEFAULT_DSC},
+            "spec": {"components": {"kserve": {"managementState": "Managed"}}}}
+
+
+def objects(applications_namespace: str, dsc_name: str = DEFAULT_DSC) -> list[dict]:
+    """Both, in apply order."""
+    return [dsci(applications_namespace), dsc(dsc_name)]
