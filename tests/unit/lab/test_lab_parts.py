@@ -135,7 +135,7 @@ def test_ray_ports_are_chosen_below_the_kernels_ephemeral_range() -> None:
 
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     taken: set[int] = set()
-    for _ in range(20):
+    for _attempt in range(20):
         port = ray_ports.free_port(taken)
         assert port not in taken and port not in range(10002, 20000)
         if low > 20000:

@@ -384,8 +384,8 @@ def test_the_serving_platform_is_exported_as_the_role_applies_it(tmp_path):
     site = site_stages()
     site["operators"]["serving_platform"] = ODH
     _export(tmp_path, site)
-    docs = _docs(tmp_path / "tree", "base/*/*.yaml") | _docs(tmp_path / "tree",
-                                                               "overlays/site-a/*/*.yaml")
+    tree = tmp_path / "tree"
+    docs = _docs(tree, "base/*/*.yaml") | _docs(tree, "overlays/site-a/*/*.yaml")
     sub = docs[("Subscription", "openshift-operators", "opendatahub-operator")]
     spec = olm.OperatorSpec(**{k: v for k, v in ODH.items() if k != "applications_namespace"})
     # what olm_operator applies where it found the namespace's global-operators group
