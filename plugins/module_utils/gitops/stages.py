@@ -4,7 +4,7 @@
 
 Each renderer calls the rendering function the stage's module applies (never a second
 template set): ``gpu_nodes.node_manifest``, ``olm.operator_manifests``,
-``serving_platform.objects``,
+``serving_platform.exported``,
 ``staging.volume_manifests``, ``render_deployment.render_manifests`` (either serving
 backend) and ``render.handover``.
 ``values`` are the options the stage's role passes its module (the export playbook
@@ -110,15 +110,15 @@ def operators(values: dict) -> list[dict]:
     module) and its instance (NodeFeatureDiscovery, ClusterPolicy) from the CSV's
     examples; with ``serving_platform`` (an operator entry with its
     ``applications_namespace``: OpenShift AI or Open Data Hub) that operator, its
-    DSCInitialization and KServe managed in the DataScienceCluster ``default-dsc``, as
-    the gpu_operators role applies them. The channel must be given: the export reads no
+    DSCInitialization and KServe managed in the DataScienceCluster ``default-dsc``
+    (``serving_platform.exported``). The channel must be given: the export reads no
     catalog."""
     out = []
     for entry in values.get("operators") or []:
         out += _subscribe(entry) + _instance(entry)
     platform = values.get("serving_platform")
     if platform:
-        out += _subscribe(platform) + serving_platform.objects(
+        out += _subscribe(platform) + serving_platform.exported(
             platform.get("applications_namespace") or "")
     return out
 

@@ -94,8 +94,10 @@ def _operators_stage(lab) -> None:
             if kind == "NodeFeatureDiscovery":
                 example["metadata"].setdefault("namespace", spec.namespace)
             k8s.apply(example, check_mode=False)
-    # the lab inventory's kserve platform: its DSCInitialization and DataScienceCluster
-    for obj in serving_platform.objects(defaults[PLATFORM]["applications_namespace"]):
+    # the lab inventory's kserve platform: the DSCInitialization the role creates where
+    # the cluster has none (as in the lab), KServe managed in the DataScienceCluster
+    for obj in (serving_platform.dsci(defaults[PLATFORM]["applications_namespace"]),
+                serving_platform.dsc()):
         k8s.apply(obj, check_mode=False)
 
 

@@ -30,8 +30,11 @@ def test_the_dsci_names_the_applications_namespace():
     assert dsci["metadata"] == {"name": "default-dsci"}
     assert dsci["spec"] == {"applicationsNamespace": "opendatahub",
                             "monitoring": {"managementState": "Removed"}}
-    assert serving_platform.objects("opendatahub") == [
-        dsci, serving_platform_object("DataScienceCluster")]
+    # the export's: the applications namespace alone (the operator's own DSCI has it)
+    exported_dsci, exported_dsc = serving_platform.exported("opendatahub")
+    assert exported_dsci["spec"] == {"applicationsNamespace": "opendatahub"}
+    assert {**exported_dsci, "spec": dsci["spec"]} == dsci
+    assert exported_dsc == serving_platform_object("DataScienceCluster")
 
 
 def test_bad_input_is_one_filter_error():

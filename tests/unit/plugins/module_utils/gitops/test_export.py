@@ -393,8 +393,10 @@ def test_the_serving_platform_is_exported_as_the_role_applies_it(tmp_path):
     assert sub == applied and sub["spec"]["startingCSV"] == "opendatahub-operator.v3.0.0"
     assert ("Namespace", None, "openshift-operators") not in docs
     assert not [k for k in docs if k[0] == "OperatorGroup" and k[1] == "openshift-operators"]
-    assert docs[("DSCInitialization", None, "default-dsci")] == serving_platform_object(
-        "DSCInitialization", applications_namespace="opendatahub")
+    role_dsci = serving_platform_object("DSCInitialization", applications_namespace="opendatahub")
+    # the fields the tree sets are the role's (the operator's own DSCI keeps its others)
+    assert docs[("DSCInitialization", None, "default-dsci")] == {
+        **role_dsci, "spec": {"applicationsNamespace": "opendatahub"}}
     assert docs[("DataScienceCluster", None, "default-dsc")] == serving_platform_object(
         "DataScienceCluster")
     # the site's own objects: in the overlay, not the collection's base
