@@ -91,16 +91,18 @@ def lab_conflict(lab, verb: str, resource: str, ns: str | None, count: int = 1,
                                   "count": count, "namespace": ns, "skip": skip})
 
 
-def stage_tiny_model(lab, work: Path, namespace: str) -> Path:
-    """The OpenShift stage (GPU nodes labelled, 16 GPUs allocatable) and the tiny model
-    staged into ``namespace``'s ``models`` volume by the storage stage; the model's
-    local directory."""
+def stage_tiny_model(lab, work: Path, namespace: str, platform: str = "none") -> Path:
+    """The OpenShift stage (GPU nodes labelled, 16 GPUs allocatable; the serving platform
+    ``platform``, none unless asked, where the lab inventory installs Open Data Hub) and
+    the tiny model staged into ``namespace``'s ``models`` volume by the storage stage; the
+    model's local directory."""
     model = work / "tiny-llama"
     subprocess.run([sys.executable, "-m", "gpu_lab.tiny_model", str(model)], check=True,
                    capture_output=True)
     env = {"GPU_LAB_HOME": str(lab.settings.home)}
     rc, _t, out = run_play(lab, work, playbook=REPO / "playbooks" / "openshift.yml",
                            inventory=str(REPO / "inventories" / "lab"), env_extra=env,
+                           extra=("-e", f"gpu_operators_serving_platform={platform}"),
                            json_out=False)
     assert rc == 0, out[-3000:]
     vars_file = work / "storage.json"
