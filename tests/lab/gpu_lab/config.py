@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_OCP_VERSION = "4.19.10"  # a release Open Data Hub / OpenShift AI 3.0 run on
+DEFAULT_OCP_VERSION = "4.19.10"  # listed for Open Data Hub 3.0 (gpu_operators_serving_platform_ocp)
 # OpenShift minor -> Kubernetes version it ships.
 _KUBE_FOR_OCP = {14: "1.27.16", 15: "1.28.15", 16: "1.29.14", 17: "1.30.13", 18: "1.31.8",
                  19: "1.32.5", 20: "1.33.3"}
