@@ -95,11 +95,11 @@ def operator_manifests(spec: OperatorSpec, channel: str, group: str | None) -> l
     if spec.namespace != GLOBAL_NAMESPACE:
         out.append({"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": spec.namespace}})
-    if group is None and spec.namespace != GLOBAL_NAMESPACE:
-        og_spec = {} if spec.targets() is None else {"targetNamespaces": spec.targets()}
-        out.append({"apiVersion": OLM_V1, "kind": "OperatorGroup",
-                    "metadata": {"name": spec.namespace, "namespace": spec.namespace},
-                    "spec": og_spec})
+        if group is None:
+            og_spec = {} if spec.targets() is None else {"targetNamespaces": spec.targets()}
+            out.append({"apiVersion": OLM_V1, "kind": "OperatorGroup",
+                        "metadata": {"name": spec.namespace, "namespace": spec.namespace},
+                        "spec": og_spec})
     sub = {"channel": channel, "name": spec.package, "source": spec.catalog,
            "sourceNamespace": spec.catalog_namespace,
            "installPlanApproval": spec.approval}
